@@ -1,0 +1,1 @@
+"""Token -> caller (KBase auth or local tokens) and workspace permissions."""

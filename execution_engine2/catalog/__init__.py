@@ -1,0 +1,1 @@
+"""App catalog clients (KBase catalog service, local YAML) and requirement resolution."""

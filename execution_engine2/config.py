@@ -1,0 +1,281 @@
+"""Configuration: one INI file (``deploy.cfg``) overridable by ``EE2_*`` variables.
+
+This is the only module that reads the environment. Every key, its default and
+its meaning is listed in ``KEYS``; the README's configuration table is this list.
+``load`` returns a frozen ``Config``; tests build one with ``Config.standalone``.
+"""
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+from typing import Any, Callable, Mapping
+
+from execution_engine2.errors import ValidationError
+
+SECTION = "execution_engine2"
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+
+def _bool(text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _str(text: str) -> str:
+    return str(text).strip()
+
+
+def _optional_str(text: str) -> str | None:
+    value = str(text).strip()
+    return value or None
+
+
+def _positive_int(text: str) -> int:
+    value = int(str(text).strip())
+    if value < 0:
+        raise ValueError(f"must not be negative: {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    return float(str(text).strip())
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = str(text).strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, not {text!r}")
+        return value
+
+    return parse
+
+
+KEYS: tuple[Key, ...] = (
+    # Wiring: which implementation of each concern the service uses.
+    Key("store", "sqlite", _choice("sqlite", "mongo"), "Job store: `sqlite` (standalone) or `mongo` (production)."),
+    Key("scheduler", "local", _choice("local", "condor"), "Scheduler: `local` subprocesses or `condor` (HTCondor)."),
+    Key("auth", "local", _choice("local", "kbase"), "Token check: `local` tokens in the data dir or the `kbase` auth service."),
+    Key("catalog", "local", _choice("local", "kbase"), "App catalog: `local` YAML file or the `kbase` catalog service."),
+    # HTTP
+    Key("host", "127.0.0.1", _str, "Address `ee2 serve` binds."),
+    Key("port", 5000, _positive_int, "Port `ee2 serve` binds."),
+    Key("workers", 1, _positive_int, "gunicorn worker processes (production); standalone uses 1."),
+    Key("external-url", None, _optional_str, "URL jobs use to call back; default `http://<host>:<port>/`."),
+    Key("max-request-bytes", 16 * 1024 * 1024, _positive_int, "Largest request body accepted."),
+    Key("max-log-line-bytes", 100_000, _positive_int, "Longer log lines are truncated, with a marker."),
+    # Standalone
+    Key("data-dir", "./ee2-data", _str, "Standalone data directory (SQLite store, tokens, job work dirs)."),
+    Key("catalog-file", None, _optional_str, "Local catalog YAML; default: the bundled demo catalog."),
+    Key("local-slots", 0, _positive_int, "Concurrent local jobs; 0 = CPU count."),
+    Key("start-worker", True, _bool, "Whether `ee2 serve` also starts the local worker."),
+    # MongoDB
+    Key("mongo-uri", None, _optional_str, "Full MongoDB URI; when set, the host/port/user keys are ignored."),
+    Key("mongo-host", "localhost", _str, "MongoDB host."),
+    Key("mongo-port", 27017, _positive_int, "MongoDB port."),
+    Key("mongo-database", "ee2", _str, "MongoDB database."),
+    Key("mongo-user", None, _optional_str, "MongoDB user."),
+    Key("mongo-password", None, _optional_str, "MongoDB password."),
+    Key("mongo-authmechanism", "DEFAULT", _str, "MongoDB auth mechanism."),
+    Key("mongo-retry-rewrites", False, _bool, "MongoDB retryWrites."),
+    Key("mongo-jobs-collection", "ee2_jobs", _str, "Jobs collection."),
+    Key("mongo-logs-collection", "ee2_logs", _str, "Logs collection."),
+    # KBase services
+    Key("auth-service-url", None, _optional_str, "KBase auth legacy token endpoint (`.../api/legacy/KBase/Sessions/Login`)."),
+    Key("auth-url", None, _optional_str, "KBase auth2 base URL (roles via `/api/V2/me`)."),
+    Key("workspace-url", None, _optional_str, "KBase workspace service (permissions)."),
+    Key("catalog-url", None, _optional_str, "KBase catalog service."),
+    Key("catalog-token", None, _optional_str, "Service token for the catalog; handed to jobs as KB_ADMIN_AUTH_TOKEN."),
+    Key("auth-cache-ttl", 300.0, _float, "Seconds a validated token or role is cached."),
+    Key("kbase-endpoint", None, _optional_str, "Echoed by list_config."),
+    Key("shock-url", None, _optional_str, "Echoed by list_config."),
+    Key("handle-url", None, _optional_str, "Echoed by list_config."),
+    Key("srv-wiz-url", None, _optional_str, "Echoed by list_config."),
+    Key("auth-service-url-v2", None, _optional_str, "Echoed by list_config."),
+    Key("auth-service-url-allow-insecure", None, _optional_str, "Echoed by list_config."),
+    Key("scratch", None, _optional_str, "Echoed by list_config."),
+    Key("ref_data_base", None, _optional_str, "Echoed by list_config."),
+    # HTCondor submit file
+    Key("executable", "execute_runner.sh", _str, "Job runner executable (relative to `initialdir`)."),
+    Key("initialdir", "/condor_shared", _str, "Submit `initialdir`."),
+    Key("transfer_input_files", None, _optional_str, "Submit `transfer_input_files` (runner tarball)."),
+    Key("docker_timeout", 604805, _positive_int, "DOCKER_JOB_TIMEOUT handed to jobs (seconds)."),
+    Key("leavejobinqueue", "True", _str, "Submit `leave_in_queue`."),
+    Key("pool_user", "condor_pool", _str, "Submit `+Owner`."),
+    Key("condor-submit-timeout", 60.0, _float, "Seconds one schedd submit may take before it counts as failed."),
+    # Retry and housekeeping
+    Key("max-retries", 10, _positive_int, "Most retries one root job may have."),
+    Key("max-retry-jobs-per-call", 1000, _positive_int, "Most ids one retry_jobs call may name."),
+    Key("reaper-created-max-age", 3600.0, _float, "Seconds a job may stay `created` before the reaper terminates it."),
+    Key("reaper-queued-max-age", 14 * 86400.0, _float, "Seconds a job may stay `queued` before the reaper terminates it."),
+    Key("repair-grace-seconds", 60.0, _float, "Age before the repair pass completes an unfinished retry lifecycle."),
+    Key("held-job-action", "error", _choice("error", "remove"), "What the held-job pass does: `error` the job, or also `remove` it from HTCondor."),
+    Key("maintenance-interval", 60.0, _float, "Seconds between in-service housekeeping passes; 0 turns them off."),
+    Key("debug", False, _bool, "Verbose logging."),
+)
+
+KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
+
+# Echoed by list_config (the runner reads these); null when unset.
+LIST_CONFIG_KEYS: tuple[str, ...] = (
+    "external-url", "kbase-endpoint", "workspace-url", "catalog-url", "shock-url",
+    "handle-url", "srv-wiz-url", "auth-service-url", "auth-service-url-v2",
+    "auth-service-url-allow-insecure", "scratch", "executable", "docker_timeout",
+    "initialdir", "ref_data_base",
+)
+
+DEFAULT_CLIENT_GROUP = "njs"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientGroup:
+    """A `[section]` of deploy.cfg: the resources jobs of that group get."""
+
+    name: str
+    request_cpus: int
+    request_memory: int  # MB
+    request_disk: int  # GB
+    client_group_regex: bool | None = None
+    debug_mode: bool | None = None
+
+
+def _standalone_client_groups() -> dict[str, ClientGroup]:
+    return {
+        name: ClientGroup(name, 1, 2000, 10)
+        for name in ("njs", "bigmem", "bigmemlong", "extreme", "concierge", "hpc",
+                     "kb_upload", "terabyte", "multi_tb", "kb_upload_bulk")
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of the service, validated."""
+
+    values: Mapping[str, Any]
+    client_groups: Mapping[str, ClientGroup] = dataclasses.field(default_factory=_standalone_client_groups)
+    default_client_group: str = DEFAULT_CLIENT_GROUP
+    override_client_group: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    @property
+    def external_url(self) -> str:
+        return self.values["external-url"] or f"http://{self.values['host']}:{self.values['port']}/"
+
+    @property
+    def is_standalone(self) -> bool:
+        return self.values["store"] == "sqlite"
+
+    def with_values(self, **overrides: Any) -> "Config":
+        """A copy with some keys replaced (names with `_` for `-`, as in Python)."""
+        values = dict(self.values)
+        for name, value in overrides.items():
+            key = name if name in KEYS_BY_NAME else name.replace("_", "-")
+            if key not in KEYS_BY_NAME:
+                raise KeyError(f"unknown config key {name!r}")
+            values[key] = value
+        return dataclasses.replace(self, values=values)
+
+    @classmethod
+    def standalone(cls, **overrides: Any) -> "Config":
+        """The embedded defaults, as `ee2 serve` uses with no config file."""
+        return cls(values={key.name: key.default for key in KEYS}).with_values(**overrides)
+
+
+def _env_name(key: str) -> str:
+    return "EE2_" + key.upper().replace("-", "_")
+
+
+def _parse(key: str, raw: str, source: str) -> Any:
+    try:
+        return KEYS_BY_NAME[key].parse(raw)
+    except ValueError as err:
+        raise ValidationError(f"Invalid configuration {key}={raw!r} ({source}): {err}") from None
+
+
+def _positive(section: configparser.SectionProxy, option: str, strip: str) -> int:
+    raw = section.get(option)
+    if raw is None:
+        raise ValidationError(f"Client group [{section.name}] must set {option}")
+    text = raw.strip().upper()
+    for suffix in sorted((strip, strip[0]), key=len, reverse=True):
+        if suffix and text.endswith(suffix):
+            text = text[: -len(suffix)]
+            break
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValidationError(f"Client group [{section.name}] has an invalid {option}: {raw!r}") from None
+    if value < 1:
+        raise ValidationError(f"Client group [{section.name}] {option} must be at least 1")
+    return value
+
+
+def _client_group(section: configparser.SectionProxy) -> ClientGroup:
+    def flag(option: str) -> bool | None:
+        raw = section.get(option)
+        return None if raw is None else _bool(raw)
+
+    return ClientGroup(
+        name=section.name,
+        request_cpus=_positive(section, "request_cpus", ""),
+        request_memory=_positive(section, "request_memory", "MB"),
+        request_disk=_positive(section, "request_disk", "GB"),
+        client_group_regex=flag("client_group_regex"),
+        debug_mode=flag("debug_mode"),
+    )
+
+
+def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (INI; optional) then apply ``EE2_*`` overrides from ``environ``.
+
+    Without a file the embedded standalone defaults apply. With a file, the
+    `[execution_engine2]` section holds the keys of ``KEYS``; every other section
+    is a client group. Raises ``ValidationError`` naming the bad key.
+    """
+    environ = os.environ if environ is None else environ
+    values = {key.name: key.default for key in KEYS}
+    client_groups = _standalone_client_groups()
+    default_group = DEFAULT_CLIENT_GROUP
+    path = path or environ.get("KB_DEPLOYMENT_CONFIG") or None
+    if path:
+        parser = configparser.ConfigParser(interpolation=None)
+        if not parser.read(path):
+            raise ValidationError(f"Cannot read configuration file {path}")
+        if parser.has_section(SECTION):
+            for option, raw in parser.items(SECTION):
+                if option in KEYS_BY_NAME and option not in parser.defaults():
+                    values[option] = _parse(option, raw, path)
+        groups = {
+            name: _client_group(parser[name]) for name in parser.sections() if name != SECTION
+        }
+        if groups:
+            client_groups = groups
+        default_group = parser.defaults().get("default_client_group", DEFAULT_CLIENT_GROUP)
+    for key in KEYS:
+        env_value = environ.get(_env_name(key.name))
+        if env_value is not None:
+            values[key.name] = _parse(key.name, env_value, _env_name(key.name))
+    if default_group not in client_groups:
+        raise ValidationError(f"default_client_group {default_group!r} is not a configured client group")
+    override = environ.get("OVERRIDE_CLIENT_GROUP") or None
+    if override is not None and override not in client_groups:
+        raise ValidationError(f"OVERRIDE_CLIENT_GROUP {override!r} is not a configured client group")
+    return Config(values=values, client_groups=client_groups,
+                  default_client_group=default_group, override_client_group=override)

@@ -1,0 +1,174 @@
+"""The ``JobStore`` interface: every database operation the service performs.
+
+Two implementations: ``db.mongo.MongoJobStore`` (production) and
+``db.sqlite.SqliteJobStore`` (standalone). Both pass ``test/db/test_store.py``.
+
+Records are plain dicts shaped like the MongoDB document (``job.py``), ``_id``
+a 24-hex string, times float epoch seconds. Every conditional change is one
+store operation (compare-and-set in the write's filter), never read-then-write.
+Each method is one database round trip unless its docstring says otherwise,
+whatever the number of jobs it is given. Driver failures are raised as
+``errors.ServiceUnavailable``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+from execution_engine2.job import JobStatus
+
+Record = dict[str, Any]
+
+# Fields ``JobStore.add_to_set`` may append to.
+SET_FIELDS = frozenset({"child_jobs", "retry_ids"})
+
+
+@dataclasses.dataclass(frozen=True)
+class JobQuery:
+    """A filter over jobs; every given field must match (AND). ``None`` = any.
+
+    ``created_after``/``created_before`` are exclusive bounds on the creation time
+    encoded in the job id (epoch seconds). ``status_time_before`` is
+    ``(field, t)``: jobs whose time field (``queued``, ``running``...) is set and < t.
+    ``claimable`` is ``(kind, now)``: jobs with no live claim of that kind.
+    Results are ordered by job id (creation order), ``ascending`` or not.
+    """
+
+    job_ids: Sequence[str] | None = None
+    statuses: Iterable[JobStatus | str] | None = None
+    user: str | None = None
+    wsid: int | None = None
+    batch_id: str | None = None
+    batch_job: bool | None = None
+    retry_parent: str | None = None
+    retry_parents: Sequence[str] | None = None
+    retry_active: bool | None = None
+    retry_saved_toggle: bool | None = None
+    scheduler_id: str | None = None
+    scheduler_type: str | None = None
+    has_scheduler_id: bool | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    status_time_before: tuple[str, float] | None = None
+    claimable: tuple[str, float] | None = None
+    claimed_by: tuple[str, str] | None = None  # (kind, owner)
+    extra: Mapping[str, Any] | None = None  # exact matches on top-level or job_input.* fields
+    limit: int | None = None
+    offset: int = 0
+    ascending: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """One conditional status change: ``job_id`` to ``to`` only if its status is in
+    ``allowed_from``. ``fields`` are set at the same time; ``unset`` removed."""
+
+    job_id: str
+    to: JobStatus
+    allowed_from: frozenset[JobStatus]
+    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    unset: Sequence[str] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TransitionResult:
+    """``record`` is the job after the change; on a conflict ``record`` is None and
+    ``current`` is the status found (None when the job does not exist)."""
+
+    job_id: str
+    record: Record | None
+    current: JobStatus | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.record is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class LogLine:
+    line: str
+    is_error: bool
+    ts: float  # epoch seconds
+
+
+class JobStore(Protocol):
+    # --- jobs -----------------------------------------------------------------
+    def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
+        """Insert new records (each with its ``_id``) in one bulk write.
+
+        A record with ``retry_active`` whose ``retry_parent`` already has a live
+        retry (stored, or earlier in the same call) is not inserted: it comes back
+        in the returned ``{job_id: id of the live retry}``. All other records are
+        inserted. Returns ``{}`` when every record was inserted.
+        """
+
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Record]:
+        """The records that exist among ``job_ids``, keyed by id."""
+
+    def find_jobs(self, query: JobQuery, projection: Sequence[str] | None = None) -> list[Record]:
+        """Records matching ``query``; ``projection`` limits the returned fields
+        (``_id`` always included)."""
+
+    def count_jobs(self, query: JobQuery) -> int:
+        """How many records match ``query`` (ignores limit/offset)."""
+
+    def transition(self, change: Transition, now: float) -> TransitionResult:
+        """Apply one conditional status change.
+
+        On success also stamps ``updated`` and the status's time field
+        (``job.STATUS_TIME_FIELD``) with ``now`` and, when ``to`` is terminal,
+        removes ``retry_active`` (the retry is no longer in flight).
+        """
+
+    def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
+        """``transition`` for many jobs, results in the order given (a bulk write
+        and a read-back: two round trips)."""
+
+    def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
+        """Unconditionally set fields on jobs: ``{job_id: {field: value}}``; dotted
+        names reach into ``job_input``. Stamps ``updated``."""
+
+    def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
+        """Append ``(job_id, field, value)`` to list fields (``SET_FIELDS``) unless
+        the value is already there: idempotent, order of first append kept."""
+
+    def pull_children(self, batch_id: str, child_ids: Sequence[str], now: float) -> Record | None:
+        """Remove ``child_ids`` from a container's ``child_jobs`` only if all of them
+        are there; the updated record, or None when some were not (nothing changed)."""
+
+    # --- claims: who is working on a job (submitter, local worker) ------------
+    def claim_jobs(self, kind: str, owner: str, query: JobQuery, lease_seconds: float,
+                   now: float) -> list[Record]:
+        """Atomically mark up to ``query.limit`` matching jobs that have no live claim
+        of ``kind`` as claimed by ``owner`` until ``now + lease_seconds``; returns the
+        records claimed. Two callers never claim the same job. (At most three
+        round trips.)"""
+
+    def renew_claims(self, kind: str, owner: str, job_ids: Sequence[str], lease_seconds: float,
+                     now: float) -> list[str]:
+        """Extend ``owner``'s claims; returns the ids whose claim was still ``owner``'s."""
+
+    def release_claims(self, kind: str, owner: str, job_ids: Sequence[str]) -> None:
+        """Drop ``owner``'s claims of ``kind`` on these jobs."""
+
+    # --- logs -----------------------------------------------------------------
+    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float) -> int:
+        """Append lines, numbering them after the lines already stored (atomic under
+        concurrent appends: no two lines share a number). Returns the count after."""
+
+    def get_logs(self, job_id: str, first_line: int, limit: int | None
+                 ) -> tuple[list[dict[str, Any]], int] | None:
+        """Lines with ``linepos >= first_line`` (each ``{line, linepos, error, ts}``),
+        at most ``limit``, and the count of all stored lines; None when the job has
+        no log."""
+
+    # --- leases: one housekeeping pass at a time across processes -------------
+    def acquire_lease(self, name: str, owner: str, seconds: float, now: float) -> bool:
+        """Take (or renew) the named lease if it is free, expired or already ours."""
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up if we hold it."""
+
+    # --- lifecycle --------------------------------------------------------------
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,145 @@
+"""The job record: statuses, the transition table, codes and record helpers.
+
+Imports nothing from the project and does no I/O. Records travel between
+packages as plain dicts shaped like the stored MongoDB document (see the
+README, "Data model"), with ``_id`` as a 24-hex string.
+"""
+from __future__ import annotations
+
+import enum
+from typing import Any, Mapping
+
+from bson import ObjectId
+
+
+class JobStatus(str, enum.Enum):
+    CREATED = "created"
+    QUEUED = "queued"
+    ESTIMATING = "estimating"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ERROR = "error"
+    TERMINATED = "terminated"
+
+
+TERMINAL: frozenset[JobStatus] = frozenset(
+    {JobStatus.COMPLETED, JobStatus.ERROR, JobStatus.TERMINATED}
+)
+ACTIVE: frozenset[JobStatus] = frozenset(set(JobStatus) - TERMINAL)
+RETRYABLE: frozenset[JobStatus] = frozenset({JobStatus.ERROR, JobStatus.TERMINATED})
+
+# Which statuses each status may become through the normal life of a job.
+# Leaving a terminal state is not in this table: only a full admin may do
+# that, explicitly, through update_job_status with as_admin.
+TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.CREATED: frozenset(
+        {JobStatus.QUEUED, JobStatus.ESTIMATING, JobStatus.RUNNING} | TERMINAL
+    ),
+    JobStatus.QUEUED: frozenset({JobStatus.ESTIMATING, JobStatus.RUNNING} | TERMINAL),
+    JobStatus.ESTIMATING: frozenset({JobStatus.RUNNING} | TERMINAL),
+    JobStatus.RUNNING: TERMINAL,
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.ERROR: frozenset(),
+    JobStatus.TERMINATED: frozenset(),
+}
+
+# The record field stamped (epoch seconds) when a job enters a status.
+STATUS_TIME_FIELD: Mapping[JobStatus, str] = {
+    JobStatus.QUEUED: "queued",
+    JobStatus.ESTIMATING: "estimating",
+    JobStatus.RUNNING: "running",
+    JobStatus.COMPLETED: "finished",
+    JobStatus.ERROR: "finished",
+    JobStatus.TERMINATED: "finished",
+}
+
+
+def may_transition(current: JobStatus | str, to: JobStatus | str) -> bool:
+    """Whether a job in ``current`` may move to ``to`` in its normal life."""
+    return JobStatus(to) in TRANSITIONS[JobStatus(current)]
+
+
+def allowed_from(to: JobStatus | str) -> frozenset[JobStatus]:
+    """Every status from which a job may move to ``to``."""
+    target = JobStatus(to)
+    return frozenset(s for s, nexts in TRANSITIONS.items() if target in nexts)
+
+
+class TerminatedCode(enum.IntEnum):
+    """Why a job was terminated (``terminated_code``)."""
+
+    USER = 0
+    ADMIN = 1
+    AUTOMATION = 2
+    BATCH_ABORT = 3
+    SERVER_FAILURE = 4
+
+
+class ErrorCode(enum.IntEnum):
+    """Why a job ended in error (``error_code``)."""
+
+    UNKNOWN = 0
+    JOB_CRASHED = 1
+    TERMINATED_BY_AUTOMATION = 2
+    OVER_TIME_LIMIT = 3
+    MISSING_OUTPUT = 4
+    TOKEN_EXPIRED = 5
+    SUBMISSION_FAILED = 6
+
+
+# Fields the store keeps for its own bookkeeping; never shown to callers.
+INTERNAL_FIELDS: frozenset[str] = frozenset({"retry_active", "claims"})
+
+
+def new_job_id() -> str:
+    """A fresh 24-hex job id whose first 4 bytes are the creation time."""
+    return str(ObjectId())
+
+
+def is_job_id(value: Any) -> bool:
+    return isinstance(value, str) and ObjectId.is_valid(value) and len(value) == 24
+
+
+def created_time(job_id: str) -> float:
+    """Creation time (epoch seconds, 1 s resolution) encoded in a job id."""
+    return ObjectId(job_id).generation_time.timestamp()
+
+
+def is_batch_container(job: Mapping[str, Any]) -> bool:
+    return bool(job.get("batch_job"))
+
+
+def new_job_record(
+    *,
+    job_id: str,
+    user: str,
+    job_input: dict[str, Any],
+    wsid: int | None = None,
+    batch_id: str | None = None,
+    batch_job: bool = False,
+    retry_parent: str | None = None,
+    now: float,
+) -> dict[str, Any]:
+    """A record in status ``created`` with every default the service writes."""
+    record: dict[str, Any] = {
+        "_id": job_id,
+        "user": user,
+        "authstrat": "kbaseworkspace",
+        "status": JobStatus.CREATED.value,
+        "updated": now,
+        "job_input": job_input,
+        "batch_job": batch_job,
+        "child_jobs": [],
+        "retry_ids": [],
+        "retry_saved_toggle": False,
+    }
+    if wsid is not None:
+        record["wsid"] = wsid
+    if batch_id is not None:
+        record["batch_id"] = batch_id
+    if retry_parent is not None:
+        record["retry_parent"] = retry_parent
+        # Marks a live retry; the store's unique index on (retry_parent where
+        # retry_active) is what allows only one in-flight retry per root.
+        record["retry_active"] = True
+    return record

@@ -1,0 +1,1 @@
+"""HTCondor and local executors behind one interface (``scheduler.base.Scheduler``)."""

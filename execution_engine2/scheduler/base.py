@@ -1,0 +1,123 @@
+"""The ``Scheduler`` interface the method runner submits through.
+
+Implementations: ``scheduler.condor.CondorScheduler`` (HTCondor, production) and
+``scheduler.local.LocalScheduler`` (subprocesses on this machine, standalone).
+No caller knows which one it talks to.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Protocol, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirements:
+    """Resolved resources and placement for one job (stored on the record as
+    ``job_input.requirements``, see ``to_record``)."""
+
+    client_group: str
+    request_cpus: int
+    request_memory: int  # MB
+    request_disk: int  # GB
+    client_group_regex: bool | None = None
+    bill_to_user: str | None = None
+    ignore_concurrency_limits: bool = False
+    scheduler_requirements: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    debug_mode: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        """The stored form: the existing four fields plus everything else we resolve."""
+        return {
+            "clientgroup": self.client_group,
+            "cpu": self.request_cpus,
+            "memory": self.request_memory,
+            "disk": self.request_disk,
+            "client_group_regex": self.client_group_regex,
+            "bill_to_user": self.bill_to_user,
+            "ignore_concurrency_limits": self.ignore_concurrency_limits,
+            "scheduler_requirements": dict(self.scheduler_requirements),
+            "debug_mode": self.debug_mode,
+        }
+
+    @classmethod
+    def from_record(cls, stored: Mapping[str, Any]) -> "Requirements":
+        return cls(
+            client_group=stored["clientgroup"],
+            request_cpus=stored["cpu"],
+            request_memory=stored["memory"],
+            request_disk=stored["disk"],
+            client_group_regex=stored.get("client_group_regex"),
+            bill_to_user=stored.get("bill_to_user"),
+            ignore_concurrency_limits=bool(stored.get("ignore_concurrency_limits")),
+            scheduler_requirements=dict(stored.get("scheduler_requirements") or {}),
+            debug_mode=bool(stored.get("debug_mode")),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedJob:
+    """Everything a scheduler needs to start one job. ``token`` is the owner's
+    token, handed to the runner through its environment, never stored."""
+
+    job_id: str
+    user: str
+    token: str | None
+    method: str  # Module.function
+    app_id: str | None
+    wsid: int | None
+    parent_job_id: str | None  # batch container id, or the manual parent_job_id
+    source_ws_objects: Sequence[str]
+    service_ver: str  # resolved git commit
+    requirements: Requirements
+
+    @property
+    def module_name(self) -> str:
+        return self.method.split(".", 1)[0]
+
+    @property
+    def function_name(self) -> str:
+        return self.method.split(".", 1)[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmitOutcome:
+    """Per job: a scheduler id, or the reason it was not accepted."""
+
+    job_id: str
+    scheduler_id: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.scheduler_id is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerJobState:
+    """What the scheduler knows of one job. ``held`` jobs carry ``hold_reason``."""
+
+    scheduler_id: str
+    state: str  # idle, running, held, completed, removed, unknown
+    hold_reason: str | None = None
+    hold_reason_code: int | None = None
+    ads: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Scheduler(Protocol):
+    scheduler_type: str  # stored on records as scheduler_type
+
+    def submit(self, jobs: Sequence[PreparedJob]) -> list[SubmitOutcome]:
+        """Submit all ``jobs`` in one scheduler transaction; one outcome per job, in
+        order. Raises ``errors.SubmissionFailed`` when nothing could be submitted."""
+
+    def cancel(self, scheduler_ids: Sequence[str]) -> None:
+        """Stop and remove these jobs; unknown or finished ids are ignored."""
+
+    def states(self, scheduler_ids: Sequence[str]) -> dict[str, SchedulerJobState]:
+        """Current state of the given jobs (missing ids are not in the result)."""
+
+    def held_jobs(self) -> list[SchedulerJobState]:
+        """Every job the scheduler holds."""
+
+    def remove_held(self, scheduler_ids: Sequence[str]) -> None:
+        """Remove held jobs from the scheduler's queue."""
