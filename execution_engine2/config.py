@@ -214,7 +214,8 @@ def _positive(section: configparser.SectionProxy, option: str, strip: str) -> in
     if raw is None:
         raise ValidationError(f"Client group [{section.name}] must set {option}")
     text = raw.strip().upper()
-    for suffix in sorted((strip, strip[0]), key=len, reverse=True):
+    # "2000M", "2000MB" and "2000" all mean 2000 (MB); likewise "100GB", "100G".
+    for suffix in (strip, strip[:1]):
         if suffix and text.endswith(suffix):
             text = text[: -len(suffix)]
             break

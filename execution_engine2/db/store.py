@@ -1,7 +1,7 @@
 """The ``JobStore`` interface: every database operation the service performs.
 
 Two implementations: ``db.mongo.MongoJobStore`` (production) and
-``db.sqlite.SqliteJobStore`` (standalone). Both pass ``test/db/test_store.py``.
+``db.sqlite.SqliteJobStore`` (standalone). Both pass ``test/db/test_job_store.py``.
 
 Records are plain dicts shaped like the MongoDB document (``job.py``), ``_id``
 a 24-hex string, times float epoch seconds. Every conditional change is one

@@ -1,0 +1,114 @@
+"""``CountingStore``: a ``JobStore`` wrapper that counts database round trips.
+
+Benchmarks and tests use it to show that an operation's round trips do not
+grow with the number of jobs. Each call is charged its nominal cost from
+``COSTS``: the round trips the ``JobStore`` contract allows it
+(``transition_many`` 2: bulk write and read-back; ``claim_jobs`` 3: find,
+claim, read-back; every other method 1; ``close`` 0). The count is per call,
+not measured on the wire: ``MongoJobStore`` spends a second, still constant,
+round trip in ``renew_claims``, ``append_logs``, ``get_logs``, a conflicting
+``transition`` and an ``insert_jobs`` that refuses live retries. What matters
+to its users is that no method's cost depends on how many jobs it is given.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+from execution_engine2.db.store import JobQuery, JobStore, LogLine, Record, Transition, TransitionResult
+
+COSTS: Mapping[str, int] = {"transition_many": 2, "claim_jobs": 3, "close": 0}
+
+
+class CountingStore:
+    """Forwards every ``JobStore`` method to ``inner`` and counts round trips:
+    ``round_trips`` in total, ``calls`` per method name (a ``Counter`` of calls)."""
+
+    def __init__(self, inner: JobStore) -> None:
+        self.inner = inner
+        self.round_trips = 0
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        """Start counting from zero."""
+        with self._lock:
+            self.round_trips = 0
+            self.calls = Counter()
+
+    def _count(self, method: str) -> None:
+        with self._lock:
+            self.calls[method] += 1
+            self.round_trips += COSTS.get(method, 1)
+
+    def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
+        self._count("insert_jobs")
+        return self.inner.insert_jobs(records)
+
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Record]:
+        self._count("get_jobs")
+        return self.inner.get_jobs(job_ids)
+
+    def find_jobs(self, query: JobQuery, projection: Sequence[str] | None = None) -> list[Record]:
+        self._count("find_jobs")
+        return self.inner.find_jobs(query, projection)
+
+    def count_jobs(self, query: JobQuery) -> int:
+        self._count("count_jobs")
+        return self.inner.count_jobs(query)
+
+    def transition(self, change: Transition, now: float) -> TransitionResult:
+        self._count("transition")
+        return self.inner.transition(change, now)
+
+    def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
+        self._count("transition_many")
+        return self.inner.transition_many(changes, now)
+
+    def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
+        self._count("set_fields")
+        self.inner.set_fields(updates, now)
+
+    def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
+        self._count("add_to_set")
+        self.inner.add_to_set(additions, now)
+
+    def pull_children(self, batch_id: str, child_ids: Sequence[str], now: float) -> Record | None:
+        self._count("pull_children")
+        return self.inner.pull_children(batch_id, child_ids, now)
+
+    def claim_jobs(self, kind: str, owner: str, query: JobQuery, lease_seconds: float,
+                   now: float) -> list[Record]:
+        self._count("claim_jobs")
+        return self.inner.claim_jobs(kind, owner, query, lease_seconds, now)
+
+    def renew_claims(self, kind: str, owner: str, job_ids: Sequence[str], lease_seconds: float,
+                     now: float) -> list[str]:
+        self._count("renew_claims")
+        return self.inner.renew_claims(kind, owner, job_ids, lease_seconds, now)
+
+    def release_claims(self, kind: str, owner: str, job_ids: Sequence[str]) -> None:
+        self._count("release_claims")
+        self.inner.release_claims(kind, owner, job_ids)
+
+    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float) -> int:
+        self._count("append_logs")
+        return self.inner.append_logs(job_id, lines, now)
+
+    def get_logs(self, job_id: str, first_line: int, limit: int | None
+                 ) -> tuple[list[dict[str, Any]], int] | None:
+        self._count("get_logs")
+        return self.inner.get_logs(job_id, first_line, limit)
+
+    def acquire_lease(self, name: str, owner: str, seconds: float, now: float) -> bool:
+        self._count("acquire_lease")
+        return self.inner.acquire_lease(name, owner, seconds, now)
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self._count("release_lease")
+        self.inner.release_lease(name, owner)
+
+    def close(self) -> None:
+        self._count("close")
+        self.inner.close()

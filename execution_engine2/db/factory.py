@@ -1,0 +1,76 @@
+"""``open_store``: the ``JobStore`` a configuration asks for, connected.
+
+Connections open here, when the application is built, never at import: a
+``MongoClient`` must not cross gunicorn's fork.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.errors import ConfigurationError
+
+from execution_engine2 import errors
+from execution_engine2.config import Config
+from execution_engine2.db.mongo import MongoJobStore
+from execution_engine2.db.sqlite import SqliteJobStore
+from execution_engine2.db.store import JobStore
+
+SQLITE_FILE = "ee2.sqlite3"
+
+
+def open_store(config: Config) -> JobStore:
+    """The store named by ``config["store"]``.
+
+    ``sqlite``: ``<data-dir>/ee2.sqlite3`` (the directory is created).
+    ``mongo``: the ``mongo-*`` keys; ``mongo-uri`` wins over host/port/user.
+
+    Raises:
+        ValidationError: the Mongo settings are not usable.
+        ServiceUnavailable: the database cannot be reached or prepared.
+    """
+    kind = config["store"]
+    if kind == "sqlite":
+        data_dir = config["data-dir"]
+        os.makedirs(data_dir, exist_ok=True)
+        return SqliteJobStore(os.path.join(data_dir, SQLITE_FILE))
+    if kind == "mongo":
+        client = mongo_client(config)
+        try:
+            return MongoJobStore(client[config["mongo-database"]],
+                                 jobs_collection=config["mongo-jobs-collection"],
+                                 logs_collection=config["mongo-logs-collection"],
+                                 owns_client=True)
+        except BaseException:
+            client.close()
+            raise
+    raise errors.ValidationError(f"Invalid configuration store={kind!r}: must be sqlite or mongo")
+
+
+def mongo_settings(config: Config) -> dict[str, Any]:
+    """``MongoClient`` keyword arguments for the ``mongo-*`` keys."""
+    settings: dict[str, Any] = {"retryWrites": bool(config["mongo-retry-rewrites"])}
+    if config["mongo-uri"]:
+        return {"host": config["mongo-uri"], **settings}
+    settings.update(host=config["mongo-host"], port=int(config["mongo-port"]))
+    if config["mongo-user"]:
+        # Users are defined in the service's database, as the existing service expects.
+        settings.update(username=config["mongo-user"], password=config["mongo-password"],
+                        authSource=config["mongo-database"],
+                        authMechanism=config["mongo-authmechanism"])
+    return settings
+
+
+def mongo_client(config: Config) -> MongoClient[Any]:
+    """A ``MongoClient`` for the ``mongo-*`` keys (it connects in the background).
+
+    Raises:
+        ValidationError: pymongo refuses the settings (a malformed URI...).
+    """
+    try:
+        return MongoClient(**mongo_settings(config))
+    except (ConfigurationError, ValueError, TypeError) as err:
+        # The message may quote the URI: name the keys, never echo a password.
+        raise errors.ValidationError(f"Invalid MongoDB configuration (mongo-uri or mongo-*): "
+                                     f"{type(err).__name__}") from err

@@ -1,0 +1,431 @@
+"""``SqliteJobStore``: the standalone ``JobStore`` on one SQLite file.
+
+Each job is one JSON document (``jobs.doc``); every field a query filters on is
+a generated column extracted from it and indexed, so the document stays the
+only copy of the data. The one-live-retry-per-root rule is a UNIQUE partial
+index on ``retry_parent WHERE retry_active = 1``. Claims live in their own
+table and are merged into records on the way out; log lines are rows keyed by
+``(job_id, linepos)`` with a per-job counter row.
+
+Safe for many threads (one connection per thread) and several processes on one
+file (WAL journal, busy timeout, every write in one ``BEGIN IMMEDIATE``
+transaction so a change and the checks it depends on cannot interleave).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from typing import Any, Iterator, Mapping, Sequence
+
+from execution_engine2 import errors
+from execution_engine2.db.query import (
+    check_distinct, check_kind, check_records, check_set_field, created_bounds, extra_conditions,
+    field_updates, project, status_values, time_condition, transition_update, translate_errors,
+)
+from execution_engine2.db.store import JobQuery, LogLine, Record, Transition, TransitionResult
+from execution_engine2.job import JobStatus
+
+# (column, type): each is json_extract(doc, '$.<column>').
+_COLUMNS = (
+    ("status", "TEXT"), ("user", "TEXT"), ("wsid", "INTEGER"), ("batch_id", "TEXT"),
+    ("batch_job", "INTEGER"), ("retry_parent", "TEXT"), ("retry_active", "INTEGER"),
+    ("retry_saved_toggle", "INTEGER"), ("scheduler_id", "TEXT"), ("scheduler_type", "TEXT"),
+    ("updated", "REAL"), ("queued", "REAL"), ("estimating", "REAL"), ("running", "REAL"),
+    ("finished", "REAL"),
+)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    {", ".join(f"{name} {kind} GENERATED ALWAYS AS (json_extract(doc, '$.{name}')) VIRTUAL"
+               for name, kind in _COLUMNS)}
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
+CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user, id);
+CREATE INDEX IF NOT EXISTS jobs_wsid ON jobs (wsid, id);
+CREATE INDEX IF NOT EXISTS jobs_batch_id ON jobs (batch_id, id);
+CREATE INDEX IF NOT EXISTS jobs_retry_parent ON jobs (retry_parent, id);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_retry ON jobs (retry_parent) WHERE retry_active = 1;
+CREATE INDEX IF NOT EXISTS jobs_scheduler_id ON jobs (scheduler_id);
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (queued);
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs (running);
+CREATE TABLE IF NOT EXISTS claims (
+    job_id TEXT NOT NULL, kind TEXT NOT NULL, owner TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (job_id, kind)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS claims_owner ON claims (kind, owner);
+CREATE TABLE IF NOT EXISTS logs (
+    job_id TEXT PRIMARY KEY, count INTEGER NOT NULL, updated REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_lines (
+    job_id TEXT NOT NULL, linepos INTEGER NOT NULL, line TEXT NOT NULL,
+    error INTEGER NOT NULL, ts REAL NOT NULL,
+    PRIMARY KEY (job_id, linepos)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+# A record: the document plus its claims as {kind: {owner, expires}}.
+_SELECT = """SELECT j.doc, (SELECT json_group_object(c.kind, json_object('owner', c.owner,
+    'expires', c.expires)) FROM claims c WHERE c.job_id = j.id) FROM jobs j"""
+
+_IDS = "(SELECT value FROM json_each(?))"  # a JSON list parameter: no limit on its length
+
+_store_errors = translate_errors(sqlite3.Error, "SQLite")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _path(field: str) -> str:
+    return "$." + field  # field names are checked by query.check_field
+
+
+def _where(query: JobQuery) -> tuple[str, list[Any]]:
+    """``query`` (without limit/offset/order) as an SQL condition on ``jobs j``."""
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def add(clause: str, *values: Any) -> None:
+        clauses.append(clause)
+        params.extend(values)
+
+    if query.job_ids is not None:
+        add(f"j.id IN {_IDS}", _dumps(list(query.job_ids)))
+    if query.statuses is not None:
+        values = status_values(query.statuses)
+        add(f"j.status IN ({_marks(values)})", *values)
+    for column in ("user", "wsid", "batch_id", "retry_parent", "scheduler_id", "scheduler_type"):
+        value = getattr(query, column)
+        if value is not None:
+            add(f"j.{column} = ?", value)
+    if query.retry_parents is not None:
+        add(f"j.retry_parent IN {_IDS}", _dumps(list(query.retry_parents)))
+    for column in ("batch_job", "retry_active", "retry_saved_toggle"):
+        flag = getattr(query, column)
+        if flag is not None:
+            add(f"j.{column} {'=' if flag else 'IS NOT'} 1")  # absent counts as false
+    if query.has_scheduler_id is not None:
+        add(f"j.scheduler_id IS {'NOT ' if query.has_scheduler_id else ''}NULL")
+    low, high = created_bounds(query)
+    if low is not None:
+        add("j.id >= ?", low)
+    if high is not None:
+        add("j.id < ?", high)
+    timed = time_condition(query)
+    if timed is not None:
+        add(f"j.{timed[0]} < ?", timed[1])
+    if query.claimable is not None:
+        add(*_unclaimed(*query.claimable))
+    if query.claimed_by is not None:
+        kind, owner = query.claimed_by
+        add("EXISTS (SELECT 1 FROM claims c WHERE c.job_id = j.id AND c.kind = ? AND c.owner = ?)",
+            check_kind(kind), owner)
+    for field, value in extra_conditions(query):
+        add("json_extract(j.doc, ?) IS json_extract(?, '$')", _path(field), _dumps(value))
+    return " AND ".join(clauses) or "1", params
+
+
+def _unclaimed(kind: str, now: float) -> tuple[str, str, float]:
+    return ("NOT EXISTS (SELECT 1 FROM claims c WHERE c.job_id = j.id AND c.kind = ? "
+            "AND c.expires > ?)", check_kind(kind), now)
+
+
+def _page(query: JobQuery) -> tuple[str, list[Any]]:
+    order = "ASC" if query.ascending else "DESC"
+    limit = -1 if query.limit is None else query.limit
+    return f" ORDER BY j.id {order} LIMIT ? OFFSET ?", [limit, query.offset]
+
+
+def _doc_update(sets: Mapping[str, Any], unsets: Sequence[str] = ()) -> tuple[str, list[Any]]:
+    """An expression of ``doc`` with ``sets`` applied and ``unsets`` removed."""
+    expr = "json_set(doc" + ", ?, json(?)" * len(sets) + ")"
+    params: list[Any] = []
+    for field, value in sets.items():
+        params += [_path(field), _dumps(value)]
+    if unsets:
+        expr = f"json_remove({expr}, {_marks(unsets)})"
+        params += [_path(field) for field in unsets]
+    return expr, params
+
+
+def _record(doc: str, claims: str | None) -> Record:
+    record = json.loads(doc)
+    if claims and claims != "{}":
+        record["claims"] = json.loads(claims)
+    return record
+
+
+class SqliteJobStore:
+    """``JobStore`` on the SQLite file at ``path`` (created with its schema if new)."""
+
+    def __init__(self, path: str, *, timeout: float = 30.0) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[tuple[int, sqlite3.Connection]] = []
+        self._generation = 0
+        try:
+            self._create_schema()
+        except BaseException:
+            self.close()
+            raise
+
+    @_store_errors
+    def _create_schema(self) -> None:
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode=WAL")
+        with self._write() as conn:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+    # --- connections and transactions -----------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection; a new one after fork or ``close``."""
+        local = self._local
+        pid = os.getpid()
+        if getattr(local, "key", None) != (pid, self._generation):
+            conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL, much faster
+            with self._lock:
+                self._connections.append((pid, conn))
+            local.conn, local.key = conn, (pid, self._generation)
+        return local.conn
+
+    @contextlib.contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute(begin)
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A transaction holding the database's write lock from its first statement."""
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A transaction reading one consistent snapshot."""
+        return self._transaction("BEGIN")
+
+    @staticmethod
+    def _select(conn: sqlite3.Connection, where: str, params: Sequence[Any],
+                tail: str = "", tail_params: Sequence[Any] = ()) -> list[Record]:
+        rows = conn.execute(f"{_SELECT} WHERE {where}{tail}", [*params, *tail_params])
+        return [_record(doc, claims) for doc, claims in rows]
+
+    def _by_ids(self, conn: sqlite3.Connection, job_ids: Sequence[str],
+                ascending: bool = True) -> list[Record]:
+        order = "ASC" if ascending else "DESC"
+        return self._select(conn, f"j.id IN {_IDS}", [_dumps(list(job_ids))], f" ORDER BY j.id {order}")
+
+    # --- jobs -----------------------------------------------------------------
+    @_store_errors
+    def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
+        """See ``JobStore.insert_jobs``. Raises ValidationError for a malformed,
+        repeated or already stored id (nothing is inserted then)."""
+        check_records(records)
+        refused: dict[str, str] = {}
+        with self._write() as conn:
+            for record in records:
+                job_id = record["_id"]
+                inserted = conn.execute("INSERT INTO jobs (id, doc) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                        (job_id, _dumps(record))).rowcount
+                if inserted:
+                    continue
+                live = None
+                if record.get("retry_active") and record.get("retry_parent") is not None:
+                    row = conn.execute("SELECT id FROM jobs WHERE retry_parent = ? AND retry_active = 1",
+                                       (record["retry_parent"],)).fetchone()
+                    live = row and row[0]
+                if live is None or live == job_id:
+                    raise errors.ValidationError(f"Job {job_id} already exists")
+                refused[job_id] = live
+        return refused
+
+    @_store_errors
+    def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Record]:
+        with self._read() as conn:
+            return {record["_id"]: record for record in self._by_ids(conn, job_ids)}
+
+    @_store_errors
+    def find_jobs(self, query: JobQuery, projection: Sequence[str] | None = None) -> list[Record]:
+        where, params = _where(query)
+        tail, tail_params = _page(query)
+        with self._read() as conn:
+            records = self._select(conn, where, params, tail, tail_params)
+        return [project(record, projection) for record in records]
+
+    @_store_errors
+    def count_jobs(self, query: JobQuery) -> int:
+        where, params = _where(query)
+        with self._read() as conn:
+            return conn.execute(f"SELECT count(*) FROM jobs j WHERE {where}", params).fetchone()[0]
+
+    def _transition(self, conn: sqlite3.Connection, change: Transition, now: float) -> TransitionResult:
+        sets, unsets = transition_update(change, now)
+        expr, params = _doc_update(sets, unsets)
+        allowed = status_values(change.allowed_from)
+        changed = conn.execute(
+            f"UPDATE jobs SET doc = {expr} WHERE id = ? AND status IN ({_marks(allowed)})",
+            [*params, change.job_id, *allowed]).rowcount
+        if changed:
+            return TransitionResult(change.job_id, self._by_ids(conn, [change.job_id])[0])
+        row = conn.execute("SELECT status FROM jobs WHERE id = ?", (change.job_id,)).fetchone()
+        return TransitionResult(change.job_id, None, JobStatus(row[0]) if row else None)
+
+    @_store_errors
+    def transition(self, change: Transition, now: float) -> TransitionResult:
+        with self._write() as conn:
+            return self._transition(conn, change, now)
+
+    @_store_errors
+    def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
+        check_distinct(changes)
+        with self._write() as conn:
+            return [self._transition(conn, change, now) for change in changes]
+
+    @_store_errors
+    def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
+        with self._write() as conn:
+            for job_id, fields in updates.items():
+                expr, params = _doc_update(field_updates(fields, now))
+                conn.execute(f"UPDATE jobs SET doc = {expr} WHERE id = ?", [*params, job_id])
+
+    @_store_errors
+    def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
+        with self._write() as conn:
+            for job_id, field, value in additions:
+                path = _path(check_set_field(field))
+                conn.execute(
+                    "UPDATE jobs SET doc = json_set(json_insert(CASE WHEN json_type(doc, :path) = 'array'"
+                    " THEN doc ELSE json_set(doc, :path, json('[]')) END, :append, :value),"
+                    " '$.updated', :now) WHERE id = :id AND NOT EXISTS"
+                    " (SELECT 1 FROM json_each(jobs.doc, :path) WHERE value = :value)",
+                    {"path": path, "append": path + "[#]", "value": value, "now": now, "id": job_id})
+
+    @_store_errors
+    def pull_children(self, batch_id: str, child_ids: Sequence[str], now: float) -> Record | None:
+        with self._write() as conn:
+            found = self._by_ids(conn, [batch_id])
+            if not found:
+                return None
+            children = found[0].get("child_jobs") or []
+            removing = set(child_ids)
+            if not removing.issubset(children):
+                return None
+            if not removing:
+                return found[0]
+            expr, params = _doc_update({"child_jobs": [c for c in children if c not in removing],
+                                        "updated": now})
+            conn.execute(f"UPDATE jobs SET doc = {expr} WHERE id = ?", [*params, batch_id])
+            return self._by_ids(conn, [batch_id])[0]
+
+    # --- claims -----------------------------------------------------------------
+    @_store_errors
+    def claim_jobs(self, kind: str, owner: str, query: JobQuery, lease_seconds: float,
+                   now: float) -> list[Record]:
+        where, params = _where(query)
+        unclaimed, *unclaimed_params = _unclaimed(kind, now)
+        tail, tail_params = _page(query)
+        with self._write() as conn:
+            ids = [row[0] for row in conn.execute(
+                f"SELECT j.id FROM jobs j WHERE {where} AND {unclaimed}{tail}",
+                [*params, *unclaimed_params, *tail_params])]
+            conn.executemany(
+                "INSERT INTO claims (job_id, kind, owner, expires) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (job_id, kind) DO UPDATE SET owner = excluded.owner,"
+                " expires = excluded.expires",
+                [(job_id, kind, owner, now + lease_seconds) for job_id in ids])
+            return self._by_ids(conn, ids, query.ascending)
+
+    @_store_errors
+    def renew_claims(self, kind: str, owner: str, job_ids: Sequence[str], lease_seconds: float,
+                     now: float) -> list[str]:
+        condition = f"kind = ? AND owner = ? AND job_id IN {_IDS}"
+        params = [check_kind(kind), owner, _dumps(list(job_ids))]
+        with self._write() as conn:
+            held = [row[0] for row in conn.execute(
+                f"SELECT job_id FROM claims WHERE {condition} ORDER BY job_id", params)]
+            conn.execute(f"UPDATE claims SET expires = ? WHERE {condition}", [now + lease_seconds, *params])
+        return held
+
+    @_store_errors
+    def release_claims(self, kind: str, owner: str, job_ids: Sequence[str]) -> None:
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM claims WHERE kind = ? AND owner = ? AND job_id IN {_IDS}",
+                         (check_kind(kind), owner, _dumps(list(job_ids))))
+
+    # --- logs -------------------------------------------------------------------
+    @_store_errors
+    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float) -> int:
+        with self._write() as conn:
+            conn.execute("INSERT INTO logs (job_id, count, updated) VALUES (?, ?, ?) ON CONFLICT (job_id)"
+                         " DO UPDATE SET count = count + excluded.count, updated = excluded.updated",
+                         (job_id, len(lines), now))
+            count = conn.execute("SELECT count FROM logs WHERE job_id = ?", (job_id,)).fetchone()[0]
+            first = count - len(lines)
+            conn.executemany(
+                "INSERT INTO log_lines (job_id, linepos, line, error, ts) VALUES (?, ?, ?, ?, ?)",
+                [(job_id, first + i, line.line, bool(line.is_error), line.ts)
+                 for i, line in enumerate(lines)])
+        return count
+
+    @_store_errors
+    def get_logs(self, job_id: str, first_line: int, limit: int | None
+                 ) -> tuple[list[dict[str, Any]], int] | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT count FROM logs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            rows = conn.execute(
+                "SELECT line, linepos, error, ts FROM log_lines WHERE job_id = ? AND linepos >= ?"
+                " ORDER BY linepos LIMIT ?",
+                (job_id, first_line, -1 if limit is None else max(limit, 0)))
+            lines = [{"line": line, "linepos": pos, "error": bool(error), "ts": ts}
+                     for line, pos, error, ts in rows]
+        return lines, row[0]
+
+    # --- leases -----------------------------------------------------------------
+    @_store_errors
+    def acquire_lease(self, name: str, owner: str, seconds: float, now: float) -> bool:
+        with self._write() as conn:
+            return conn.execute(
+                "INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?) ON CONFLICT (name)"
+                " DO UPDATE SET owner = excluded.owner, expires = excluded.expires"
+                " WHERE leases.expires <= ? OR leases.owner = excluded.owner",
+                (name, owner, now + seconds, now)).rowcount == 1
+
+    @_store_errors
+    def release_lease(self, name: str, owner: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    # --- lifecycle --------------------------------------------------------------
+    def close(self) -> None:
+        """Close every connection this process opened; later calls reconnect."""
+        pid = os.getpid()
+        with self._lock:
+            mine = [conn for owner, conn in self._connections if owner == pid]
+            self._connections = []
+            self._generation += 1
+        for conn in mine:
+            conn.close()

@@ -1,0 +1,184 @@
+"""Held jobs: the scheduler stopped them (non-zero exit, over time), so they end in ``error``.
+
+``handle_held`` asks the scheduler for its held jobs, finds their records by
+scheduler id and finishes each unfinished one ``error`` with
+``ErrorCode.TERMINATED_BY_AUTOMATION``, the hold reason on the record and an
+error line in its log: the outcome of the ``handle_held_job`` RPC, which can use
+``mark_held``. With ``held-job-action = remove`` the held jobs are also removed
+from the scheduler's queue (the existing service leaves them there).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping, Sequence
+
+from execution_engine2.db.store import JobQuery, LogLine, Record, Transition
+from execution_engine2.errors import EE2Error
+from execution_engine2.job import ACTIVE, ErrorCode, JobStatus
+from execution_engine2.scheduler.base import SchedulerJobState
+from execution_engine2.sdk.services import Services
+
+logger = logging.getLogger(__name__)
+
+HELD_ERROR = "Job was held"
+
+# HTCondor holds a job briefly while it spools input files; that hold lifts by
+# itself, so (as the existing PurgeHeldJobs does) it is not a failure.
+SPOOLING_INPUT_HOLD_CODE = 16
+
+# Scheduler ads worth keeping on the record. A whitelist, because a job's full
+# ad includes its environment, which carries the owner's token.
+KEPT_ADS = (
+    "HoldReason", "HoldReasonCode", "HoldReasonSubCode", "RemoteHost", "LastRemoteHost",
+    "RequestCpus", "RequestMemory", "RequestDisk", "CpusUsage", "MemoryUsage", "DiskUsage",
+    "ResidentSetSize", "RemoteWallClockTime", "JobStartDate", "JobCurrentStartDate",
+    "EnteredCurrentStatus", "ExitCode", "ExitSignal", "NumJobStarts",
+)
+
+_ACTIVE_VALUES = frozenset(status.value for status in ACTIVE)
+
+
+def handle_held(services: Services, now: float | None = None) -> dict[str, Any]:
+    """Finish every unfinished job the scheduler holds in ``error``; maybe remove them.
+
+    Held jobs whose record is already finished are left as they are (and removed
+    when configured). Held jobs with no record here are never touched: they are
+    not ours. Returns ``{"held": n, "errored": [job ids], "already_finished":
+    [job ids], "unknown": [scheduler ids], "ignored": [scheduler ids],
+    "removed": [scheduler ids], "remove_failed": [scheduler ids]}``.
+
+    Raises:
+        ServiceUnavailable: the store or the scheduler failed (before any removal).
+    """
+    now = services.clock() if now is None else now
+    held = services.scheduler.held_jobs()
+    ignored = [state.scheduler_id for state in held
+               if state.hold_reason_code == SPOOLING_INPUT_HOLD_CODE]
+    states = {state.scheduler_id: state for state in held
+              if state.hold_reason_code != SPOOLING_INPUT_HOLD_CODE}
+    found = _records_by_scheduler_id(services, states)
+    open_jobs = {sid: job for sid, job in found.items() if job["status"] in _ACTIVE_VALUES}
+    errored = _error_jobs(services, [(job, states[sid]) for sid, job in open_jobs.items()], now)
+    summary: dict[str, Any] = {
+        "held": len(held),
+        "errored": errored,
+        "already_finished": [job["_id"] for job in found.values() if job["_id"] not in errored],
+        "unknown": [sid for sid in states if sid not in found],
+        "ignored": ignored,
+    }
+    summary.update(_remove(services, list(found)))
+    if errored:
+        logger.warning("Held jobs finished in error: %s", errored)
+    return summary
+
+
+def mark_held(services: Services, record: Record, hold_reason: str | None,
+              hold_reason_code: int | None = None, now: float | None = None) -> Record:
+    """Finish one held job in ``error``, as ``handle_held`` does, unless it is finished.
+
+    Returns the record after the change; when the job was already finished,
+    the record as stored (nothing written), or ``record`` itself if it is gone.
+
+    Raises:
+        ServiceUnavailable: the store failed.
+    """
+    now = services.clock() if now is None else now
+    state = SchedulerJobState(
+        scheduler_id=str(record.get("scheduler_id") or ""), state="held",
+        hold_reason=hold_reason, hold_reason_code=hold_reason_code)
+    result = services.store.transition(_held_transition(record["_id"], state), now)
+    if result.record is None:
+        current = services.store.get_jobs([record["_id"]])
+        return current.get(record["_id"], record)
+    _log_held(services, [result.record["_id"]], {result.record["_id"]: state}, now)
+    return result.record
+
+
+def _records_by_scheduler_id(services: Services, states: Mapping[str, SchedulerJobState]
+                             ) -> dict[str, Record]:
+    """The record of each held scheduler id, looked up one id at a time.
+
+    Records written by the existing service store the bare HTCondor cluster id
+    (its proc was always 0), so ``"<cluster>.0"`` is also looked up as ``"<cluster>"``.
+    """
+    found: dict[str, Record] = {}
+    scheduler_type = services.scheduler.scheduler_type
+    for scheduler_id in states:
+        for candidate in _stored_forms(scheduler_id):
+            jobs = services.store.find_jobs(
+                JobQuery(scheduler_id=candidate, scheduler_type=scheduler_type, limit=1),
+                projection=("_id", "status", "scheduler_id"))
+            if jobs:
+                found[scheduler_id] = jobs[0]
+                break
+    return found
+
+
+def _stored_forms(scheduler_id: str) -> Iterable[str]:
+    yield scheduler_id
+    cluster, dot, proc = scheduler_id.partition(".")
+    if dot and proc == "0":
+        yield cluster
+
+
+def _error_jobs(services: Services, jobs: Sequence[tuple[Record, SchedulerJobState]],
+                now: float) -> list[str]:
+    """One conditional write for all; returns the ids actually moved to ``error``."""
+    if not jobs:
+        return []
+    results = services.store.transition_many(
+        [_held_transition(job["_id"], state) for job, state in jobs], now)
+    errored = [result.job_id for result in results if result.ok]
+    _log_held(services, errored, {job["_id"]: state for job, state in jobs}, now)
+    return errored
+
+
+def _held_transition(job_id: str, state: SchedulerJobState) -> Transition:
+    message = held_message(state.hold_reason)
+    return Transition(
+        job_id, JobStatus.ERROR, ACTIVE,
+        fields={
+            "error_code": ErrorCode.TERMINATED_BY_AUTOMATION.value,
+            "errormsg": HELD_ERROR,
+            "error": {"name": HELD_ERROR, "message": message,
+                      "code": ErrorCode.TERMINATED_BY_AUTOMATION.value, "error": message},
+            "hold_reason": state.hold_reason,
+            "condor_job_ads": _kept_ads(state),
+        },
+    )
+
+
+def held_message(hold_reason: str | None) -> str:
+    """What the user reads: why the job stopped and what to do about it."""
+    reason = f" ({hold_reason})" if hold_reason else ""
+    return (f"{HELD_ERROR} by the scheduler{reason}. Please resubmit the job or retry it "
+            "with retry_job; if it keeps failing, it may need more memory or disk.")
+
+
+def _kept_ads(state: SchedulerJobState) -> dict[str, Any]:
+    ads = {key: state.ads[key] for key in KEPT_ADS
+           if isinstance(state.ads.get(key), (str, int, float, bool))}
+    ads["HoldReason"] = state.hold_reason
+    ads["HoldReasonCode"] = state.hold_reason_code
+    return ads
+
+
+def _log_held(services: Services, job_ids: Sequence[str],
+              states: Mapping[str, SchedulerJobState], now: float) -> None:
+    for job_id in job_ids:
+        line = LogLine(held_message(states[job_id].hold_reason), is_error=True, ts=now)
+        services.store.append_logs(job_id, [line], now)
+
+
+def _remove(services: Services, scheduler_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Remove our held jobs from the scheduler when ``held-job-action`` says so."""
+    if services.config["held-job-action"] != "remove" or not scheduler_ids:
+        return {"removed": [], "remove_failed": []}
+    try:
+        services.scheduler.remove_held(scheduler_ids)
+    except EE2Error:
+        # The records are final already; the next pass tries the removal again.
+        logger.exception("Could not remove held scheduler jobs %s", scheduler_ids)
+        return {"removed": [], "remove_failed": list(scheduler_ids)}
+    logger.info("Removed held scheduler jobs %s", scheduler_ids)
+    return {"removed": list(scheduler_ids), "remove_failed": []}

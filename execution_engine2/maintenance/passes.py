@@ -1,0 +1,148 @@
+"""The housekeeping passes, each run by one process at a time under a store lease.
+
+Several service processes (gunicorn workers, instances behind a load balancer)
+may run these at once: each pass first takes the store lease named
+``maintenance.<pass>``; a process that cannot take it skips the pass. A lease
+outlives a crashed holder by at most ``lease_seconds``. Every function returns a
+JSON-serialisable summary and never raises: a failing pass is logged and
+reported so the others still run.
+
+Summary of one pass: ``{"pass": name, "status": "done", "result": {...}}``,
+``{"pass": name, "status": "skipped", "reason": ...}`` or
+``{"pass": name, "status": "failed", "error": "<message>"}`` (plus ``"result"``
+when some parts of the pass ran: the repair pass's two repairs are independent).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from typing import Any, Callable
+
+from execution_engine2.maintenance import reaper
+from execution_engine2.maintenance.held import handle_held
+from execution_engine2.sdk.services import Services
+
+logger = logging.getLogger(__name__)
+
+# Longer than any pass should take: the lease is not renewed while a pass runs.
+LEASE_SECONDS = 600.0
+
+LEASE_PREFIX = "maintenance."
+
+PassBody = Callable[[Services, float], Any]
+
+
+class PartlyFailed(Exception):
+    """A pass whose parts ran but some failed; ``result`` says which."""
+
+    def __init__(self, message: str, result: Any) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def reap(services: Services, now: float | None = None,
+         lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
+    """Terminate jobs stuck in ``created``/``queued`` (``maintenance.reaper``)."""
+    return _run_pass("reap", _reap_body, services, now, lease_seconds)
+
+
+def repair(services: Services, now: float | None = None,
+           lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
+    """Finish interrupted retry lifecycles and recover jobs orphaned by a crashed submitter."""
+    return _run_pass("repair", _repair_body, services, now, lease_seconds)
+
+
+def held(services: Services, now: float | None = None,
+         lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
+    """Finish held scheduler jobs in ``error`` (``maintenance.held``)."""
+    return _run_pass("held", _held_body, services, now, lease_seconds)
+
+
+def maintain(services: Services, now: float | None = None,
+             lease_seconds: float = LEASE_SECONDS) -> dict[str, dict[str, Any]]:
+    """Every pass, in order (repair first so repaired retries are not reaped as stuck)."""
+    return {
+        "repair": repair(services, now, lease_seconds),
+        "reap": reap(services, now, lease_seconds),
+        "held": held(services, now, lease_seconds),
+    }
+
+
+def _reap_body(services: Services, now: float) -> Any:
+    return reaper.reap(services, now)
+
+
+def _held_body(services: Services, now: float) -> Any:
+    return handle_held(services, now)
+
+
+def _repair_body(services: Services, now: float) -> Any:
+    """Both repairs, each reported on its own so one failing does not stop the other."""
+    result: dict[str, Any] = {}
+    failed = []
+    for part, body in (("retries", _repair_retries), ("submissions", _recover_submissions)):
+        try:
+            result[part] = body(services)
+        except Exception as err:  # a maintenance pass is a process boundary
+            logger.exception("Maintenance: repair of %s failed", part)
+            result[part] = {"error": _describe(err)}
+            failed.append(part)
+    if failed:
+        raise PartlyFailed(f"{' and '.join(failed)} failed", result)
+    return result
+
+
+def _repair_retries(services: Services) -> Any:
+    # Imported when run, so a broken or missing repair module fails this part of
+    # one pass, not the import of the whole maintenance package.
+    from execution_engine2.maintenance.repair import repair_retries
+
+    return repair_retries(services)
+
+
+def _recover_submissions(services: Services) -> Any:
+    recover_once = getattr(services.submitter, "recover_once", None)
+    if recover_once is None:
+        return {"skipped": "the submitter has no recovery"}
+    return recover_once()
+
+
+def _run_pass(name: str, body: PassBody, services: Services, now: float | None,
+              lease_seconds: float) -> dict[str, Any]:
+    now = services.clock() if now is None else now
+    lease = LEASE_PREFIX + name
+    owner = _owner()
+    try:
+        if not services.store.acquire_lease(lease, owner, lease_seconds, now):
+            logger.debug("Maintenance pass %s skipped: lease held elsewhere", name)
+            return {"pass": name, "status": "skipped", "reason": "another process holds the lease"}
+    except Exception as err:  # the store is down: report, let the other passes try
+        logger.exception("Maintenance pass %s could not take its lease", name)
+        return {"pass": name, "status": "failed", "error": _describe(err)}
+    try:
+        return {"pass": name, "status": "done", "result": body(services, now)}
+    except PartlyFailed as err:  # each failed part was logged where it failed
+        return {"pass": name, "status": "failed", "error": str(err), "result": err.result}
+    except Exception as err:  # a maintenance pass is a process boundary
+        logger.exception("Maintenance pass %s failed", name)
+        return {"pass": name, "status": "failed", "error": _describe(err)}
+    finally:
+        _release(services, lease, owner)
+
+
+def _release(services: Services, lease: str, owner: str) -> None:
+    try:
+        services.store.release_lease(lease, owner)
+    except Exception:  # the lease then expires by itself
+        logger.exception("Could not release maintenance lease %s", lease)
+
+
+def _owner() -> str:
+    """Unique per pass run: two threads of one process must not share a lease."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _describe(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"

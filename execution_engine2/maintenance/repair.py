@@ -1,0 +1,53 @@
+"""The repair pass: finish retry lifecycles that a crash interrupted (retry-design.md).
+
+A retry is written in four steps (``sdk.retry``): insert, notify the container, notify
+the root, set ``retry_saved_toggle``. A retry record still without its toggle after
+``repair-grace-seconds`` was left half-way by a process that died or lost the
+database mid-call. Steps 2-4 are idempotent, so this pass replays them for every such
+record in bulk, then hands the records to submission recovery: the caller's token
+went with the dead call (tokens are never stored), so a scheduler that needs no
+token (``local``) gets them, and otherwise they end in ``error`` with the submission
+code and a message asking the user to retry.
+
+Found by: ``retry_active`` (a retry still in ``created``/``queued``/``running``),
+toggle false, created before the grace period. A half-written retry that was
+cancelled before the pass ran is not live any more and is left as it is.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from execution_engine2.db.store import JobQuery
+from execution_engine2.sdk.retry import complete_lifecycle
+from execution_engine2.sdk.services import Services
+from execution_engine2.sdk.submission import recover_orphans
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 1000
+
+
+def repair_retries(services: Services, grace_seconds: float | None = None,
+                   limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    """Complete the interrupted retry lifecycles older than ``grace_seconds`` (default
+    ``repair-grace-seconds``), at most ``limit`` per pass.
+
+    Returns ``{"repaired": [ids], "submitted": [ids], "failed": [ids]}``: the retries
+    whose bookkeeping was finished, and what submission recovery then did with them.
+    Raises ServiceUnavailable when the store fails (what was done stays done).
+    """
+    now = services.clock()
+    grace = float(services.config["repair-grace-seconds"] if grace_seconds is None else grace_seconds)
+    unfinished = services.store.find_jobs(JobQuery(
+        retry_active=True, retry_saved_toggle=False, created_before=now - grace, limit=limit))
+    unfinished = [record for record in unfinished if record.get("retry_parent")]
+    if not unfinished:
+        return {"repaired": [], "submitted": [], "failed": []}
+    complete_lifecycle(services.store, unfinished, now)
+    repaired = [record["_id"] for record in unfinished]
+    logger.warning("repaired %d interrupted retries: %s", len(repaired),
+                   ", ".join(f"{r['_id']} (of {r['retry_parent']})" for r in unfinished))
+    recovered = recover_orphans(services.store, services.scheduler, services.config, services.clock,
+                                job_ids=repaired, grace_seconds=grace)
+    return {"repaired": repaired, **recovered}

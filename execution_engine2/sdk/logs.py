@@ -1,0 +1,139 @@
+"""Job logs: add_job_logs (the runner streams lines) and get_job_logs (paging).
+
+Lines are numbered from 0 (``linepos``) in the order the store appended them.
+A job keeps receiving lines after it finished (the runner's last lines often
+arrive after finish_job), as in the existing service.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from execution_engine2.auth.base import Caller
+from execution_engine2.db.store import LogLine
+from execution_engine2.errors import InvalidParams, NotFound, ValidationError, describe
+from execution_engine2.sdk import params
+from execution_engine2.sdk.admin import require_caller
+from execution_engine2.sdk.job_state import parse_time, to_ms
+from execution_engine2.sdk.permissions import Access, load_job
+from execution_engine2.sdk.services import Services
+
+
+def truncate_line(line: str, max_bytes: int) -> tuple[str, bool]:
+    """``line`` cut to ``max_bytes`` UTF-8 bytes (on a character boundary) plus
+    `` [truncated: N bytes]`` (N = bytes cut), and whether it was cut.
+    ``max_bytes`` 0 means no limit."""
+    encoded = line.encode("utf-8", errors="surrogatepass")
+    if not max_bytes or len(encoded) <= max_bytes:
+        return line, False
+    kept = encoded[:max_bytes].decode("utf-8", errors="ignore")
+    cut = len(encoded) - len(kept.encode("utf-8", errors="surrogatepass"))
+    return f"{kept} [truncated: {cut} bytes]", True
+
+
+def _is_error(value: Any, index: int) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise InvalidParams(f"Log line {index}: is_error must be 0, 1, true or false, not {describe(value)}")
+
+
+def parse_log_line(raw: Any, index: int, now: float, max_bytes: int) -> tuple[LogLine, bool]:
+    """One LogLine of add_job_logs, and whether its text was truncated.
+
+    ``line`` (string) is required; ``is_error`` 0/1/bool (default false);
+    ``ts``: int = epoch ms, float = epoch s, numeric strings likewise, ISO date
+    strings; absent or unreadable = ``now`` (a line is worth more than its time).
+
+    Raises:
+        InvalidParams: not a mapping, ``line`` not a string, bad ``is_error``.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidParams(f"Log line {index} must be a mapping, not {describe(raw)}")
+    text = raw.get("line")
+    if not isinstance(text, str):
+        raise InvalidParams(f"Log line {index}: line must be a string, not {describe(text)}")
+    text, truncated = truncate_line(text, max_bytes)
+    ts = parse_time(raw.get("ts")) if raw.get("ts") is not None else None
+    return LogLine(line=text, is_error=_is_error(raw.get("is_error"), index),
+                   ts=now if ts is None else ts), truncated
+
+
+def add_job_logs(services: Services, caller: Caller | None, raw: Any,
+                 lines: Any) -> dict[str, Any]:
+    """Append lines to a job's log: ``{success: true, line_number}`` where
+    ``line_number`` is the number of lines stored after the append, plus
+    ``truncated_lines`` (how many lines were cut to ``max-log-line-bytes``)
+    when any were.
+
+    Params: ``{job_id, as_admin}`` and a list of LogLines; needs write access.
+    Nothing is stored when any line is malformed.
+
+    Raises:
+        InvalidParams: ``lines`` not a list, or a malformed line (names its index).
+        NotFound, PermissionDenied, ValidationError.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    job_id = params.required_job_id(p)
+    if not isinstance(lines, list):
+        raise InvalidParams(f"lines must be a list of log lines, not {describe(lines)}")
+    load_job(services, caller, job_id, Access.WRITE, params.as_admin(p))
+    now = services.clock()
+    max_bytes = services.config["max-log-line-bytes"]
+    parsed = [parse_log_line(line, index, now, max_bytes) for index, line in enumerate(lines)]
+    if parsed:
+        count = services.store.append_logs(job_id, [line for line, _ in parsed], now)
+    else:
+        stored = services.store.get_logs(job_id, 0, 0)
+        count = 0 if stored is None else stored[1]
+    result: dict[str, Any] = {"success": True, "line_number": count}
+    truncated = sum(1 for _, cut in parsed if cut)
+    if truncated:
+        result["truncated_lines"] = truncated
+    return result
+
+
+def _first_line(p: Mapping[str, Any]) -> int:
+    skip_lines = params.optional_int(p, "skip_lines", minimum=0)
+    offset = params.optional_int(p, "offset", minimum=0)
+    if skip_lines is not None and offset is not None:
+        raise ValidationError("Please provide only one of skip_lines or offset")
+    return skip_lines if skip_lines is not None else (offset or 0)
+
+
+def _api_line(stored: Mapping[str, Any]) -> dict[str, Any]:
+    return {"line": stored["line"], "linepos": stored["linepos"],
+            "is_error": 1 if stored.get("error") else 0, "ts": to_ms(stored["ts"])}
+
+
+def get_job_logs(services: Services, caller: Caller | None, raw: Any) -> dict[str, Any]:
+    """A page of a job's log: ``{lines, last_line_number, count}``.
+
+    Params: ``{job_id, skip_lines | offset, limit, as_admin}``; needs read access.
+    ``skip_lines`` (or its synonym ``offset``) N skips the first N lines: the
+    page starts at ``linepos`` N. ``limit`` caps the lines returned (absent or
+    0: all). Each line is ``{line, linepos, is_error: 0|1, ts: epoch ms}``.
+    ``count`` is the number of lines stored. ``last_line_number`` is the
+    number of lines up to the end of this page (N + lines returned): pass it
+    as the next ``skip_lines`` to read on where this page stopped.
+
+    Raises:
+        NotFound: the job has no log (``Cannot find job log with id: <id>``).
+        ValidationError: both ``skip_lines`` and ``offset``, negative values.
+        PermissionDenied, InvalidParams.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    job_id = params.required_job_id(p)
+    first_line = _first_line(p)
+    limit = params.optional_int(p, "limit", minimum=0) or None
+    load_job(services, caller, job_id, Access.READ, params.as_admin(p))
+    stored = services.store.get_logs(job_id, first_line, limit)
+    if stored is None:
+        raise NotFound(f"Cannot find job log with id: {job_id}")
+    lines, count = stored
+    page: Sequence[dict[str, Any]] = [_api_line(line) for line in lines]
+    return {"lines": list(page), "last_line_number": first_line + len(page), "count": count}

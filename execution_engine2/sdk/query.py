@@ -1,0 +1,442 @@
+"""Read-only queries: check_job, check_jobs, check_job_batch, check_workspace_jobs,
+get_job_params, check_jobs_date_range_for_user / _for_all.
+
+Each request makes at most one workspace permission call, whatever the
+number of jobs. Caller-supplied filters are checked against a whitelist and
+handed to the store as plain values (``JobQuery.extra``), never as query syntax.
+"""
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+from bson import ObjectId
+
+from execution_engine2.auth.base import AdminRole, Caller
+from execution_engine2.db.store import JobQuery, Record
+from execution_engine2.errors import (
+    InvalidParams, PermissionDenied, ValidationError, cannot_find_jobs, describe,
+)
+from execution_engine2.job import JobStatus
+from execution_engine2.sdk import params
+from execution_engine2.sdk.admin import require_caller
+from execution_engine2.sdk.job_state import (
+    STORED_FIELDS, job_state, parse_time, range_entry, validate_exclude_fields,
+)
+from execution_engine2.sdk.permissions import (
+    Access, load_job, partition_access, require_admin, workspace_permissions,
+)
+from execution_engine2.sdk.services import Services
+
+DEFAULT_RANGE_LIMIT = 2000
+MAX_RANGE_LIMIT = 10_000
+ALL_USERS = "ALL"
+
+# Fields check_jobs_date_range_* may filter on, and how a "key=value" string
+# value is read for each. ``user`` is not here: it is the ``user`` parameter,
+# whose admin rule a filter must not get around.
+_FILTER_FIELDS: Mapping[str, str] = {
+    "status": "status",
+    "wsid": "int",
+    "authstrat": "str",
+    "batch_id": "str",
+    "batch_job": "bool",
+    "retry_parent": "str",
+    "retry_saved_toggle": "bool",
+    "scheduler_id": "str",
+    "scheduler_type": "str",
+    "error_code": "int",
+    "terminated_code": "int",
+    "job_input.method": "str",
+    "job_input.app_id": "str",
+    "job_input.service_ver": "str",
+    "job_input.wsid": "int",
+    "job_input.parent_job_id": "str",
+}
+
+# The counts in the ``stats`` of a date-range answer: key -> where the value is.
+_STATS: Mapping[str, tuple[str, ...]] = {
+    "client_group": ("job_input", "requirements", "clientgroup"),
+    "user": ("user",),
+    "app_id": ("job_input", "app_id"),
+    "method": ("job_input", "method"),
+    "wsid": ("wsid",),
+    "status": ("status",),
+}
+
+
+def no_read_permission(job_id: str) -> dict[str, Any]:
+    """The entry check_jobs returns for a job the caller may not read."""
+    return {"job_id": job_id, "error": f"No read permissions for {job_id}"}
+
+
+# --- check_job / check_jobs -------------------------------------------------------------
+
+def _exclude_fields(p: Mapping[str, Any]) -> frozenset[str]:
+    return validate_exclude_fields(params.string_list(p, "exclude_fields"))
+
+
+def check_job(services: Services, caller: Caller | None, raw: Any) -> dict[str, Any]:
+    """The JobState of one job. Params: ``{job_id, exclude_fields, as_admin}``;
+    needs read access (or a read admin with ``as_admin``).
+
+    Raises:
+        PermissionDenied: the caller may not read the job.
+        NotFound, InvalidParams, ValidationError (bad id, unknown excluded field).
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    job_id = params.required_job_id(p)
+    exclude = _exclude_fields(p)
+    record = load_job(services, caller, job_id, Access.READ, params.as_admin(p))
+    return job_state(record, exclude)
+
+
+def _readable_states(services: Services, caller: Caller, job_ids: Sequence[str],
+                     records: Mapping[str, Record], exclude: frozenset[str],
+                     as_admin: bool) -> list[tuple[str, dict[str, Any]]]:
+    """``(job_id, JobState or failure entry)`` in ``job_ids`` order; ids without
+    a record are left out."""
+    allowed, _ = partition_access(services, caller, records, Access.READ, as_admin)
+    readable = set(allowed)
+    return [
+        (job_id, job_state(records[job_id], exclude) if job_id in readable
+         else no_read_permission(job_id))
+        for job_id in job_ids if job_id in records
+    ]
+
+
+def _shaped(states: list[tuple[str, dict[str, Any]]], return_list: bool) -> dict[str, Any]:
+    if return_list:
+        return {"job_states": [state for _, state in states]}
+    return dict(states)
+
+
+def _unique(job_ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(job_ids))
+
+
+def check_jobs(services: Services, caller: Caller | None, raw: Any) -> dict[str, Any]:
+    """JobStates of several jobs: ``{job_states: [...]}``, or with
+    ``return_list`` false ``{job_id: JobState}``.
+
+    Params: ``{job_ids, exclude_fields, return_list=1, as_admin}``. Request
+    order, duplicates collapsed, ids that do not exist left out; a job the
+    caller may not read gets ``{job_id, error}`` instead of failing the call.
+
+    Raises:
+        NotFound: none of the ids exists (``Cannot find job with ids: [...]``).
+        PermissionDenied: ``as_admin`` without an admin role.
+        InvalidParams, ValidationError: malformed ids or fields.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    if p.get("job_ids") is None:
+        raise ValidationError("job_ids is required")
+    job_ids = _unique(params.job_id_list(p["job_ids"]))
+    if not job_ids:
+        raise ValidationError("job_ids must name at least one job")
+    exclude = _exclude_fields(p)
+    return_list = params.flag(p, "return_list", default=True)
+    as_admin = params.as_admin(p)
+    if as_admin:
+        require_admin(caller, Access.READ)
+    records = services.store.get_jobs(job_ids)
+    if not records:
+        raise cannot_find_jobs(job_ids)
+    return _shaped(_readable_states(services, caller, job_ids, records, exclude, as_admin),
+                   return_list)
+
+
+def check_job_batch(services: Services, caller: Caller | None, raw: Any) -> dict[str, Any]:
+    """A job and its children: ``{batch_jobstate, child_jobstates: [...]}``.
+
+    Params: ``{job_id, exclude_fields, as_admin}``. The container needs read
+    access; each child is shown when the caller may read it (or with
+    ``as_admin``) and is a ``{job_id, error}`` entry otherwise. Children in
+    ``child_jobs`` order; any job works (no children: ``[]``).
+
+    Raises:
+        ValidationError: ``child_jobs`` excluded, bad id or field.
+        NotFound, PermissionDenied, InvalidParams.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    job_id = params.required_job_id(p)
+    exclude = _exclude_fields(p)
+    if "child_jobs" in exclude:
+        raise ValidationError("You can't exclude child jobs from this endpoint")
+    as_admin = params.as_admin(p)
+    container = load_job(services, caller, job_id, Access.READ, as_admin)
+    child_ids = _unique(container.get("child_jobs") or [])
+    children = services.store.get_jobs(child_ids) if child_ids else {}
+    states = _readable_states(services, caller, child_ids, children, exclude, as_admin)
+    return {"batch_jobstate": job_state(container, exclude),
+            "child_jobstates": [state for _, state in states]}
+
+
+# --- check_workspace_jobs -------------------------------------------------------------
+
+def _workspace_id(p: Mapping[str, Any]) -> int:
+    value = p.get("workspace_id")
+    if value is None:
+        raise ValidationError("workspace_id is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParams(f"workspace_id must be an integer, not {describe(value)}")
+    if value < 1:
+        raise ValidationError(f"workspace_id must be at least 1, not {value}")
+    return value
+
+
+def check_workspace_jobs(services: Services, caller: Caller | None, raw: Any) -> dict[str, Any]:
+    """JobStates of every job run in a workspace (top-level ``wsid``), shaped
+    like check_jobs; ``{}`` when there are none.
+
+    Params: ``{workspace_id, exclude_fields, return_list=1, as_admin}``. Needs
+    read access to the workspace, or a read admin with ``as_admin``. Standalone
+    (no workspace service): a caller sees only their own jobs there; an admin
+    with ``as_admin`` sees all.
+
+    Raises:
+        PermissionDenied: ``User <u> does not have permission to read jobs in workspace <id>``.
+        InvalidParams, ValidationError.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    wsid = _workspace_id(p)
+    exclude = _exclude_fields(p)
+    return_list = params.flag(p, "return_list", default=True)
+    as_admin = params.as_admin(p)
+    owner: str | None = None
+    if as_admin:
+        require_admin(caller, Access.READ)
+    elif services.workspaces is None:
+        owner = caller.user
+    elif not _can_read_workspace(services, caller, wsid):
+        raise PermissionDenied(
+            f"User {caller.user} does not have permission to read jobs in workspace {wsid}")
+    records = services.store.find_jobs(JobQuery(wsid=wsid, user=owner))
+    if not records:
+        return {}
+    return _shaped([(r["_id"], job_state(r, exclude)) for r in records], return_list)
+
+
+def _can_read_workspace(services: Services, caller: Caller, wsid: int) -> bool:
+    permission = workspace_permissions(services, caller, [wsid]).get(wsid)
+    return permission is not None and permission.can_read
+
+
+# --- get_job_params -----------------------------------------------------------------------
+
+JOB_PARAMS_FIELDS: tuple[str, ...] = (
+    "method", "params", "service_ver", "app_id", "wsid", "parent_job_id", "source_ws_objects",
+)
+
+
+def get_job_params(services: Services, caller: Caller | None, raw: Any) -> dict[str, Any]:
+    """What the job runner needs to run a job: exactly ``JOB_PARAMS_FIELDS``
+    from the stored ``job_input`` (null when absent).
+
+    Params: ``{job_id, as_admin}``; needs read access.
+
+    Raises:
+        NotFound, PermissionDenied, InvalidParams, ValidationError.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    job_id = params.required_job_id(p)
+    record = load_job(services, caller, job_id, Access.READ, params.as_admin(p))
+    job_input = record.get("job_input") or {}
+    return {name: job_input.get(name) for name in JOB_PARAMS_FIELDS}
+
+
+# --- check_jobs_date_range_* --------------------------------------------------------------
+
+def _time_param(p: Mapping[str, Any], key: str, what: str) -> float:
+    value = p.get(key)
+    seconds = None if value is None else parse_time(value)
+    if seconds is None:
+        detail = "" if value is None else f": {describe(value)} is not a time"
+        raise ValidationError(f"Please provide a valid {what} for when job was created{detail}")
+    return seconds
+
+
+def _filter_value(key: str, value: Any) -> Any:
+    """A filter value as stored: scalars only; strings from ``key=value`` are
+    converted to the field's type."""
+    kind = _FILTER_FIELDS[key]
+    if isinstance(value, (Mapping, list)) or value is None:
+        raise ValidationError(f"Filter value for {key} must be a plain value, not {describe(value)}")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ValidationError(f"Filter value for {key} must be an integer, not {describe(value)}")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("true", "false", "1", "0"):
+            raise ValidationError(f"Filter value for {key} must be true or false, not {value!r}")
+        return text in ("true", "1")
+    if kind == "status" and value not in {s.value for s in JobStatus}:
+        raise ValidationError(f"{value} is not a valid status")
+    if not isinstance(value, str):
+        raise ValidationError(f"Filter value for {key} must be a string, not {describe(value)}")
+    return value
+
+
+def _filter_key(key: Any) -> str:
+    # The existing service's filters were ODM keyword arguments (job_input__app_id).
+    name = key.replace("__", ".") if isinstance(key, str) else key
+    if name not in _FILTER_FIELDS:
+        raise ValidationError(
+            f"Cannot filter jobs on {describe(key)}; filterable fields are {sorted(_FILTER_FIELDS)}")
+    return name
+
+
+def _job_filter(raw: Any) -> dict[str, Any]:
+    """The ``filter`` parameter: a list of ``key=value`` strings or a mapping."""
+    if raw is None:
+        return {}
+    if isinstance(raw, list):
+        pairs = []
+        for item in raw:
+            if not isinstance(item, str) or "=" not in item:
+                raise ValidationError(f"Job filter entries must be key=value strings, not {describe(item)}")
+            key, _, value = item.partition("=")
+            pairs.append((key.strip(), value.strip()))
+    elif isinstance(raw, Mapping):
+        pairs = list(raw.items())
+    else:
+        raise InvalidParams("Job filter must be a dictionary or a list of key=value pairs")
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        name = _filter_key(key)
+        result[name] = _filter_value(name, value)
+    return result
+
+
+def _projection(p: Mapping[str, Any]) -> list[str]:
+    projection = params.string_list(p, "projection")
+    unknown = sorted(set(projection) - STORED_FIELDS)
+    if unknown:
+        raise ValidationError(f"Cannot project unknown job fields: {unknown}")
+    return projection
+
+
+def _limit(p: Mapping[str, Any]) -> int:
+    limit = params.optional_int(p, "limit", minimum=1)
+    if limit is None:
+        return DEFAULT_RANGE_LIMIT
+    if limit > MAX_RANGE_LIMIT:
+        raise ValidationError(f"limit must be at most {MAX_RANGE_LIMIT}, not {limit}")
+    return limit
+
+
+def _ascending(p: Mapping[str, Any]) -> bool:
+    # The existing service also took "true"/"false" strings here.
+    value = p.get("ascending")
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return params.flag(p, "ascending", default=True)
+
+
+def _range_user(caller: Caller, p: Mapping[str, Any], force_all: bool) -> str:
+    """Whose jobs to list; anyone but oneself (or ``ALL``) needs a read admin."""
+    user = ALL_USERS if force_all else (params.optional_str(p, "user") or caller.user)
+    if params.as_admin(p):
+        require_admin(caller, Access.READ)
+    if user != caller.user and caller.role is AdminRole.NONE:
+        raise PermissionDenied(
+            "You are not authorized to view all records or records for others. "
+            f"user={user} token={caller.user}")
+    return user
+
+
+def _stats(entries: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Counts of each stat's values (``null`` for a missing one)."""
+    stats: dict[str, dict[str, int]] = {}
+    for name, path in _STATS.items():
+        counts: Counter[str] = Counter()
+        for entry in entries:
+            value: Any = entry
+            for step in path:
+                value = value.get(step) if isinstance(value, Mapping) else None
+            counts["null" if value is None else str(value)] += 1
+        stats[name] = dict(counts)
+    return stats
+
+
+def _date_range(services: Services, caller: Caller, p: Mapping[str, Any],
+                force_all: bool) -> dict[str, Any]:
+    start = _time_param(p, "start_time", "start time")
+    end = _time_param(p, "end_time", "end time")
+    if start > end:
+        raise ValidationError("The start time cannot be greater than the end time.")
+    user = _range_user(caller, p, force_all)
+    job_filter = _job_filter(p.get("filter"))
+    projection = _projection(p)
+    limit = _limit(p)
+    offset = params.optional_int(p, "offset", minimum=0) or 0
+    ascending = _ascending(p)
+    query = JobQuery(created_after=start, created_before=end,
+                     user=None if user == ALL_USERS else user, extra=job_filter or None,
+                     limit=limit, offset=offset, ascending=ascending)
+    records = services.store.find_jobs(query, projection or None)
+    entries = [range_entry(record) for record in records]
+    shown_filter = {key: str(value) for key, value in job_filter.items()}
+    shown_filter["id__gt"] = str(ObjectId.from_datetime(_utc(start)))
+    shown_filter["id__lt"] = str(ObjectId.from_datetime(_utc(end)))
+    if user != ALL_USERS:
+        shown_filter["user"] = user
+    return {
+        "jobs": entries,
+        "count": len(entries),
+        "query_count": services.store.count_jobs(query),
+        "filter": shown_filter,
+        "skip": offset,
+        "projection": projection,
+        "limit": limit,
+        "sort_order": "+" if ascending else "-",
+        "stats": _stats(entries),
+    }
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+
+
+def check_jobs_date_range_for_user(services: Services, caller: Caller | None,
+                                   raw: Any) -> dict[str, Any]:
+    """Jobs created in ``(start_time, end_time)`` (exclusive, 1 s resolution).
+
+    Params: ``start_time``, ``end_time`` (int = epoch ms, float = epoch s,
+    numeric strings likewise, other strings ISO dates), ``user`` (default the
+    caller; another user or ``ALL`` needs a read admin), ``projection`` (stored
+    field names; empty = all), ``filter`` (``key=value`` strings or a mapping
+    over the fields of ``_FILTER_FIELDS``), ``limit`` (default 2000, at most
+    10000), ``offset``, ``ascending`` (default true, by creation), ``as_admin``.
+    Returns ``{jobs, count, query_count, filter, skip, projection, limit,
+    sort_order, stats}``.
+
+    Raises:
+        ValidationError: missing or bad times, start after end, bad filter,
+            projection or limit.
+        PermissionDenied: other users' jobs without a read admin role.
+        InvalidParams.
+    """
+    return _date_range(services, require_caller(caller), params.mapping(raw), force_all=False)
+
+
+def check_jobs_date_range_for_all(services: Services, caller: Caller | None,
+                                  raw: Any) -> dict[str, Any]:
+    """check_jobs_date_range_for_user for every user (``user`` forced to ``ALL``:
+    needs a read admin).
+
+    Raises:
+        as check_jobs_date_range_for_user.
+    """
+    return _date_range(services, require_caller(caller), params.mapping(raw), force_all=True)

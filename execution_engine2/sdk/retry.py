@@ -1,0 +1,324 @@
+"""retry_job and retry_jobs (retry-design.md).
+
+A retry makes a new job with the root's input, pinned to the commit the root ran,
+owned by the caller. Everything that can be checked is checked before anything is
+written (preflight); then the retry lifecycle runs as idempotent bulk steps:
+
+1. ``insert``: the new records (``created``, ``retry_parent`` = root, ``retry_active``,
+   the root's ``batch_id``, ``retry_saved_toggle`` false), one ``insert_jobs``. The
+   store refuses a record whose root already has a live retry: that is what makes
+   "one retry in flight per root" hold under concurrency (no read-then-write);
+2. ``notify_containers``: the new ids appended to their containers' ``child_jobs``;
+3. ``notify_roots``: the new ids appended to the roots' ``retry_ids`` (creation order);
+4. ``toggle``: ``retry_saved_toggle`` true on the new jobs.
+
+Only then are the new jobs handed to ``submitter.submit_later`` (both for retry_job
+and retry_jobs: the caller never waits for the scheduler; a scheduler failure ends
+the new job in ``error`` with the submission code, and it can be retried again).
+A crash between steps is finished by ``maintenance.repair.repair_retries``, which
+replays steps 2-4 with ``complete_lifecycle``. The number of store round trips is
+the same for one id or a thousand.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from typing import Any, Callable, Mapping, Sequence
+
+from execution_engine2.auth.base import Caller, WorkspacePermission
+from execution_engine2.catalog.requirements import needs_admin
+from execution_engine2.db.store import JobQuery, JobStore, Record
+from execution_engine2.errors import (
+    EE2Error, InvalidParams, RetryRefused, ValidationError, cannot_find_jobs, describe,
+)
+from execution_engine2.job import ACTIVE, RETRYABLE, is_batch_container, new_job_id
+from execution_engine2.sdk import params as p
+from execution_engine2.sdk.permissions import Access, denied, may_access, require_admin, workspace_permissions
+from execution_engine2.sdk.prepare import (
+    INACCESSIBLE_OBJECTS, JobSpec, Preparer, job_record, spec_from_record, unreadable_sources,
+)
+from execution_engine2.sdk.services import Services
+
+logger = logging.getLogger(__name__)
+
+# The messages callers see; kept stable (clients match on them).
+NO_JOB_IDS = "No job_ids provided to retry"
+DUPLICATE_IDS = "Retry of the same id in the same request is not supported. Offending ids: {ids}"
+TOO_MANY_IDS = "Too many job_ids: {count} given, at most {limit} may be retried in one call"
+EMPTY_ID = "job_ids must not contain an empty string"
+CONTAINER = "Cannot retry batch job parents. Must retry individual jobs"
+STATUS = ("Error retrying job {job_id} with status {status}: "
+          "can only retry jobs with status 'error' or 'terminated'")
+IN_FLIGHT = ("Cannot retry job {job_id}: job {root_id} already has a retry in flight: {live_id}. "
+             "Wait for it to finish before retrying again")
+LIMIT = ("Cannot retry job {job_id}: job {root_id} has reached the maximum of {limit} retries "
+         "(max-retries)")
+
+# The lifecycle steps, in order; ``_after_step`` (tests) is called after each.
+STEPS = ("insert", "notify_containers", "notify_roots", "toggle")
+_after_step: Callable[[str], None] | None = None
+
+
+def retry_job(services: Services, caller: Caller, params: Any) -> dict[str, str]:
+    """Retry one job: ``{"job_id": <root id>, "retry_id": <new id>}``.
+
+    Raises InvalidParams, ValidationError, NotFound, PermissionDenied, RetryRefused
+    (status, container, in flight, limit), ServiceUnavailable.
+    """
+    params = p.mapping(params)
+    job_id = p.required_job_id(params)
+    outcome = _retry(services, caller, [job_id], p.as_admin(params))[0]
+    if isinstance(outcome, EE2Error):
+        raise outcome
+    return outcome
+
+
+def retry_jobs(services: Services, caller: Caller, params: Any) -> list[dict[str, str]]:
+    """Retry many jobs; one entry per requested id, in request order:
+    ``{"job_id": <root id>, "retry_id"}`` or ``{"job_id": <id as sent>, "error"}``.
+
+    One refused id never fails the others. The whole call fails, retrying nothing, for
+    a missing/empty list (ValidationError ``No job_ids provided to retry``), a non-list
+    or non-string id (InvalidParams), a malformed id or the same id twice
+    (ValidationError), more ids than ``max-retry-jobs-per-call`` (ValidationError), or
+    ``as_admin`` without full admin rights (PermissionDenied).
+    """
+    params = p.mapping(params)
+    job_ids = parse_job_ids(params.get("job_ids"), int(services.config["max-retry-jobs-per-call"]))
+    outcomes = _retry(services, caller, job_ids, p.as_admin(params))
+    return [{"job_id": job_id, "error": outcome.message} if isinstance(outcome, EE2Error) else outcome
+            for job_id, outcome in zip(job_ids, outcomes)]
+
+
+def parse_job_ids(value: Any, limit: int) -> list[str]:
+    """The ``job_ids`` of retry_jobs, or the whole-call error (see retry_jobs)."""
+    if value is None or value == []:
+        raise ValidationError(NO_JOB_IDS)
+    if not isinstance(value, list):
+        raise InvalidParams(f"job_ids must be a list, not {describe(value)}")
+    if len(value) > limit:
+        raise ValidationError(TOO_MANY_IDS.format(count=len(value), limit=limit))
+    for item in value:
+        if not isinstance(item, str):
+            raise InvalidParams(f"job_ids must be a list of strings, not {describe(item)}")
+        if not item:
+            raise ValidationError(EMPTY_ID)
+        p.job_id(item, "job_ids")
+    counts = collections.Counter(value)
+    duplicates = [job_id for job_id in dict.fromkeys(value) if counts[job_id] > 1]
+    if duplicates:
+        raise ValidationError(DUPLICATE_IDS.format(ids=duplicates))
+    return list(value)
+
+
+# --- preflight ---------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Planned:
+    """A retry that passed preflight: the record to insert for ``job_id``."""
+
+    job_id: str
+    root_id: str
+    spec: JobSpec
+    record: Record
+
+
+@dataclasses.dataclass
+class _Context:
+    """What preflight read, in a fixed number of round trips."""
+
+    caller: Caller
+    as_admin: bool
+    records: dict[str, Record]  # the requested jobs, their roots and containers
+    permissions: Mapping[int, WorkspacePermission]
+    retries_of: dict[str, list[Record]]  # root id -> its retry records
+    max_retries: int
+
+
+def _retry(services: Services, caller: Caller, job_ids: Sequence[str], as_admin: bool
+           ) -> list[dict[str, str] | EE2Error]:
+    """Preflight every id, then run the lifecycle for those that passed."""
+    if as_admin:
+        require_admin(caller, Access.WRITE)
+    context = _load(services, caller, job_ids, as_admin)
+    preparer = Preparer(services)
+    now = services.clock()
+    outcomes: list[Any] = []
+    for job_id in job_ids:
+        try:
+            outcomes.append(_plan(context, preparer, job_id, now))
+        except EE2Error as err:
+            outcomes.append(err)
+    _check_sources(services, caller, outcomes)
+    first_of_root = _one_per_root(outcomes)
+    planned = [o for o in outcomes if isinstance(o, _Planned) and first_of_root[o.root_id] is o]
+    refused = run_lifecycle(services.store, [o.record for o in planned], now) if planned else {}
+    new_ids = [o.record["_id"] for o in planned if o.record["_id"] not in refused]
+    if new_ids:
+        logger.info("retries %s created by %s", new_ids, caller.user)
+        services.submitter.submit_later(new_ids, caller.token)
+    return [_answer(outcome, first_of_root, refused) for outcome in outcomes]
+
+
+def _load(services: Services, caller: Caller, job_ids: Sequence[str], as_admin: bool) -> _Context:
+    """The requested jobs, their roots and containers, the roots' retries and the
+    caller's workspace permissions: at most four store reads and one workspace call."""
+    store = services.store
+    records = store.get_jobs(list(job_ids))
+    related = {r.get(field) for r in records.values() for field in ("retry_parent", "batch_id")}
+    records.update(_fetch(store, related - records.keys()))
+    # A root normally shares its retries' batch_id; fetch a differing container if any.
+    root_containers = {records[r["retry_parent"]].get("batch_id") for r in records.values()
+                       if r.get("retry_parent") in records}
+    records.update(_fetch(store, root_containers - records.keys()))
+    requested = set(job_ids)
+    roots = sorted({r.get("retry_parent") or job_id for job_id, r in records.items() if job_id in requested})
+    retries_of: dict[str, list[Record]] = {root: [] for root in roots}
+    if roots:
+        for found in store.find_jobs(JobQuery(retry_parents=roots),
+                                     projection=["retry_parent", "status", "retry_active"]):
+            retries_of.setdefault(found["retry_parent"], []).append(found)
+    permissions = {} if as_admin else workspace_permissions(
+        services, caller, (r.get("wsid") for r in records.values()))
+    return _Context(caller, as_admin, records, permissions, retries_of,
+                    int(services.config["max-retries"]))
+
+
+def _fetch(store: JobStore, job_ids: set[Any]) -> dict[str, Record]:
+    wanted = sorted(job_id for job_id in job_ids if job_id)
+    return store.get_jobs(wanted) if wanted else {}
+
+
+def _plan(context: _Context, preparer: Preparer, job_id: str, now: float) -> _Planned:
+    """Every check for one id, in order: exists, writable (with its container), not a
+    container, retryable status; the same for the root; no retry in flight; under the
+    limit; the pinned commit still resolves; requirements resolve."""
+    record = _retryable(context, job_id)
+    root_id = record.get("retry_parent") or job_id
+    root = record if root_id == job_id else _retryable(context, root_id)
+    _check_lineage(context, job_id, root_id, root)
+    spec = spec_from_record(root)
+    resolved = preparer.commit(spec)  # the catalog must still know the commit the root ran
+    job_requirements = _kept_requirements(spec, context.as_admin)
+    requirements = preparer.requirements(spec, job_requirements)
+    new_record = job_record(spec, job_id=new_job_id(), user=context.caller.user,
+                            commit=spec.service_ver or resolved, requirements=requirements,
+                            job_requirements=job_requirements, now=now,
+                            batch_id=root.get("batch_id"), retry_parent=root_id)
+    return _Planned(job_id, root_id, spec, new_record)
+
+
+def _retryable(context: _Context, job_id: str) -> Record:
+    """The job, if the caller may retry it and its kind and status allow it."""
+    record = context.records.get(job_id)
+    if record is None:
+        raise cannot_find_jobs([job_id])
+    _require_write(context, job_id, record)
+    batch_id = record.get("batch_id")
+    if batch_id:
+        container = context.records.get(batch_id)
+        if container is None:
+            raise cannot_find_jobs([batch_id])
+        _require_write(context, batch_id, container)
+    if is_batch_container(record):
+        raise RetryRefused(CONTAINER)
+    if record.get("status") not in {status.value for status in RETRYABLE}:
+        raise RetryRefused(STATUS.format(job_id=job_id, status=record.get("status")))
+    return record
+
+
+def _require_write(context: _Context, job_id: str, record: Record) -> None:
+    if not context.as_admin and not may_access(context.caller, record, Access.WRITE, context.permissions):
+        raise denied(context.caller, job_id, Access.WRITE)
+
+
+def _check_lineage(context: _Context, job_id: str, root_id: str, root: Record) -> None:
+    """No retry of the root in flight, and the root under the retry limit."""
+    retries = context.retries_of.get(root_id, [])
+    live = [r["_id"] for r in retries
+            if r.get("retry_active") or r.get("status") in {status.value for status in ACTIVE}]
+    if live:
+        raise RetryRefused(IN_FLIGHT.format(job_id=job_id, root_id=root_id, live_id=live[0]))
+    count = max(len(root.get("retry_ids") or []), len(retries))
+    if count >= context.max_retries:
+        raise RetryRefused(LIMIT.format(job_id=job_id, root_id=root_id, limit=context.max_retries))
+
+
+def _kept_requirements(spec: JobSpec, as_admin: bool) -> Mapping[str, Any] | None:
+    """The original's own requirements: kept when a full admin retries with as_admin
+    (as_admin was checked to be a full admin), or when anyone could have set them;
+    otherwise dropped, and the requirements are resolved afresh."""
+    original = spec.job_requirements
+    if not original:
+        return None
+    return original if as_admin or not needs_admin(original) else None
+
+
+def _check_sources(services: Services, caller: Caller, outcomes: list[Any]) -> None:
+    """Refuse (in place) the planned retries whose source objects the caller cannot read."""
+    planned = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, _Planned)]
+    unreadable = unreadable_sources(services, caller, [outcomes[i].spec for i in planned])
+    for index in unreadable:
+        outcomes[planned[index]] = ValidationError(INACCESSIBLE_OBJECTS)
+
+
+def _one_per_root(outcomes: Sequence[Any]) -> dict[str, _Planned]:
+    """The first planned retry of each root; later ones in the call get the in-flight error."""
+    first: dict[str, _Planned] = {}
+    for outcome in outcomes:
+        if isinstance(outcome, _Planned):
+            first.setdefault(outcome.root_id, outcome)
+    return first
+
+
+def _answer(outcome: Any, first_of_root: Mapping[str, _Planned], refused: Mapping[str, str]
+            ) -> dict[str, str] | EE2Error:
+    if isinstance(outcome, EE2Error):
+        return outcome
+    winner = first_of_root[outcome.root_id]
+    new_id = winner.record["_id"]
+    if winner is outcome and new_id not in refused:
+        return {"job_id": outcome.root_id, "retry_id": new_id}
+    live_id = refused.get(new_id, new_id)
+    return RetryRefused(IN_FLIGHT.format(job_id=outcome.job_id, root_id=outcome.root_id, live_id=live_id))
+
+
+# --- lifecycle ---------------------------------------------------------------------
+
+def run_lifecycle(store: JobStore, records: Sequence[Record], now: float) -> dict[str, str]:
+    """Step 1 (insert) then steps 2-4 for the inserted records.
+
+    Returns ``{new id: live retry id}`` for the records the store refused because
+    their root already had a live retry (nothing else happens to those).
+    Raises ServiceUnavailable: the steps done so far stay, for the repair pass.
+    """
+    refused = store.insert_jobs(list(records))
+    _step("insert")
+    complete_lifecycle(store, [r for r in records if r["_id"] not in refused], now)
+    return refused
+
+
+def complete_lifecycle(store: JobStore, records: Sequence[Record], now: float) -> None:
+    """Steps 2-4 for stored retry records; idempotent, so the repair pass replays it.
+
+    Three writes whatever the number of records (fewer when there is nothing to do).
+    """
+    if not records:
+        return
+    to_containers = [(r["batch_id"], "child_jobs", r["_id"]) for r in records if r.get("batch_id")]
+    if to_containers:
+        store.add_to_set(to_containers, now)
+    _step("notify_containers")
+    # Creation order: ids sort by creation time.
+    ordered = sorted(records, key=lambda r: r["_id"])
+    store.add_to_set([(r["retry_parent"], "retry_ids", r["_id"]) for r in ordered], now)
+    _step("notify_roots")
+    store.set_fields({r["_id"]: {"retry_saved_toggle": True} for r in records}, now)
+    _step("toggle")
+
+
+def _step(name: str) -> None:
+    hook = _after_step
+    if hook is not None:
+        hook(name)

@@ -1,0 +1,222 @@
+"""Submission RPCs: run_job, run_job_batch, run_job_concierge, abandon_children.
+
+Every new job goes through ``sdk.prepare``: parameters -> ``JobSpec`` -> checks ->
+record. The store gets one insert per call (a batch container and all its children
+together); the scheduler gets one submission per call (``Services.submitter``).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from typing import Any, Iterator, Mapping, Sequence
+
+from execution_engine2.auth.base import Caller
+from execution_engine2.catalog.requirements import resolve_concierge_requirements
+from execution_engine2.errors import EE2Error, InvalidParams, PermissionDenied, ValidationError, describe
+from execution_engine2.job import new_job_id
+from execution_engine2.scheduler.base import Requirements
+from execution_engine2.sdk import params as p
+from execution_engine2.sdk.permissions import Access, load_job, require_admin, require_workspace_write
+from execution_engine2.sdk.prepare import (
+    INACCESSIBLE_OBJECTS, JobSpec, Preparer, cell_info, check_requirements_allowed,
+    container_record, job_record, parse_spec, parse_wsid, unreadable_sources, with_prefix,
+)
+from execution_engine2.sdk.services import Services
+
+logger = logging.getLogger(__name__)
+
+CONCIERGE_USER = "kbaseconcierge"
+NOT_CONCIERGE = "You are not the concierge user. This method is not for you"
+BATCH_CHILD_WSID = "Workspace ids are not allowed in RunJobParams in Batch Mode"
+BATCH_CHILD_PARENT = "batch jobs may not specify a parent job ID"
+NO_BATCH_JOBS = "At least one job must be provided in a batch"
+
+
+def run_job(services: Services, caller: Caller, params: Any) -> str:
+    """Create one job and submit it before answering (reference 3.1). Returns its id.
+
+    Order of checks: ``as_admin`` needs a full admin, otherwise write access to
+    ``wsid``; non-standard ``job_requirements`` need a full admin; argument syntax;
+    readable source objects; the catalog resolves ``service_ver`` to a commit. Only then
+    is the ``created`` record inserted and handed to ``submitter.submit_now``.
+
+    A scheduler failure ends the job in ``error`` with ``ErrorCode.SUBMISSION_FAILED``
+    (6, documented upstream as "condor submit issue"; upstream wrote 1, we use the code
+    that says what happened, retry-design decision 9) and ``errormsg``
+    ``Cannot submit to <scheduler>: <scheduler's message>``; the call then fails.
+
+    Raises InvalidParams, ValidationError, PermissionDenied, ServiceUnavailable,
+    SubmissionFailed.
+    """
+    params = p.mapping(params)
+    as_admin = p.as_admin(params)
+    spec = parse_spec(params)
+    _authorize(services, caller, spec.wsid, as_admin)
+    check_requirements_allowed(spec.job_requirements, full_admin=as_admin)
+    return _run_single(services, caller, spec, spec.job_requirements)
+
+
+def run_job_concierge(services: Services, caller: Caller, params: Any, concierge_params: Any) -> str:
+    """run_job for the concierge user, with resources from ``concierge_params``.
+
+    An empty or null ``concierge_params`` is the plain run_job path (as upstream). The
+    caller must be ``kbaseconcierge`` (checked after the workspace check); the params'
+    ``job_requirements`` and ``as_admin`` are ignored. The resolved resources are stored
+    as every job's are; the concierge parameters themselves are not (a retry resolves
+    requirements afresh, as for any job without admin-set requirements).
+    Raises as run_job, and PermissionDenied for anyone but the concierge.
+    """
+    params = p.mapping(params)
+    if concierge_params is not None and not isinstance(concierge_params, Mapping):
+        raise InvalidParams(f"concierge params must be a mapping, not {describe(concierge_params)}")
+    spec = dataclasses.replace(parse_spec(params), job_requirements=None)
+    _authorize(services, caller, spec.wsid, as_admin=False)
+    if not concierge_params:
+        return _run_single(services, caller, spec, None)
+    if caller.user != CONCIERGE_USER:
+        raise PermissionDenied(NOT_CONCIERGE)
+    requirements = resolve_concierge_requirements(spec.method, concierge_params, services.catalog,
+                                                  services.config)
+    return _run_single(services, caller, spec, None, requirements)
+
+
+def run_job_batch(services: Services, caller: Caller, params_list: Any, batch_params: Any
+                  ) -> dict[str, Any]:
+    """Create a batch container and its children; submit the children in the background.
+
+    Every child is validated before anything is written (messages prefixed ``Job #N: ``
+    when there is more than one child). The container, with its ``child_jobs``, and all
+    children are written by one insert; the children then go to
+    ``submitter.submit_later`` as one submission. Returns ``{batch_id, child_job_ids}``.
+    Raises as run_job (SubmissionFailed excepted: submission happens after the answer,
+    and a failure ends the children in ``error``).
+    """
+    if not isinstance(params_list, list):
+        raise InvalidParams("params must be a list")
+    if not isinstance(batch_params, Mapping):
+        raise InvalidParams("batch params must be a mapping")
+    if not params_list:
+        raise ValidationError(NO_BATCH_JOBS)
+    as_admin = p.as_admin(batch_params)
+    wsid = parse_wsid(batch_params.get("wsid"))
+    meta = cell_info(batch_params.get("meta"))
+    _authorize(services, caller, wsid, as_admin)
+    specs = [_batch_child(child, wsid, as_admin, _prefix(i, len(params_list)))
+             for i, child in enumerate(params_list)]
+    now = services.clock()
+    batch_id = new_job_id()
+    children = _prepare(services, caller, specs, [s.job_requirements for s in specs], now,
+                        batch_id=batch_id)
+    child_ids = [record["_id"] for record in children]
+    container = container_record(job_id=batch_id, user=caller.user, wsid=wsid, meta=meta,
+                                 child_ids=child_ids, now=now)
+    services.store.insert_jobs([container, *children])
+    logger.info("batch %s created with %d children by %s", batch_id, len(child_ids), caller.user)
+    services.submitter.submit_later(child_ids, caller.token)
+    return {"batch_id": batch_id, "child_job_ids": child_ids}
+
+
+def abandon_children(services: Services, caller: Caller, params: Any) -> dict[str, Any]:
+    """Remove children from a container's ``child_jobs`` (all of them, or none).
+
+    Needs write access to the container. The children keep their ``batch_id``; they
+    just stop being cancelled with the container. Returns the remaining children.
+    Raises NotFound, PermissionDenied, ValidationError (``Couldn't find <id> in <list>``).
+    """
+    params = p.mapping(params)
+    batch_id = p.required_job_id(params, "batch_id")
+    if params.get("child_job_ids") in (None, []):
+        raise ValidationError("child_job_ids is required")
+    child_ids = p.job_id_list(params["child_job_ids"], "child_job_ids")
+    container = load_job(services, caller, batch_id, Access.WRITE, p.as_admin(params))
+    _require_children(container.get("child_jobs") or [], child_ids)
+    updated = services.store.pull_children(batch_id, child_ids, services.clock())
+    if updated is None:
+        # Another call removed some of them since we read the container: name which.
+        current = services.store.get_jobs([batch_id]).get(batch_id) or {}
+        _require_children(current.get("child_jobs") or [], child_ids)
+        raise ValidationError(f"Couldn't remove {child_ids} from batch job {batch_id}; try again")
+    return {"batch_id": batch_id, "child_job_ids": list(updated.get("child_jobs") or [])}
+
+
+# --- internals -------------------------------------------------------------------------
+
+def _authorize(services: Services, caller: Caller, wsid: int | None, as_admin: bool) -> None:
+    """Step 1 of 3.1: a full admin with ``as_admin``, or write access to the workspace."""
+    if as_admin:
+        require_admin(caller, Access.WRITE)
+    else:
+        require_workspace_write(services, caller, wsid)
+
+
+def _run_single(services: Services, caller: Caller, spec: JobSpec,
+                job_requirements: Mapping[str, Any] | None,
+                requirements: Requirements | None = None) -> str:
+    record = _prepare(services, caller, [spec], [job_requirements], services.clock(),
+                      resolved=None if requirements is None else [requirements])[0]
+    services.store.insert_jobs([record])
+    logger.info("job %s created by %s (%s)", record["_id"], caller.user, spec.method)
+    services.submitter.submit_now([record["_id"]], caller.token)
+    return record["_id"]
+
+
+def _prepare(services: Services, caller: Caller, specs: Sequence[JobSpec],
+             job_requirements: Sequence[Mapping[str, Any] | None], now: float,
+             batch_id: str | None = None, resolved: Sequence[Requirements] | None = None
+             ) -> list[dict[str, Any]]:
+    """Records for already authorized specs: requirements (unless ``resolved`` already),
+    source objects, commit, in the reference's order, each error prefixed with its job's
+    number when there are several."""
+    preparer = Preparer(services)
+    if resolved is None:
+        resolved = []
+        for i, (spec, user_requirements) in enumerate(zip(specs, job_requirements)):
+            with _numbered(_prefix(i, len(specs))):
+                resolved.append(preparer.requirements(spec, user_requirements))
+    unreadable = unreadable_sources(services, caller, specs)
+    if unreadable:
+        raise with_prefix(ValidationError(INACCESSIBLE_OBJECTS), _prefix(unreadable[0], len(specs)))
+    records = []
+    for i, spec in enumerate(specs):
+        with _numbered(_prefix(i, len(specs))):
+            commit = preparer.commit(spec)
+        records.append(job_record(spec, job_id=new_job_id(), user=caller.user, commit=commit,
+                                  requirements=resolved[i], job_requirements=job_requirements[i],
+                                  now=now, batch_id=batch_id))
+    return records
+
+
+def _batch_child(child: Any, wsid: int | None, as_admin: bool, prefix: str) -> JobSpec:
+    """One child's spec, with the batch's workspace; checked before anything is written."""
+    with _numbered(prefix):
+        child = p.mapping(child, "each job's params")
+        spec = parse_spec(child)
+        if spec.wsid is not None:
+            raise ValidationError(BATCH_CHILD_WSID)
+        if spec.parent_job_id is not None:
+            raise ValidationError(BATCH_CHILD_PARENT)
+        check_requirements_allowed(spec.job_requirements, full_admin=as_admin)
+    return dataclasses.replace(spec, wsid=wsid)
+
+
+def _require_children(child_jobs: Sequence[str], wanted: Sequence[str]) -> None:
+    present = set(child_jobs)
+    for child_id in wanted:
+        if child_id not in present:
+            raise ValidationError(f"Couldn't find {child_id} in {list(wanted)}")
+
+
+def _prefix(index: int, count: int) -> str:
+    return f"Job #{index + 1}: " if count > 1 else ""
+
+
+@contextlib.contextmanager
+def _numbered(prefix: str) -> Iterator[None]:
+    """Re-raise any EE2Error inside with ``prefix`` (``Job #N: ``) before its message."""
+    try:
+        yield
+    except EE2Error as err:
+        if not prefix:
+            raise
+        raise with_prefix(err, prefix) from err

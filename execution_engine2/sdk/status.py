@@ -1,0 +1,462 @@
+"""Status changes: start_job, finish_job, update_job_status, cancel_job,
+check_job_canceled, get_job_status, handle_held_job.
+
+Every change is one conditional store transition (the allowed current
+statuses are in the write's filter), so two racing changes never both win:
+the loser sees the status the winner wrote. Scheduler calls and catalog
+notifications happen only after the store confirmed the change.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+from execution_engine2.auth.base import Caller
+from execution_engine2.db.store import JobQuery, LogLine, Record, Transition, TransitionResult
+from execution_engine2.errors import (
+    EE2Error, InvalidParams, InvalidStatusTransition, NotFound, ValidationError, describe,
+)
+from execution_engine2.job import (
+    ACTIVE, TERMINAL, ErrorCode, JobStatus, TerminatedCode, allowed_from, created_time,
+    is_batch_container, is_job_id, may_transition,
+)
+from execution_engine2.sdk import params
+from execution_engine2.sdk.admin import require_caller
+from execution_engine2.sdk.job_state import public_record
+from execution_engine2.sdk.permissions import Access, load_job, partition_access, require_admin
+from execution_engine2.sdk.services import Services
+
+logger = logging.getLogger(__name__)
+
+STARTABLE: tuple[JobStatus, ...] = (JobStatus.CREATED, JobStatus.QUEUED, JobStatus.ESTIMATING)
+
+MISSING_OUTPUT = ("Missing job output required in order to successfully finish job. "
+                  "Something went wrong")
+INVALID_OUTPUT = "Something was wrong with the output object"
+HELD = "Job was held"
+HELD_LONG = "Job was terminated by automation due to an unexpected error. Please resubmit."
+
+# Fields that describe how a job ended; cleared when an admin moves it out of a
+# terminal status, so the record does not claim an outcome it no longer has.
+OUTCOME_FIELDS: tuple[str, ...] = (
+    "finished", "errormsg", "error", "error_code", "terminated_code", "job_output",
+)
+
+
+def _status_value(value: Any) -> JobStatus:
+    """A status parameter.
+
+    Raises:
+        ValidationError: not one of the job statuses (``<s> is not a valid status``).
+    """
+    try:
+        return JobStatus(value)
+    except ValueError:
+        raise ValidationError(
+            f"{value} is not a valid status; valid statuses are {[s.value for s in JobStatus]}"
+        ) from None
+
+
+def _conflict(job_id: str, result: TransitionResult, message: str) -> EE2Error:
+    """The error for a transition that lost to another change (or a vanished job)."""
+    if result.current is None:
+        return NotFound(f"Cannot find job with ids: {[job_id]!r}")
+    return InvalidStatusTransition(message.format(status=result.current.value),
+                                   job_id=job_id, current=result.current.value)
+
+
+# --- start_job ------------------------------------------------------------------------
+
+def _cannot_start(job_id: str, status: str) -> InvalidStatusTransition:
+    return InvalidStatusTransition(
+        f"Unexpected job status for {job_id}: {status}.  You cannot start a job that is not in "
+        f"{[s.value for s in STARTABLE]}",
+        job_id=job_id, current=status, to=JobStatus.RUNNING.value,
+    )
+
+
+def start_job(services: Services, caller: Caller | None, raw: Any) -> None:
+    """Mark a job started: ``running``, or ``estimating`` when
+    ``skip_estimation`` is false and the job is not already estimating.
+
+    Params: ``{job_id, skip_estimation=true, as_admin}``; needs write access.
+
+    Raises:
+        InvalidStatusTransition: the job is not created, queued or estimating
+            (also when another change got there first).
+        NotFound, PermissionDenied, InvalidParams, ValidationError.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    job_id = params.required_job_id(p)
+    skip_estimation = params.flag(p, "skip_estimation", default=True)
+    record = load_job(services, caller, job_id, Access.WRITE, params.as_admin(p))
+    current = JobStatus(record["status"])
+    if current not in STARTABLE:
+        raise _cannot_start(job_id, current.value)
+    to = JobStatus.RUNNING if skip_estimation or current is JobStatus.ESTIMATING else JobStatus.ESTIMATING
+    sources = frozenset(STARTABLE) & allowed_from(to)
+    result = services.store.transition(Transition(job_id, to, sources), services.clock())
+    if not result.ok:
+        if result.current is None:
+            raise NotFound(f"Cannot find job with ids: {[job_id]!r}")
+        raise _cannot_start(job_id, result.current.value)
+    logger.info("job %s started: %s -> %s", job_id, current.value, to.value)
+
+
+# --- finish_job -----------------------------------------------------------------------
+
+def _output_problem(job_output: Any) -> str | None:
+    """Why a job output is unacceptable, or None. ``{}`` is acceptable; otherwise
+    a string ``version``, a non-null ``result`` and an ``id`` that is absent or
+    a 24-hex id are needed."""
+    if not isinstance(job_output, Mapping):
+        return f"job_output must be a mapping, not {describe(job_output)}"
+    if not job_output:
+        return None
+    if not isinstance(job_output.get("version"), str):
+        return f"job_output.version must be a string, not {describe(job_output.get('version'))}"
+    if job_output.get("result") is None:
+        return "job_output.result is required"
+    output_id = job_output.get("id")
+    if output_id is not None and not is_job_id(output_id):
+        return f"job_output.id must be a 24-character hex id, not {describe(output_id)}"
+    return None
+
+
+def _error_code(p: Mapping[str, Any], default: ErrorCode) -> int:
+    code = params.optional_int(p, "error_code")
+    if code is None:
+        return default.value
+    if code not in {c.value for c in ErrorCode}:
+        raise ValidationError(
+            f"{code} is not a valid error_code; valid codes are {[c.value for c in ErrorCode]}")
+    return code
+
+
+def _error_object(p: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    error = p.get("error")
+    if error is not None and not isinstance(error, Mapping):
+        raise InvalidParams(f"error must be a mapping, not {describe(error)}")
+    return error
+
+
+def _finish_change(job_id: str, p: Mapping[str, Any]) -> tuple[Transition, str | None]:
+    """The transition finish_job asks for, and the output problem that forced
+    it to ``error`` (None when the request is what it looks like)."""
+    error_message = params.optional_str(p, "error_message")
+    error = _error_object(p)
+    if error_message:
+        fields: dict[str, Any] = {"errormsg": error_message,
+                                  "error_code": _error_code(p, ErrorCode.JOB_CRASHED)}
+        if error is not None:
+            fields["error"] = dict(error)
+        return Transition(job_id, JobStatus.ERROR, ACTIVE, fields), None
+    job_output = p.get("job_output")
+    if job_output is None:
+        code = _error_code(p, ErrorCode.MISSING_OUTPUT)
+        built = {"code": code, "name": "Output not found", "message": MISSING_OUTPUT,
+                 "error": MISSING_OUTPUT}
+        fields = {"errormsg": MISSING_OUTPUT, "error_code": code,
+                  "error": dict(error) if error is not None else built}
+        return Transition(job_id, JobStatus.ERROR, ACTIVE, fields), None
+    problem = _output_problem(job_output)
+    if problem is not None:
+        fields = {"errormsg": INVALID_OUTPUT, "error_code": ErrorCode.MISSING_OUTPUT.value,
+                  "error": {"code": -1, "name": "Output object is invalid",
+                            "message": problem, "error": problem}}
+        return Transition(job_id, JobStatus.ERROR, ACTIVE, fields), problem
+    return Transition(job_id, JobStatus.COMPLETED, ACTIVE, {"job_output": job_output}), None
+
+
+def finish_job(services: Services, caller: Caller | None, raw: Any) -> None:
+    """End a job: ``error`` when ``error_message`` is given or ``job_output`` is
+    missing or invalid, else ``completed`` with ``job_output`` stored as sent.
+
+    Params: ``{job_id, error_message, error_code, error, job_output, as_admin}``;
+    needs write access. An invalid output still ends the job in ``error``
+    (code 4) and then fails the call. Jobs that ran (have a ``running`` time)
+    are reported to the catalog and get the scheduler's final ads.
+
+    Raises:
+        InvalidStatusTransition: the job already finished
+            (``Cannot finish job with a status of <s>``), also when a cancel won a race.
+        ValidationError: invalid ``job_output`` (after the job was marked error),
+            unknown ``error_code``.
+        NotFound, PermissionDenied, InvalidParams.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    job_id = params.required_job_id(p)
+    record = load_job(services, caller, job_id, Access.WRITE, params.as_admin(p))
+    if JobStatus(record["status"]) in TERMINAL:
+        raise InvalidStatusTransition(f"Cannot finish job with a status of {record['status']}",
+                                      job_id=job_id, current=record["status"])
+    change, problem = _finish_change(job_id, p)
+    result = services.store.transition(change, services.clock())
+    if not result.ok:
+        raise _conflict(job_id, result, "Cannot finish job with a status of {status}")
+    logger.info("job %s finished: %s", job_id, change.to.value)
+    if problem is not None:
+        raise ValidationError(f"Job {job_id}: {problem}. {INVALID_OUTPUT}; the job was marked as error")
+    if result.record.get("running") is not None:
+        _report_finished(services, result.record)
+
+
+def _report_finished(services: Services, record: Record) -> None:
+    """Best effort, after the commit: catalog run statistics and scheduler ads."""
+    try:
+        services.catalog.log_exec_stats(_exec_stats(record))
+    except EE2Error:
+        logger.warning("job %s: could not send run statistics to the catalog", record["_id"],
+                       exc_info=True)
+    scheduler_id = record.get("scheduler_id")
+    if not scheduler_id:
+        return
+    try:
+        state = services.scheduler.states([scheduler_id]).get(scheduler_id)
+        if state is not None and state.ads:
+            services.store.set_fields({record["_id"]: {"condor_job_ads": dict(state.ads)}},
+                                      services.clock())
+    except EE2Error:
+        logger.warning("job %s: could not record the scheduler's final ads", record["_id"],
+                       exc_info=True)
+
+
+def _exec_stats(record: Record) -> dict[str, Any]:
+    """The catalog's ``log_exec_stats`` parameters for a finished job (times in s)."""
+    job_input = record.get("job_input") or {}
+    app_id = job_input.get("app_id")
+    method = job_input.get("method") or ""
+    return {
+        "user_id": record["user"],
+        "app_module_name": app_id.replace(".", "/").split("/")[0] if app_id else None,
+        "app_id": app_id,
+        "func_module_name": method.split(".")[0],
+        "func_name": method.split(".")[-1],
+        "git_commit_hash": job_input.get("service_ver"),
+        "creation_time": created_time(record["_id"]),
+        "exec_start_time": record.get("running"),
+        "finish_time": record.get("finished"),
+        "is_error": int(record["status"] == JobStatus.ERROR.value),
+        "job_id": record["_id"],
+    }
+
+
+# --- update_job_status ----------------------------------------------------------------
+
+def update_job_status(services: Services, caller: Caller | None, raw: Any) -> str:
+    """Move a job to ``status`` along the state machine (``job.TRANSITIONS``).
+
+    Params: ``{job_id, status, as_admin}``; needs write access. Setting the
+    current status again is a no-op. Leaving a terminal status is allowed only
+    to a full admin with ``as_admin``; it clears the outcome fields
+    (``OUTCOME_FIELDS``). Returns the job id.
+
+    Raises:
+        ValidationError: unknown status (``<s> is not a valid status``).
+        InvalidStatusTransition: a move the state machine does not allow (names
+            both statuses), or another change got there first.
+        NotFound, PermissionDenied, InvalidParams.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    job_id = params.required_job_id(p)
+    if p.get("status") is None:
+        raise ValidationError("status is required")
+    to = _status_value(p.get("status"))
+    as_admin = params.as_admin(p)
+    record = load_job(services, caller, job_id, Access.WRITE, as_admin)
+    current = JobStatus(record["status"])
+    if current is to:
+        return job_id
+    change = _status_change(job_id, current, to, as_admin)
+    result = services.store.transition(change, services.clock())
+    if not result.ok:
+        raise _conflict(job_id, result,
+                        f"Cannot change the status of job {job_id} from {{status}} to {to.value}")
+    logger.info("job %s status changed by %s: %s -> %s", job_id, caller.user, current.value, to.value)
+    return job_id
+
+
+def _status_change(job_id: str, current: JobStatus, to: JobStatus, as_admin: bool) -> Transition:
+    if current in TERMINAL:
+        if not as_admin:  # as_admin already required the full admin role for WRITE
+            raise InvalidStatusTransition(
+                f"Cannot change the status of job {job_id} from {current.value} to {to.value}: "
+                "only a full admin using as_admin may move a job out of a terminal status",
+                job_id=job_id, current=current.value, to=to.value)
+        # The store stamps ``finished`` again when ``to`` is terminal too.
+        unset = tuple(f for f in OUTCOME_FIELDS if not (to in TERMINAL and f == "finished"))
+        return Transition(job_id, to, frozenset({current}), unset=unset)
+    if not may_transition(current, to):
+        raise InvalidStatusTransition(
+            f"Cannot change the status of job {job_id} from {current.value} to {to.value}",
+            job_id=job_id, current=current.value, to=to.value)
+    return Transition(job_id, to, allowed_from(to))
+
+
+# --- cancel_job -----------------------------------------------------------------------
+
+def _terminated_code(p: Mapping[str, Any]) -> TerminatedCode:
+    value = p.get("terminated_code")
+    if value is None:
+        return TerminatedCode.USER
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParams(f"terminated_code must be an integer, not {describe(value)}")
+    try:
+        return TerminatedCode(value)
+    except ValueError:
+        raise ValidationError(
+            f"{value} is not a valid terminated_code; valid codes are "
+            f"{[c.value for c in TerminatedCode]}") from None
+
+
+def cancel_job(services: Services, caller: Caller | None, raw: Any) -> None:
+    """Terminate a job, and every unfinished child when it is a batch container.
+
+    Params: ``{job_id, terminated_code=0, as_admin}``; needs write access. A
+    job that already finished is left alone (success). Children are
+    terminated with code 3 (batch abort) under the same ``as_admin``; a child
+    that cannot be cancelled (no write access, finished meanwhile) is skipped
+    and logged, never failing the call. Jobs that have a scheduler id are
+    removed from the scheduler once the store recorded the termination.
+
+    Raises:
+        ValidationError: an unknown ``terminated_code`` (nothing is written).
+        NotFound, PermissionDenied, InvalidParams.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    job_id = params.required_job_id(p)
+    code = _terminated_code(p)
+    as_admin = params.as_admin(p)
+    record = load_job(services, caller, job_id, Access.WRITE, as_admin)
+    cancelled = _terminate(services, [record], code)
+    if is_batch_container(record) and record.get("child_jobs"):
+        cancelled += _terminate_children(services, caller, record, as_admin)
+    _remove_from_scheduler(services, cancelled)
+
+
+def _terminate(services: Services, records: Sequence[Record], code: TerminatedCode) -> list[Record]:
+    """Terminate the active ones among ``records``; the records actually changed."""
+    changes = [Transition(r["_id"], JobStatus.TERMINATED, ACTIVE, {"terminated_code": code.value})
+               for r in records if JobStatus(r["status"]) in ACTIVE]
+    if not changes:
+        return []
+    results = services.store.transition_many(changes, services.clock())
+    for result in results:
+        if result.ok:
+            logger.info("job %s terminated (code %d)", result.job_id, code.value)
+    return [result.record for result in results if result.ok]
+
+
+def _terminate_children(services: Services, caller: Caller, container: Record,
+                        as_admin: bool) -> list[Record]:
+    children = services.store.get_jobs(list(container["child_jobs"]))
+    active = {cid: child for cid, child in children.items() if JobStatus(child["status"]) in ACTIVE}
+    allowed, refused = partition_access(services, caller, active, Access.WRITE, as_admin)
+    for child_id in refused:
+        logger.warning("batch %s: %s may not cancel child job %s; left running",
+                       container["_id"], caller.user, child_id)
+    return _terminate(services, [active[cid] for cid in allowed], TerminatedCode.BATCH_ABORT)
+
+
+def _remove_from_scheduler(services: Services, records: Sequence[Record]) -> None:
+    scheduler_ids = [r["scheduler_id"] for r in records if r.get("scheduler_id")]
+    if not scheduler_ids:
+        return
+    try:
+        services.scheduler.cancel(scheduler_ids)
+    except EE2Error:
+        # The jobs are terminated in the store; the runner sees that on its next
+        # check_job_canceled poll even if the scheduler never removes them.
+        logger.warning("could not remove jobs %s from the scheduler",
+                       [r["_id"] for r in records], exc_info=True)
+
+
+# --- reads ----------------------------------------------------------------------------
+
+def check_job_canceled(services: Services, caller: Caller | None, raw: Any) -> dict[str, Any]:
+    """``{job_id, canceled, finished}``: terminated / in any terminal status.
+
+    Params: ``{job_id, as_admin}``; needs read access.
+
+    Raises:
+        NotFound, PermissionDenied, InvalidParams, ValidationError.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    job_id = params.required_job_id(p)
+    record = load_job(services, caller, job_id, Access.READ, params.as_admin(p))
+    status = JobStatus(record["status"])
+    return {"job_id": job_id, "canceled": status is JobStatus.TERMINATED,
+            "finished": status in TERMINAL}
+
+
+def get_job_status(services: Services, caller: Caller | None, raw: Any) -> dict[str, str]:
+    """``{status}``. Params: ``{job_id, as_admin}``; needs read access.
+
+    Raises:
+        NotFound, PermissionDenied, InvalidParams, ValidationError.
+    """
+    caller = require_caller(caller)
+    p = params.mapping(raw)
+    job_id = params.required_job_id(p)
+    record = load_job(services, caller, job_id, Access.READ, params.as_admin(p))
+    return {"status": record["status"]}
+
+
+# --- handle_held_job ------------------------------------------------------------------
+
+def _cluster_id(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidParams(f"cluster_id must be a string, not {describe(value)}")
+    text = str(value).strip()
+    if not text:
+        raise ValidationError("cluster_id is required")
+    return text
+
+
+def _job_by_cluster(services: Services, cluster_id: str) -> Record:
+    """The job the scheduler knows as ``cluster_id`` (``<cluster>`` or ``<cluster>.<proc>``)."""
+    cluster = cluster_id.split(".", 1)[0]
+    candidates = [cluster_id] + [c for c in (cluster, f"{cluster}.0") if c != cluster_id]
+    for candidate in candidates:
+        found = services.store.find_jobs(JobQuery(scheduler_id=candidate, limit=1))
+        if found:
+            return found[0]
+    raise NotFound(f"Cannot find a job with cluster id {cluster_id}")
+
+
+def handle_held_job(services: Services, caller: Caller | None, cluster_id: Any) -> dict[str, Any]:
+    """End a job the scheduler holds: ``error`` with code 2 (terminated by
+    automation) and an error log line. Finished jobs are left alone.
+
+    Needs the full admin role (no ``as_admin`` needed). Does not remove the job
+    from the scheduler. Returns the stored record (``_id`` a string).
+
+    Raises:
+        NotFound: no job has that scheduler id.
+        PermissionDenied, InvalidParams, ValidationError.
+    """
+    caller = require_caller(caller)
+    require_admin(caller, Access.WRITE)
+    record = _job_by_cluster(services, _cluster_id(cluster_id))
+    job_id = record["_id"]
+    if JobStatus(record["status"]) in ACTIVE:
+        error = {"code": ErrorCode.TERMINATED_BY_AUTOMATION.value, "name": HELD,
+                 "message": HELD_LONG, "error": HELD_LONG}
+        change = Transition(job_id, JobStatus.ERROR, ACTIVE, {
+            "errormsg": HELD, "error_code": ErrorCode.TERMINATED_BY_AUTOMATION.value,
+            "error": error})
+        now = services.clock()
+        result = services.store.transition(change, now)
+        if result.ok:
+            logger.warning("job %s (scheduler id %s) was held: marked error", job_id,
+                           record.get("scheduler_id"))
+            services.store.append_logs(job_id, [LogLine(HELD_LONG, True, now)], now)
+            record = result.record
+        else:
+            record = services.store.get_jobs([job_id]).get(job_id, record)
+    return public_record(record)

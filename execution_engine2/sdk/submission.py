@@ -1,0 +1,325 @@
+"""Handing ``created`` jobs to the scheduler: ``StoreSubmitter`` (the ``Submitter``).
+
+The work to do lives in the store: a ``created`` job without ``scheduler_id`` that is
+not a batch container and whose retry lifecycle is complete. Before submitting, the
+submitter claims the jobs in the store (claim kind ``submit``, with a lease), so two
+submitters (threads, processes, instances) never submit one job twice. Each call
+makes one ``Scheduler.submit`` for all its jobs and one ``transition_many``: the number
+of store round trips does not grow with the number of jobs.
+
+A failed submission ends the jobs in ``error`` with ``ErrorCode.SUBMISSION_FAILED`` and
+``Cannot submit to <scheduler>: <reason>``: a job never stays ``created`` because the
+scheduler refused it. A process that dies between claim and submission leaves jobs
+whose claim expires; ``recover_orphans`` finds them.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from typing import Any, Callable, Mapping, Sequence
+
+from execution_engine2.config import Config
+from execution_engine2.db.store import JobQuery, JobStore, Record, Transition
+from execution_engine2.errors import EE2Error, SubmissionFailed
+from execution_engine2.job import ErrorCode, JobStatus, is_batch_container
+from execution_engine2.scheduler.base import PreparedJob, Scheduler, SubmitOutcome
+from execution_engine2.sdk.prepare import prepared_job
+
+logger = logging.getLogger(__name__)
+
+CLAIM_KIND = "submit"
+DEFAULT_LEASE_SECONDS = 600.0
+INTERRUPTED = "Submission was interrupted by a service restart; retry the job"
+# Schedulers that start jobs without the owner's token (the local executor).
+TOKENLESS_SCHEDULERS = frozenset({"local"})
+
+Clock = Callable[[], float]
+
+
+def lifecycle_complete(record: Record) -> bool:
+    """Whether a job may be submitted: not a retry, or a retry whose bookkeeping
+    (container, root, toggle) is done."""
+    return not record.get("retry_parent") or bool(record.get("retry_saved_toggle"))
+
+
+def submission_error(scheduler_type: str, reason: str) -> str:
+    return f"Cannot submit to {scheduler_type}: {reason}"
+
+
+class _Submission:
+    """Claim, submit and record for one owner; every method a fixed number of round trips."""
+
+    def __init__(self, store: JobStore, scheduler: Scheduler, clock: Clock, owner: str,
+                 lease_seconds: float) -> None:
+        self.store, self.scheduler, self.clock = store, scheduler, clock
+        self.owner, self.lease_seconds = owner, lease_seconds
+
+    def claim(self, job_ids: Sequence[str]) -> list[Record]:
+        """Claim the submittable jobs among ``job_ids``, in the order given."""
+        if not job_ids:
+            return []
+        query = JobQuery(job_ids=list(job_ids), statuses=[JobStatus.CREATED], batch_job=False,
+                         has_scheduler_id=False, limit=len(job_ids))
+        claimed = self.store.claim_jobs(CLAIM_KIND, self.owner, query, self.lease_seconds, self.clock())
+        unfinished = [r["_id"] for r in claimed if not lifecycle_complete(r)]
+        if unfinished:
+            # Retries whose bookkeeping is not done wait for the repair pass.
+            self.store.release_claims(CLAIM_KIND, self.owner, unfinished)
+        by_id = {r["_id"]: r for r in claimed if lifecycle_complete(r)}
+        return [by_id[job_id] for job_id in dict.fromkeys(job_ids) if job_id in by_id]
+
+    def reclaim(self, job_ids: Sequence[str]) -> list[Record]:
+        """Renew our claims and read the jobs back, for work queued a while ago: drops
+        jobs whose claim lapsed to someone else or that left ``created`` meanwhile."""
+        ours = self.store.renew_claims(CLAIM_KIND, self.owner, list(job_ids), self.lease_seconds,
+                                       self.clock())
+        records = self.store.get_jobs(ours) if ours else {}
+        return [records[job_id] for job_id in job_ids if job_id in records
+                and records[job_id].get("status") == JobStatus.CREATED.value
+                and not records[job_id].get("scheduler_id")]
+
+    def submit(self, records: Sequence[Record], token: str | None) -> dict[str, str]:
+        """One scheduler submission for all ``records`` (claimed by us), then one status
+        write. Returns ``{job_id: error message}`` for the jobs that ended in error."""
+        if not records:
+            return {}
+        prepared, failures = self._prepare(records, token)
+        outcomes = self._scheduler_submit(prepared) if prepared else []
+        failures.update({o.job_id: o.error or "no reason given" for o in outcomes if not o.ok})
+        self._record([o for o in outcomes if o.ok], failures)
+        # On a failed write above the claims stay until their lease lapses: the jobs may
+        # already be in the scheduler, and recovery must not pick them up at once.
+        self.store.release_claims(CLAIM_KIND, self.owner, [r["_id"] for r in records])
+        return failures
+
+    def fail(self, job_ids: Sequence[str], message: str) -> list[str]:
+        """End ``created`` jobs in ``error`` with the submission code; the ids changed."""
+        now = self.clock()
+        results = self.store.transition_many([_error_change(job_id, message) for job_id in job_ids], now)
+        return [result.job_id for result in results if result.ok]
+
+    # --- steps --------------------------------------------------------------------------
+    def _prepare(self, records: Sequence[Record], token: str | None
+                 ) -> tuple[list[PreparedJob], dict[str, str]]:
+        prepared, failures = [], {}
+        for record in records:
+            try:
+                prepared.append(prepared_job(record, token))
+            except (KeyError, TypeError, ValueError) as err:
+                failures[record["_id"]] = f"the job record is incomplete ({err!r})"
+        return prepared, failures
+
+    def _scheduler_submit(self, prepared: Sequence[PreparedJob]) -> list[SubmitOutcome]:
+        ids = [job.job_id for job in prepared]
+        try:
+            outcomes = list(self.scheduler.submit(prepared))
+        except EE2Error as err:
+            logger.warning("submission of %d jobs (%s...) failed: %s", len(ids), ids[0], err.message)
+            return [SubmitOutcome(job_id, error=err.message) for job_id in ids]
+        except Exception as err:  # noqa: BLE001 - whatever the scheduler raised, no job may stay created
+            logger.exception("scheduler failed submitting %d jobs (%s...)", len(ids), ids[0])
+            return [SubmitOutcome(job_id, error=f"{type(err).__name__}: {err}") for job_id in ids]
+        by_id = {outcome.job_id: outcome for outcome in outcomes}
+        return [by_id.get(job_id, SubmitOutcome(job_id, error="the scheduler returned no outcome"))
+                for job_id in ids]
+
+    def _record(self, accepted: Sequence[SubmitOutcome], failures: Mapping[str, str]) -> None:
+        """created -> queued (with scheduler ids) or -> error, in one transition_many; a job
+        cancelled meanwhile is removed from the scheduler again."""
+        scheduler_type = self.scheduler.scheduler_type
+        ids_fields = {o.job_id: {"scheduler_id": o.scheduler_id, "scheduler_type": scheduler_type}
+                      for o in accepted}
+        changes = [Transition(o.job_id, JobStatus.QUEUED, frozenset({JobStatus.CREATED}),
+                              fields=ids_fields[o.job_id]) for o in accepted]
+        changes += [_error_change(job_id, submission_error(scheduler_type, reason))
+                    for job_id, reason in failures.items()]
+        now = self.clock()
+        results = self.store.transition_many(changes, now) if changes else []
+        late = {r.job_id: r.current for r in results[:len(accepted)] if not r.ok}
+        for job_id, reason in failures.items():
+            logger.warning("job %s could not be submitted: %s", job_id, reason)
+        if late:
+            self._settle_late(late, ids_fields, now)
+
+    def _settle_late(self, late: Mapping[str, JobStatus | None], ids_fields: Mapping[str, Any],
+                     now: float) -> None:
+        """Jobs that left ``created`` while we submitted: record where they went; stop the
+        ones that were cancelled (or vanished). A job that already started is left alone."""
+        stop = [ids_fields[job_id]["scheduler_id"] for job_id, current in late.items()
+                if current in (None, JobStatus.TERMINATED, JobStatus.ERROR)]
+        existing = {job_id: ids_fields[job_id] for job_id, current in late.items() if current is not None}
+        if existing:
+            self.store.set_fields(existing, now)
+        if stop:
+            logger.info("cancelling %d jobs finished during submission: %s", len(stop), stop)
+            try:
+                self.scheduler.cancel(stop)
+            except EE2Error as err:
+                logger.error("could not cancel scheduler jobs %s: %s", stop, err.message)
+
+
+def _error_change(job_id: str, message: str) -> Transition:
+    return Transition(job_id, JobStatus.ERROR, frozenset({JobStatus.CREATED}),
+                      fields={"error_code": ErrorCode.SUBMISSION_FAILED.value, "errormsg": message})
+
+
+def recover_orphans(store: JobStore, scheduler: Scheduler, config: Config, clock: Clock = time.time,
+                    *, job_ids: Sequence[str] | None = None, grace_seconds: float | None = None,
+                    owner: str | None = None, limit: int = 1000) -> dict[str, list[str]]:
+    """Submit or fail ``created`` jobs nobody is submitting (their process died).
+
+    Candidates: ``created``, not a container, no ``scheduler_id``, lifecycle complete,
+    older than ``grace_seconds`` (default ``repair-grace-seconds``), no live ``submit``
+    claim; restricted to ``job_ids`` when given. The owner's token is gone (tokens are
+    never stored), so with a scheduler that needs none (``local``) they are submitted;
+    otherwise they end in ``error`` (``SUBMISSION_FAILED``, ``INTERRUPTED``) so the user
+    can retry them. Returns ``{"submitted": [...], "failed": [...]}``.
+    """
+    if job_ids is not None and not job_ids:
+        return {"submitted": [], "failed": []}
+    now = clock()
+    grace = config["repair-grace-seconds"] if grace_seconds is None else grace_seconds
+    query = JobQuery(job_ids=list(job_ids) if job_ids is not None else None,
+                     statuses=[JobStatus.CREATED], batch_job=False, has_scheduler_id=False,
+                     created_before=now - grace, claimable=(CLAIM_KIND, now), limit=limit)
+    found = store.find_jobs(query, projection=["retry_parent", "retry_saved_toggle", "batch_job"])
+    candidates = [r["_id"] for r in found if lifecycle_complete(r) and not is_batch_container(r)]
+    work = _Submission(store, scheduler, clock, owner or _new_owner("recovery"), DEFAULT_LEASE_SECONDS)
+    claimed = work.claim(candidates)
+    if not claimed:
+        return {"submitted": [], "failed": []}
+    ids = [r["_id"] for r in claimed]
+    if scheduler.scheduler_type in TOKENLESS_SCHEDULERS:
+        failures = work.submit(claimed, None)
+        failed = [job_id for job_id in ids if job_id in failures]
+    else:
+        try:
+            failed = work.fail(ids, submission_error(scheduler.scheduler_type, INTERRUPTED))
+        finally:
+            store.release_claims(CLAIM_KIND, work.owner, ids)
+    failed_ids = set(failed)
+    submitted = [job_id for job_id in ids if job_id not in failed_ids]
+    logger.warning("recovered %d orphaned created jobs: submitted %s, failed %s",
+                   len(ids), submitted, failed)
+    return {"submitted": submitted, "failed": failed}
+
+
+def _new_owner(role: str) -> str:
+    return f"{role}-{uuid.uuid4().hex[:16]}"
+
+
+class StoreSubmitter:
+    """The ``Submitter``: ``submit_now`` in the caller's thread, ``submit_later`` on a
+    background thread of this process.
+
+    ``submit_later`` claims the jobs in the store before returning (a few round trips,
+    never one per job), so they are this process's work even before the thread runs;
+    if the process dies, the claims lapse after ``lease_seconds`` and
+    ``recover_once`` (any instance) takes the jobs over. The thread starts on demand,
+    exits after ``idle_seconds`` without work, and ``stop`` finishes what is queued
+    (bounded by its timeout).
+    """
+
+    def __init__(self, store: JobStore, scheduler: Scheduler, config: Config, clock: Clock = time.time,
+                 *, lease_seconds: float = DEFAULT_LEASE_SECONDS, idle_seconds: float = 1.0) -> None:
+        self.store, self.scheduler, self.config, self.clock = store, scheduler, config, clock
+        self.owner = _new_owner("submitter")
+        self.idle_seconds = idle_seconds
+        self._work = _Submission(store, scheduler, clock, self.owner, lease_seconds)
+        self._queue: queue.Queue[tuple[list[str], str | None] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    # --- Submitter ----------------------------------------------------------------------
+    def submit_now(self, job_ids: Sequence[str], token: str | None) -> None:
+        """Submit before returning. Jobs that cannot be submitted end in ``error``.
+        Raises SubmissionFailed naming the reason when any job failed."""
+        failures = self._work.submit(self._work.claim(job_ids), token)
+        if failures:
+            raise SubmissionFailed(_failure_message(self.scheduler.scheduler_type, failures))
+
+    def submit_later(self, job_ids: Sequence[str], token: str | None) -> None:
+        """Claim the jobs now and submit them from the background thread; returns at once
+        after the claim. Failures end the jobs in ``error`` (nobody is waiting to hear)."""
+        claimed = [r["_id"] for r in self._work.claim(job_ids)]
+        if not claimed:
+            return
+        with self._lock:
+            self._pending += 1
+            self._queue.put((claimed, token))
+            self._ensure_thread()
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background thread now (it also starts on the first submit_later)."""
+        with self._lock:
+            self._ensure_thread()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Finish the queued work and end the thread; False if it did not end in time."""
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return True
+            self._queue.put(None)
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every submit_later so far has been handled; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def recover_once(self, grace_seconds: float | None = None) -> dict[str, list[str]]:
+        """One pass of ``recover_orphans`` for the jobs nobody is submitting."""
+        return recover_orphans(self.store, self.scheduler, self.config, self.clock,
+                               grace_seconds=grace_seconds, owner=self.owner)
+
+    # --- background thread --------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"ee2-{self.owner}", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            if item is None:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue  # work arrived after stop(): handle it before leaving
+            self._handle(*item)
+
+    def _handle(self, job_ids: list[str], token: str | None) -> None:
+        try:
+            failures = self._work.submit(self._work.reclaim(job_ids), token)
+            if failures:
+                logger.warning("background submission: %d of %d jobs failed", len(failures), len(job_ids))
+        except Exception:  # noqa: BLE001 - thread boundary: the worker must outlive one bad batch
+            logger.exception("background submission of %d jobs (%s...) failed", len(job_ids), job_ids[0])
+        finally:
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+
+
+def _failure_message(scheduler_type: str, failures: Mapping[str, str]) -> str:
+    if len(failures) == 1:
+        return submission_error(scheduler_type, next(iter(failures.values())))
+    job_id, reason = next(iter(failures.items()))
+    return (f"{len(failures)} jobs could not be submitted; job {job_id}: "
+            f"{submission_error(scheduler_type, reason)}")

@@ -1,0 +1,192 @@
+"""The flask app: one JSON-RPC endpoint, CORS headers, JSON error bodies only.
+
+``create_app(config)`` builds the services once (or takes injected ones) and
+the method table; ``build_app(dispatcher, config)`` is the HTTP layer alone,
+for tests that register their own methods. Background threads are started by
+``start_background(app)`` from the serving process, never here.
+
+HTTP behaviour (compatible with the existing service, section 1.6):
+
+* ``POST`` to any path is a JSON-RPC call: 200 with the result, 500 with an
+  error body, 200 and an empty body for a notification (``"id": null``).
+* ``OPTIONS`` answers 200 with an empty body.
+* ``GET`` and other verbs answer 500 with a ``Parse error`` body, as the
+  existing service does for an empty body. No HTML page, ever: 404, 405, 413
+  and unexpected failures all answer with JSON-RPC error bodies.
+* Every response carries ``Access-Control-Allow-Origin: *`` and
+  ``Access-Control-Allow-Headers`` (the request's
+  ``Access-Control-Request-Headers``, else ``authorization``), plus
+  ``X-Request-Id`` naming the log entries of the request.
+* Bodies above ``max-request-bytes`` (0 = no limit) are refused unread.
+* The ``Authorization`` header is the raw token; surrounding whitespace is
+  ignored and an empty header counts as none.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import flask
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from execution_engine2.config import Config
+from execution_engine2.sdk.services import Services
+from execution_engine2.server.jsonrpc import (
+    Dispatcher, InvalidRequest, ParseError, error_response, new_request_id, unexpected_error,
+)
+
+logger = logging.getLogger(__name__)
+
+SERVICES_KEY = "ee2"
+DISPATCHER_KEY = "ee2.dispatcher"
+BACKGROUND_KEY = "ee2.background"
+ALL_VERBS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def create_app(config: Config, services: Services | None = None) -> flask.Flask:
+    """The service's WSGI app for ``config``.
+
+    Builds ``Services`` (opens the store, builds clients) unless ``services``
+    is given, registers every RPC method, and stores the services on
+    ``app.extensions["ee2"]``. Starts no thread.
+    """
+    from execution_engine2.server.methods import build_dispatcher
+    from execution_engine2.server.wiring import build_services
+
+    built = services is None
+    if services is None:
+        services = build_services(config)
+    try:
+        app = build_app(build_dispatcher(services), config)
+    except BaseException:
+        if built:
+            services.store.close()
+        raise
+    app.extensions[SERVICES_KEY] = services
+    return app
+
+
+def services_of(app: flask.Flask) -> Services:
+    return app.extensions[SERVICES_KEY]
+
+
+class _Background:
+    """The submitter thread and the housekeeping loop of one serving process."""
+
+    def __init__(self, services: Services) -> None:
+        from execution_engine2.maintenance.loop import MaintenanceLoop
+
+        self.services = services
+        self.maintenance = MaintenanceLoop(services)
+
+    def start(self) -> None:
+        start = getattr(self.services.submitter, "start", None)
+        if start is not None:
+            start()
+        self.maintenance.start()  # does nothing when maintenance-interval is 0
+
+    def stop(self) -> None:
+        self.maintenance.stop()
+        stop = getattr(self.services.submitter, "stop", None)
+        if stop is not None:
+            stop()
+
+
+def start_background(app: flask.Flask) -> None:
+    """Start the submitter and housekeeping threads of ``app`` (idempotent)."""
+    background = app.extensions.get(BACKGROUND_KEY)
+    if background is None:
+        background = app.extensions[BACKGROUND_KEY] = _Background(services_of(app))
+    background.start()
+
+
+def stop_background(app: flask.Flask) -> None:
+    """Stop what ``start_background`` started; waits for a running pass to end.
+    Work not yet submitted stays in the store for the next process."""
+    background = app.extensions.pop(BACKGROUND_KEY, None)
+    if background is not None:
+        background.stop()
+
+
+def close_app(app: flask.Flask) -> None:
+    """Stop background threads and close the store."""
+    stop_background(app)
+    services = app.extensions.get(SERVICES_KEY)
+    if services is not None:
+        services.store.close()
+
+
+def build_app(dispatcher: Dispatcher, config: Config) -> flask.Flask:
+    """The HTTP layer around ``dispatcher`` (no services, no threads)."""
+    app = flask.Flask(__name__)
+    limit = int(config["max-request-bytes"])
+    app.config["MAX_CONTENT_LENGTH"] = limit or None
+    app.extensions[DISPATCHER_KEY] = dispatcher
+    for rule in ("/", "/<path:_path>"):
+        app.add_url_rule(rule, "rpc", _entry, methods=ALL_VERBS, provide_automatic_options=False)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+    app.after_request(_common_headers)
+    return app
+
+
+def _request_id() -> str:
+    if "request_id" not in flask.g:
+        flask.g.request_id = new_request_id()
+    return flask.g.request_id
+
+
+def _token() -> str | None:
+    raw = flask.request.headers.get("Authorization")
+    token = raw.strip() if raw is not None else ""
+    return token or None
+
+
+def _json_response(body: str | dict[str, Any], status: int) -> flask.Response:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return flask.Response(text, status=status, mimetype="application/json")
+
+
+def _entry(_path: str = "") -> flask.Response:
+    request = flask.request
+    if request.method == "OPTIONS":
+        return _json_response("", 200)
+    if request.method != "POST":
+        error = ParseError(f"No JSON-RPC request: send it as the body of a POST, not a {request.method}")
+        return _json_response(error_response(error.code, error.name, error.message), 500)
+    limit = flask.current_app.config["MAX_CONTENT_LENGTH"]
+    if limit is not None and (request.content_length or 0) > limit:
+        raise RequestEntityTooLarge()
+    body = request.get_data(cache=False)
+    if limit is not None and request.content_length is None and len(body) >= limit:
+        # A streamed (chunked) body is cut at the limit without an error: refuse it here.
+        raise RequestEntityTooLarge()
+    dispatcher: Dispatcher = flask.current_app.extensions[DISPATCHER_KEY]
+    reply = dispatcher.respond(body, _token(), _request_id())
+    return _json_response(reply.body, reply.status)
+
+
+def _http_error(error: HTTPException) -> flask.Response:
+    if isinstance(error, RequestEntityTooLarge):
+        limit = flask.current_app.config["MAX_CONTENT_LENGTH"]
+        message = f"The request body is larger than the limit of {limit} bytes (max-request-bytes)"
+        response = _json_response(error_response(InvalidRequest.code, InvalidRequest.name, message), 500)
+        response.headers["Connection"] = "close"  # the unread body must not be parsed as a request
+        return response
+    message = f"HTTP {error.code} {error.name}: JSON-RPC requests are POSTed to the service URL"
+    return _json_response(error_response(InvalidRequest.code, InvalidRequest.name, message), 500)
+
+
+def _unexpected(error: Exception) -> flask.Response:
+    request_id = _request_id()
+    logger.error("request %s: unexpected error outside dispatch", request_id, exc_info=error)
+    return _json_response(unexpected_error(None, request_id), 500)
+
+
+def _common_headers(response: flask.Response) -> flask.Response:
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Allow-Headers"] = flask.request.headers.get(
+        "Access-Control-Request-Headers", "authorization")
+    response.headers["X-Request-Id"] = _request_id()
+    return response

@@ -1,0 +1,93 @@
+"""Builds the ``Services`` a configuration names: store, scheduler, auth, clients.
+
+Used by ``server.app.create_app`` and the ``ee2`` commands. Connections open
+here, when called, never at import: a gunicorn worker calls this after the fork.
+The implementation modules are imported lazily so that a standalone install
+never imports the HTCondor bindings, and a production one never the local worker.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import execution_engine2
+from execution_engine2.auth.base import Authenticator, Workspaces
+from execution_engine2.catalog.base import Catalog
+from execution_engine2.config import Config
+from execution_engine2.errors import ValidationError
+from execution_engine2.scheduler.base import Scheduler
+from execution_engine2.sdk.services import Services
+
+BUNDLED_CATALOG = Path(execution_engine2.__file__).parent / "data" / "catalog.yaml"
+
+
+def _require(config: Config, key: str, because: str) -> str:
+    value = config.get(key)
+    if not value:
+        raise ValidationError(f"Configuration key {key} is required {because}")
+    return value
+
+
+def build_authenticator(config: Config) -> Authenticator:
+    """``LocalAuth`` on the data dir, or ``KBaseAuth`` (needs ``auth-service-url``)."""
+    if config["auth"] == "local":
+        from execution_engine2.auth.local import LocalAuth
+
+        Path(config["data-dir"]).mkdir(parents=True, exist_ok=True)
+        return LocalAuth(config["data-dir"])
+    from execution_engine2.auth.kbase import KBaseAuth
+
+    return KBaseAuth(_require(config, "auth-service-url", "with auth = kbase"),
+                     config["auth-url"], config["auth-cache-ttl"])
+
+
+def build_workspaces(config: Config, auth: Authenticator) -> Workspaces | None:
+    """The workspace client when ``workspace-url`` is set; None means owner-only access."""
+    if not config.get("workspace-url"):
+        return None
+    from execution_engine2.auth.kbase import WorkspaceClient
+
+    return WorkspaceClient(config["workspace-url"], auth=auth)
+
+
+def build_catalog(config: Config) -> Catalog:
+    """``LocalCatalog`` (``catalog-file`` or the bundled demo catalog) or ``KBaseCatalog``."""
+    if config["catalog"] == "local":
+        from execution_engine2.catalog.local import LocalCatalog
+
+        return LocalCatalog(config.get("catalog-file") or str(BUNDLED_CATALOG))
+    from execution_engine2.catalog.kbase import KBaseCatalog
+
+    return KBaseCatalog(_require(config, "catalog-url", "with catalog = kbase"),
+                        config.get("catalog-token"))
+
+
+def build_scheduler(config: Config) -> Scheduler:
+    if config["scheduler"] == "local":
+        from execution_engine2.scheduler.local import LocalScheduler
+
+        return LocalScheduler()
+    from execution_engine2.scheduler.condor import CondorScheduler
+
+    return CondorScheduler(config)
+
+
+def build_services(config: Config) -> Services:
+    """Every service of ``config``, connected. Close with ``services.store.close()``.
+
+    Raises ``ValidationError`` for a missing key, ``ServiceUnavailable`` when the
+    store cannot be opened.
+    """
+    from execution_engine2.db.factory import open_store
+    from execution_engine2.sdk.submission import StoreSubmitter
+
+    if config.is_standalone:
+        Path(config["data-dir"]).mkdir(parents=True, exist_ok=True)
+    auth = build_authenticator(config)
+    workspaces = build_workspaces(config, auth)
+    catalog = build_catalog(config)
+    scheduler = build_scheduler(config)
+    store = open_store(config)
+    submitter = StoreSubmitter(store, scheduler, config, time.time)
+    return Services(config=config, store=store, scheduler=scheduler, auth=auth,
+                    workspaces=workspaces, catalog=catalog, submitter=submitter, clock=time.time)

@@ -1,0 +1,245 @@
+"""A Python client for execution_engine2, speaking KBase JSON-RPC 1.1.
+
+Talks to the service exactly as the KBase-generated ``execution_engine2Client``
+and its ``baseclient`` do: a ``POST`` of
+``{"version": "1.1", "method": "execution_engine2.<name>", "params": [...], "id": "<random>"}``
+with the raw token in the ``Authorization`` header. Each method returns the
+first element of ``result`` (None for the void methods ``start_job``,
+``finish_job`` and ``cancel_job``) and raises ``ServerError`` for an error
+answer::
+
+    from execution_engine2_client import Client, ServerError
+
+    ee2 = Client("http://127.0.0.1:5000/", token="...")
+    job_id = ee2.run_job({"method": "echo_test.echo", "params": [{"message": "hi"}],
+                          "app_id": "echo_test/echo"})
+    print(ee2.check_job({"job_id": job_id})["status"])
+
+Threads: calls go through one ``requests.Session`` (connection pooling). Each
+call is one self-contained POST, which is safe to make from several threads in
+practice, but ``requests`` does not promise that ``Session`` is thread-safe:
+for heavy concurrent use, give each thread its own ``Client``.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import requests
+
+__all__ = ["Client", "ServerError", "SERVICE_NAME"]
+
+SERVICE_NAME = "execution_engine2"
+_JSON = "application/json"
+
+
+class ServerError(Exception):
+    """The service answered with an error.
+
+    ``name`` and ``code`` are the JSON-RPC error name and code (``-32000``
+    "Server error" for refusals of the service, ``-32602`` "Invalid params",
+    ...); ``message`` is the text callers may match; ``data`` carries extra
+    details (``error`` in JSON-RPC 1.1 answers, ``data`` in 2.0), often empty.
+    The signature matches the KBase-generated clients' ``ServerError``.
+    """
+
+    def __init__(self, name: str, code: int, message: str | None, data: Any = None,
+                 error: Any = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.code = code
+        self.message = message or ""
+        self.data = data or error or ""
+
+    def __str__(self) -> str:
+        text = f"{self.name}: {self.code}. {self.message}"
+        return f"{text}\n{self.data}" if self.data else text
+
+
+def _server_error(body: Any, fallback: str) -> ServerError:
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return ServerError("Unknown", 0, fallback)
+    return ServerError(str(error.get("name", "Unknown")), error.get("code", 0),
+                       error.get("message"), error.get("data"), error.get("error"))
+
+
+class Client:
+    """One execution_engine2 service at ``url``, called as the holder of ``token``.
+
+    ``timeout`` (seconds) bounds each call; the default matches KBase's clients.
+    Every RPC method takes an optional ``context`` mapping, which is sent as
+    the envelope's ``context`` key (the service ignores it) for compatibility
+    with the generated client.
+    """
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 1800) -> None:
+        if not url:
+            raise ValueError("A url is required")
+        self.url = url
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._headers = {"Content-Type": _JSON}
+        if token is not None:
+            self._headers["Authorization"] = token
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, params: list[Any], context: dict[str, Any] | None = None) -> Any:
+        """Call ``execution_engine2.<method>`` with positional ``params``.
+
+        Returns ``result[0]``, or None when the result is null or empty.
+        Raises ``ServerError`` for an error answer, ``requests.RequestException``
+        when the service cannot be reached or answers an unexpected HTTP status.
+        """
+        envelope: dict[str, Any] = {"version": "1.1", "method": f"{SERVICE_NAME}.{method}",
+                                    "params": params, "id": secrets.token_hex(8)}
+        if context is not None:
+            if not isinstance(context, dict):
+                raise ValueError("context must be a dict")
+            envelope["context"] = context
+        response = self._session.post(self.url, data=json.dumps(envelope), headers=self._headers,
+                                      timeout=self.timeout)
+        response.encoding = "utf-8"
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if response.status_code == 500:
+            if content_type == _JSON:
+                try:
+                    body = response.json()
+                except ValueError:
+                    raise ServerError("Unknown", 0, response.text) from None
+                raise _server_error(body, response.text)
+            raise ServerError("Unknown", 0, response.text)
+        response.raise_for_status()
+        try:
+            body = response.json()
+        except ValueError:
+            raise ServerError("Unknown", 0, f"The service answered with non-JSON: {response.text[:200]}") from None
+        if not isinstance(body, dict) or "result" not in body:
+            raise _server_error(body, "An unknown server error occurred")
+        result = body["result"]
+        if not result:
+            return None
+        return result[0] if isinstance(result, list) else result
+
+    # -- informational -------------------------------------------------------
+
+    def list_config(self, context: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The service configuration the job runner reads (auth optional)."""
+        return self.call("list_config", [], context)
+
+    def ver(self, context: dict[str, Any] | None = None) -> str:
+        """The service version."""
+        return self.call("ver", [], context)
+
+    def status(self, context: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``{git_commit, version, service, server_time}``."""
+        return self.call("status", [], context)
+
+    def is_admin(self, context: dict[str, Any] | None = None) -> bool:
+        return self.call("is_admin", [], context)
+
+    def get_admin_permission(self, context: dict[str, Any] | None = None) -> dict[str, str]:
+        """``{"permission": "w" | "r" | "n"}``."""
+        return self.call("get_admin_permission", [], context)
+
+    def get_client_groups(self, context: dict[str, Any] | None = None) -> list[str]:
+        return self.call("get_client_groups", [], context)
+
+    # -- submission ----------------------------------------------------------
+
+    def run_job(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> str:
+        """Submit one job; returns its id."""
+        return self.call("run_job", [params], context)
+
+    def run_job_batch(self, params: list[dict[str, Any]], batch_params: dict[str, Any],
+                      context: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Submit a batch; returns ``{batch_id, child_job_ids}``."""
+        return self.call("run_job_batch", [params, batch_params], context)
+
+    def run_job_concierge(self, params: dict[str, Any], concierge_params: dict[str, Any],
+                          context: dict[str, Any] | None = None) -> str:
+        return self.call("run_job_concierge", [params, concierge_params], context)
+
+    def retry_job(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``{"job_id", "as_admin"?}`` -> ``{job_id, retry_id}``."""
+        return self.call("retry_job", [params], context)
+
+    def retry_jobs(self, params: dict[str, Any],
+                   context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``{"job_ids", "as_admin"?}`` -> one ``{job_id, retry_id}`` or ``{job_id, error}`` per id."""
+        return self.call("retry_jobs", [params], context)
+
+    def abandon_children(self, params: dict[str, Any],
+                         context: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("abandon_children", [params], context)
+
+    # -- runner-facing -------------------------------------------------------
+
+    def get_job_params(self, params: dict[str, Any],
+                       context: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("get_job_params", [params], context)
+
+    def start_job(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> None:
+        self.call("start_job", [params], context)
+
+    def add_job_logs(self, job_params: dict[str, Any], lines: list[dict[str, Any]],
+                     context: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Append log lines; returns ``{success, line_number}``."""
+        return self.call("add_job_logs", [job_params, lines], context)
+
+    def finish_job(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> None:
+        self.call("finish_job", [params], context)
+
+    def check_job_canceled(self, params: dict[str, Any],
+                           context: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("check_job_canceled", [params], context)
+
+    # -- queries -------------------------------------------------------------
+
+    def check_job(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("check_job", [params], context)
+
+    def check_jobs(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> Any:
+        return self.call("check_jobs", [params], context)
+
+    def check_job_batch(self, params: dict[str, Any],
+                        context: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("check_job_batch", [params], context)
+
+    def check_workspace_jobs(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> Any:
+        return self.call("check_workspace_jobs", [params], context)
+
+    def get_job_status(self, params: dict[str, Any],
+                       context: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("get_job_status", [params], context)
+
+    def check_jobs_date_range_for_user(self, params: dict[str, Any],
+                                       context: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("check_jobs_date_range_for_user", [params], context)
+
+    def check_jobs_date_range_for_all(self, params: dict[str, Any],
+                                      context: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("check_jobs_date_range_for_all", [params], context)
+
+    def get_job_logs(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("get_job_logs", [params], context)
+
+    # -- state changes -------------------------------------------------------
+
+    def cancel_job(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> None:
+        self.call("cancel_job", [params], context)
+
+    def update_job_status(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> str:
+        return self.call("update_job_status", [params], context)
+
+    def handle_held_job(self, cluster_id: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.call("handle_held_job", [cluster_id], context)

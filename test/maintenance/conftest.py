@@ -1,0 +1,104 @@
+"""Fixtures for the housekeeping tests: a real SQLite store, a recording scheduler
+and a clock the test moves by hand (``clock.now``), so ages need no sleeping."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from execution_engine2.config import Config
+from execution_engine2.sdk.services import Services
+from support.recording_scheduler import RecordingScheduler
+
+# A fixed "now", well after the epoch start encoded in any test job id.
+T0 = 1_700_000_000.0
+
+
+@dataclasses.dataclass
+class Clock:
+    now: float = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class QuietSubmitter:
+    """A submitter with nothing to submit and a recovery that reports its calls."""
+
+    def __init__(self) -> None:
+        self.recoveries = 0
+
+    def submit_now(self, job_ids: Any, token: str | None) -> None:
+        raise AssertionError("housekeeping never submits through submit_now")
+
+    def submit_later(self, job_ids: Any, token: str | None) -> None:
+        raise AssertionError("housekeeping never submits through submit_later")
+
+    def recover_once(self) -> dict[str, Any]:
+        self.recoveries += 1
+        return {"resubmitted": [], "failed": []}
+
+
+def build_services(tmp_path: Path, scheduler: Any, clock: Clock, **config: Any) -> Services:
+    from execution_engine2.db.sqlite import SqliteJobStore
+
+    return Services(
+        config=Config.standalone(data_dir=str(tmp_path), **config),
+        store=SqliteJobStore(str(tmp_path / "ee2.sqlite3")),
+        scheduler=scheduler,
+        auth=None,  # type: ignore[arg-type]  # housekeeping authenticates nobody
+        workspaces=None,
+        catalog=None,  # type: ignore[arg-type]
+        submitter=QuietSubmitter(),
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def scheduler() -> RecordingScheduler:
+    return RecordingScheduler()
+
+
+@pytest.fixture
+def config_overrides() -> dict[str, Any]:
+    """Override in a test module (or parametrize) to change the service's settings."""
+    return {}
+
+
+@pytest.fixture
+def services(tmp_path, scheduler, clock, config_overrides) -> Iterator[Services]:
+    built = build_services(tmp_path, scheduler, clock, **config_overrides)
+    yield built
+    built.store.close()
+
+
+@pytest.fixture
+def another_services(tmp_path, scheduler, clock, config_overrides) -> Iterator[Services]:
+    """A second process's view: its own store connection on the same database file,
+    the same scheduler and clock."""
+    built = build_services(tmp_path, scheduler, clock, **config_overrides)
+    yield built
+    built.store.close()
+
+
+def _wait_for(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return bool(predicate())
+
+
+@pytest.fixture
+def wait_for() -> Any:
+    """``wait_for(predicate, timeout=5.0)``: poll until true (for threads only)."""
+    return _wait_for

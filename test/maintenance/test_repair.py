@@ -1,0 +1,158 @@
+"""The repair pass: a retry interrupted between any two lifecycle steps ends up exactly
+as an uninterrupted one once the pass has run."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from execution_engine2.db.store import JobQuery, Transition
+from execution_engine2.job import ACTIVE, ErrorCode, JobStatus
+from execution_engine2.maintenance.repair import repair_retries
+from execution_engine2.sdk import retry, run
+from execution_engine2.sdk.job_state import job_state
+from execution_engine2.sdk.submission import INTERRUPTED
+from support.recording_scheduler import RecordingScheduler
+from support.sdk_services import make_services, stored
+
+GRACE = 60.0
+
+
+@dataclasses.dataclass
+class MovableClock:
+    now: float = dataclasses.field(default_factory=time.time)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+def scheduler() -> RecordingScheduler:
+    return RecordingScheduler()
+
+
+@pytest.fixture
+def services(tmp_path, scheduler, clock) -> Iterator[Any]:
+    built = make_services(tmp_path, scheduler=scheduler, clock=clock,
+                          config_overrides={"repair-grace-seconds": GRACE})
+    try:
+        yield built
+    finally:
+        assert built.submitter.stop()
+        built.store.close()
+
+
+@pytest.fixture
+def alice(services) -> Any:
+    return services.auth.authenticate(services.auth.create_token("alice"))
+
+
+def failed_batch(services: Any, caller: Any, children: int) -> dict[str, Any]:
+    """A batch whose children all ended in error."""
+    batch = run.run_job_batch(services, caller, [{"method": "Demo.echo", "params": [{"n": 1}]}] * children, {})
+    assert services.submitter.flush(5)
+    for child in batch["child_job_ids"]:
+        assert services.store.transition(Transition(
+            child, JobStatus.ERROR, ACTIVE, fields={"error_code": 1, "errormsg": "it broke"}),
+            services.clock()).ok
+    return batch
+
+
+def crash_after(monkeypatch: pytest.MonkeyPatch, wanted: str) -> None:
+    def hook(step: str) -> None:
+        if step == wanted:
+            raise ConnectionError(f"crashed after {step}")
+
+    monkeypatch.setattr(retry, "_after_step", hook)
+
+
+def comparable(state: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A JobState without times and scheduler ids, job ids replaced by their role."""
+    def rename(value: Any) -> Any:
+        if isinstance(value, str):
+            return names.get(value, value)
+        if isinstance(value, list):
+            return [rename(item) for item in value]
+        return value
+
+    dropped = {"created", "updated", "queued", "running", "finished", "scheduler_id"}
+    return {key: rename(value) for key, value in state.items() if key not in dropped}
+
+
+@pytest.mark.parametrize("step", ["insert", "notify_containers", "notify_roots"])
+def test_a_retry_interrupted_after_any_step_is_repaired(services, scheduler, clock, alice,
+                                                        monkeypatch, step):
+    scheduler.scheduler_type = "local"  # recovery may submit without the caller's token
+    batch = failed_batch(services, alice, 2)
+    crashed_root, clean_root = batch["child_job_ids"]
+
+    crash_after(monkeypatch, step)
+    with pytest.raises(ConnectionError):
+        retry.retry_job(services, alice, {"job_id": crashed_root})
+    monkeypatch.setattr(retry, "_after_step", None)
+    clean_retry = retry.retry_job(services, alice, {"job_id": clean_root})["retry_id"]
+    assert services.submitter.flush(5)
+    [crashed_retry] = [r["_id"] for r in services.store.find_jobs(JobQuery(retry_parent=crashed_root))]
+    assert stored(services, crashed_retry)["status"] == "created"
+
+    assert repair_retries(services)["repaired"] == []  # not before the grace period
+    clock.advance(GRACE + 1)
+    report = repair_retries(services)
+
+    assert report == {"repaired": [crashed_retry], "submitted": [crashed_retry], "failed": []}
+    crashed = {crashed_root: "ROOT", crashed_retry: "RETRY"}
+    clean = {clean_root: "ROOT", clean_retry: "RETRY"}
+    for job_id, twin in ((crashed_root, clean_root), (crashed_retry, clean_retry)):
+        assert comparable(job_state(stored(services, job_id)), crashed) == \
+            comparable(job_state(stored(services, twin)), clean)
+    container = stored(services, batch["batch_id"])
+    assert sorted(container["child_jobs"][2:]) == sorted([crashed_retry, clean_retry])
+    assert stored(services, crashed_retry)["status"] == "queued"
+    assert repair_retries(services)["repaired"] == []  # nothing left to do
+
+
+def test_a_repaired_retry_that_needs_a_token_ends_in_error_and_can_be_retried(services, clock, alice,
+                                                                                 monkeypatch):
+    [root] = failed_batch(services, alice, 1)["child_job_ids"]
+    crash_after(monkeypatch, "notify_roots")
+    with pytest.raises(ConnectionError):
+        retry.retry_job(services, alice, {"job_id": root})
+    monkeypatch.setattr(retry, "_after_step", None)
+    clock.advance(GRACE + 1)
+
+    report = repair_retries(services)
+
+    [half] = report["repaired"]
+    assert report["failed"] == [half]
+    record = stored(services, half)
+    assert record["status"] == "error"
+    assert record["error_code"] == ErrorCode.SUBMISSION_FAILED
+    assert record["errormsg"] == f"Cannot submit to recording: {INTERRUPTED}"
+    assert record["retry_saved_toggle"] is True
+    assert stored(services, root)["retry_ids"] == [half]
+    again = retry.retry_job(services, alice, {"job_id": half})
+    assert again["job_id"] == root
+    assert stored(services, root)["retry_ids"] == [half, again["retry_id"]]
+
+
+def test_a_retry_interrupted_before_submission_is_recovered(services, scheduler, clock, alice,
+                                                            monkeypatch):
+    scheduler.scheduler_type = "local"
+    [root] = failed_batch(services, alice, 1)["child_job_ids"]
+    monkeypatch.setattr(services.submitter, "submit_later", lambda job_ids, token: None)  # process died
+    new_id = retry.retry_job(services, alice, {"job_id": root})["retry_id"]
+    clock.advance(GRACE + 1)
+
+    assert repair_retries(services)["repaired"] == []  # its bookkeeping was complete
+    assert services.submitter.recover_once()["submitted"] == [new_id]
+    assert stored(services, new_id)["status"] == "queued"

@@ -1,0 +1,232 @@
+"""add_job_logs and get_job_logs against the real standalone stack."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from execution_engine2.errors import InvalidParams, NotFound, PermissionDenied, ValidationError
+from execution_engine2.sdk import logs
+from support.sdk_services import close_services, make_job, make_services
+
+NOW = 1_750_000_000.25
+
+
+def _add(services, caller, job_id, lines, **params):
+    return logs.add_job_logs(services, caller, {"job_id": job_id, **params}, lines)
+
+
+def _get(services, caller, job_id, **params):
+    return logs.get_job_logs(services, caller, {"job_id": job_id, **params})
+
+
+@pytest.fixture
+def job(services, users, make_job):
+    return make_job(services, users["alice"], "running")
+
+
+@pytest.fixture
+def fixed_clock(services):
+    services.clock = lambda: NOW
+    return NOW
+
+
+# --- add_job_logs ---------------------------------------------------------------------
+
+def test_add_and_read_lines(services, users, job, fixed_clock):
+    assert _add(services, users["alice"], job["_id"], [
+        {"line": "starting", "is_error": 0, "ts": 1_700_000_000_000},
+        {"line": "oops", "is_error": 1, "ts": 1_700_000_001.5},
+    ]) == {"success": True, "line_number": 2}
+    assert _add(services, users["alice"], job["_id"], [{"line": "third"}]) == {"success": True, "line_number": 3}
+    assert _get(services, users["alice"], job["_id"]) == {
+        "lines": [
+            {"line": "starting", "linepos": 0, "is_error": 0, "ts": 1_700_000_000_000},
+            {"line": "oops", "linepos": 1, "is_error": 1, "ts": 1_700_000_001_500},
+            {"line": "third", "linepos": 2, "is_error": 0, "ts": int(NOW * 1000)},
+        ],
+        "last_line_number": 3,
+        "count": 3,
+    }
+
+
+@pytest.mark.parametrize("ts, expected_ms", [
+    (1_700_000_000_123, 1_700_000_000_123),        # int: epoch ms
+    (1_700_000_000.5, 1_700_000_000_500),          # float: epoch s
+    ("1700000000123", 1_700_000_000_123),          # numeric string without '.': ms
+    ("1700000000.25", 1_700_000_000_250),          # numeric string with '.': s
+    ("2023-11-14T22:13:20Z", 1_700_000_000_000),   # ISO date
+    ("not a time", int(NOW * 1000)),               # unreadable: now
+    (None, int(NOW * 1000)),                       # absent: now
+    (True, int(NOW * 1000)),                       # a boolean is not a time
+])
+def test_line_times(services, users, job, fixed_clock, ts, expected_ms):
+    _add(services, users["alice"], job["_id"], [{"line": "x", "ts": ts}])
+    assert _get(services, users["alice"], job["_id"])["lines"][0]["ts"] == expected_ms
+
+
+@pytest.mark.parametrize("is_error, expected", [(True, 1), (False, 0), (1, 1), (0, 0), (None, 0)])
+def test_is_error_values(services, users, job, is_error, expected):
+    _add(services, users["alice"], job["_id"], [{"line": "x", "is_error": is_error}])
+    assert _get(services, users["alice"], job["_id"])["lines"][0]["is_error"] == expected
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([{"line": "ok"}, {"is_error": 1}], "Log line 1: line must be a string"),
+    ([{"line": "ok"}, {"line": 5}], "Log line 1: line must be a string"),
+    (["just text"], "Log line 0 must be a mapping"),
+    ([{"line": "x", "is_error": "yes"}], "Log line 0: is_error must be 0, 1, true or false"),
+    ([{"line": "x", "is_error": 2}], "Log line 0: is_error must be"),
+    ({"line": "x"}, "lines must be a list"),
+])
+def test_malformed_lines_store_nothing(services, users, job, lines, message):
+    with pytest.raises(InvalidParams, match=message):
+        _add(services, users["alice"], job["_id"], lines)
+    assert services.store.get_logs(job["_id"], 0, None) is None
+
+
+def test_an_empty_append(services, users, job):
+    assert _add(services, users["alice"], job["_id"], []) == {"success": True, "line_number": 0}
+    _add(services, users["alice"], job["_id"], [{"line": "a"}])
+    assert _add(services, users["alice"], job["_id"], []) == {"success": True, "line_number": 1}
+
+
+def test_finished_jobs_still_take_lines(services, users, make_job):
+    job = make_job(services, users["alice"], "completed")
+    assert _add(services, users["alice"], job["_id"], [{"line": "late"}])["line_number"] == 1
+
+
+def test_long_lines_are_truncated_with_a_marker(tmp_path, users):
+    services = make_services(tmp_path, config_overrides={"max-log-line-bytes": 10})
+    try:
+        alice = services.auth.authenticate(services.auth.create_token("alice"))
+        job = make_job(services, alice, "running")
+        result = _add(services, alice, job["_id"], [
+            {"line": "x" * 25}, {"line": "short"}, {"line": "é" * 10}, {"line": "y" * 10}])
+        assert result == {"success": True, "line_number": 4, "truncated_lines": 2}
+        lines = [line["line"] for line in _get(services, alice, job["_id"])["lines"]]
+    finally:
+        close_services(services)
+    assert lines == ["x" * 10 + " [truncated: 15 bytes]", "short",
+                     "é" * 5 + " [truncated: 10 bytes]", "y" * 10]
+
+
+def test_no_truncation_key_when_nothing_was_cut(services, users, job):
+    assert "truncated_lines" not in _add(services, users["alice"], job["_id"], [{"line": "z" * 1000}])
+
+
+def test_concurrent_appends_number_every_line_once(services, users, job):
+    def append(index: int) -> None:
+        for batch in range(5):
+            _add(services, users["alice"], job["_id"], [{"line": f"{index}-{batch}-{n}"} for n in range(4)])
+
+    workers = [threading.Thread(target=append, args=(i,)) for i in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    page = _get(services, users["alice"], job["_id"])
+    assert page["count"] == 120
+    assert [line["linepos"] for line in page["lines"]] == list(range(120))
+    assert len({line["line"] for line in page["lines"]}) == 120
+
+
+# --- add_job_logs permissions ---------------------------------------------------------
+
+def test_adding_lines_needs_write(services, users, job):
+    with pytest.raises(PermissionDenied, match="JobPermissions.WRITE"):
+        _add(services, users["bob"], job["_id"], [{"line": "x"}])
+    with pytest.raises(PermissionDenied, match="read-only admin"):
+        _add(services, users["roadmin"], job["_id"], [{"line": "x"}], as_admin=True)
+    assert _add(services, users["admin"], job["_id"], [{"line": "x"}], as_admin=1)["line_number"] == 1
+
+
+def test_workspace_writers_add_and_readers_read(ws_services, ws_users, workspace):
+    workspace.set_permission(90, "bob", "w")
+    workspace.set_permission(90, "carol", "r")
+    carol = ws_services.auth.authenticate(ws_services.auth.create_token("carol"))
+    workspace.add_token(carol.token, "carol")
+    job = make_job(ws_services, ws_users["alice"], "running", wsid=90)
+    assert _add(ws_services, ws_users["bob"], job["_id"], [{"line": "from bob"}])["line_number"] == 1
+    with pytest.raises(PermissionDenied, match="JobPermissions.WRITE"):
+        _add(ws_services, carol, job["_id"], [{"line": "from carol"}])
+    assert _get(ws_services, carol, job["_id"])["lines"][0]["line"] == "from bob"
+
+
+@pytest.mark.parametrize("method", ["add", "get"])
+@pytest.mark.parametrize("params, error, message", [
+    ({}, ValidationError, "job_id is required"),
+    ({"job_id": "zz"}, ValidationError, "'zz' is not a valid ObjectId"),
+    ({"job_id": 3}, InvalidParams, "job_id must be a string"),
+    ({"job_id": "5f0c1c2b3a4d5e6f70812345"}, NotFound, "Cannot find job with ids"),
+])
+def test_bad_job_ids(services, users, method, params, error, message):
+    with pytest.raises(error, match=message):
+        if method == "add":
+            logs.add_job_logs(services, users["alice"], params, [{"line": "x"}])
+        else:
+            logs.get_job_logs(services, users["alice"], params)
+
+
+# --- get_job_logs ---------------------------------------------------------------------
+
+@pytest.fixture
+def ten_lines(services, users, job):
+    _add(services, users["alice"], job["_id"], [{"line": f"line {n}"} for n in range(10)])
+    return job
+
+
+@pytest.mark.parametrize("paging, positions, last", [
+    ({}, list(range(10)), 10),
+    ({"skip_lines": 0}, list(range(10)), 10),
+    ({"skip_lines": 3}, list(range(3, 10)), 10),
+    ({"offset": 3}, list(range(3, 10)), 10),
+    ({"limit": 4}, [0, 1, 2, 3], 4),
+    ({"skip_lines": 3, "limit": 4}, [3, 4, 5, 6], 7),
+    ({"offset": 8, "limit": 4}, [8, 9], 10),
+    ({"skip_lines": 10}, [], 10),
+    ({"skip_lines": 25}, [], 25),
+    ({"limit": 0}, list(range(10)), 10),
+])
+def test_paging(services, users, ten_lines, paging, positions, last):
+    page = _get(services, users["alice"], ten_lines["_id"], **paging)
+    assert [line["linepos"] for line in page["lines"]] == positions
+    assert [line["line"] for line in page["lines"]] == [f"line {n}" for n in positions]
+    assert page["last_line_number"] == last
+    assert page["count"] == 10
+
+
+def test_last_line_number_is_the_next_skip(services, users, ten_lines):
+    seen, skip = [], 0
+    while True:
+        page = _get(services, users["alice"], ten_lines["_id"], skip_lines=skip, limit=3)
+        if not page["lines"]:
+            break
+        seen += [line["linepos"] for line in page["lines"]]
+        skip = page["last_line_number"]
+    assert seen == list(range(10))
+
+
+@pytest.mark.parametrize("paging, error, message", [
+    ({"skip_lines": 1, "offset": 1}, ValidationError, "^Please provide only one of skip_lines or offset$"),
+    ({"skip_lines": -1}, ValidationError, "skip_lines must be at least 0"),
+    ({"offset": "2"}, InvalidParams, "offset must be an integer"),
+    ({"limit": -5}, ValidationError, "limit must be at least 0"),
+    ({"limit": 2.5}, InvalidParams, "limit must be an integer"),
+])
+def test_bad_paging(services, users, ten_lines, paging, error, message):
+    with pytest.raises(error, match=message):
+        _get(services, users["alice"], ten_lines["_id"], **paging)
+
+
+def test_a_job_without_log(services, users, job):
+    with pytest.raises(NotFound, match=f"^Cannot find job log with id: {job['_id']}$"):
+        _get(services, users["alice"], job["_id"])
+
+
+def test_reading_logs_needs_read(services, users, ten_lines):
+    with pytest.raises(PermissionDenied, match="JobPermissions.READ"):
+        _get(services, users["bob"], ten_lines["_id"])
+    with pytest.raises(PermissionDenied, match="not an administrator"):
+        _get(services, users["bob"], ten_lines["_id"], as_admin=True)
+    assert _get(services, users["roadmin"], ten_lines["_id"], as_admin=True)["count"] == 10

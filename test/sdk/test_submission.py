@@ -1,0 +1,257 @@
+"""StoreSubmitter: one scheduler submission per call, failures end jobs in error, a job
+cancelled during submission is removed from the scheduler, orphans are recovered."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Sequence
+
+import pytest
+
+from execution_engine2.db.counting import CountingStore
+from execution_engine2.db.store import JobQuery, Transition
+from execution_engine2.errors import SubmissionFailed
+from execution_engine2.job import ErrorCode, JobStatus, new_job_id, new_job_record
+from execution_engine2.scheduler.base import PreparedJob, SubmitOutcome
+from execution_engine2.sdk.prepare import prepared_job
+from execution_engine2.sdk.submission import INTERRUPTED, StoreSubmitter, recover_orphans
+from support.recording_scheduler import RecordingScheduler
+from support.sdk_services import job_id_at, job_input, make_services, stored
+
+DEMO_COMMIT = "5e0f3a1c2b4d6e8f0a1b2c3d4e5f60718293a4b5"
+
+
+@pytest.fixture(autouse=True)
+def _stop_submitter(services):
+    yield
+    assert services.submitter.stop()
+
+
+def _created(services, count: int = 1, *, created: float | None = None, **fields: Any) -> list[str]:
+    """``count`` jobs in ``created``, as the run path leaves them before submission."""
+    records = []
+    for _ in range(count):
+        job_id = job_id_at(created) if created is not None else new_job_id()
+        record = new_job_record(job_id=job_id, user="alice", job_input=job_input(method="Demo.echo"),
+                                now=services.clock(), batch_id=fields.get("batch_id"),
+                                batch_job=fields.get("batch_job", False),
+                                retry_parent=fields.get("retry_parent"))
+        record.update({k: v for k, v in fields.items() if k not in ("batch_id", "batch_job", "retry_parent")})
+        records.append(record)
+    services.store.insert_jobs(records)
+    return [r["_id"] for r in records]
+
+
+def test_submit_now_queues_every_job_in_one_scheduler_call(services, scheduler):
+    job_ids = _created(services, 5)
+
+    services.submitter.submit_now(job_ids, "tok-alice")
+
+    assert len(scheduler.submissions) == 1
+    assert [job.job_id for job in scheduler.submissions[0]] == job_ids
+    assert {job.token for job in scheduler.submitted} == {"tok-alice"}
+    for job_id in job_ids:
+        record = stored(services, job_id)
+        assert record["status"] == "queued"
+        assert record["scheduler_type"] == "recording"
+        assert record["scheduler_id"]
+        assert "claims" not in record
+
+
+def test_submit_now_of_a_failing_scheduler_ends_jobs_in_error(services, scheduler):
+    scheduler.fail_submit = "schedd unreachable"
+    job_ids = _created(services, 3)
+
+    with pytest.raises(SubmissionFailed, match="schedd unreachable"):
+        services.submitter.submit_now(job_ids, "tok")
+
+    for job_id in job_ids:
+        record = stored(services, job_id)
+        assert record["status"] == "error"
+        assert record["error_code"] == ErrorCode.SUBMISSION_FAILED
+        assert record["errormsg"] == "Cannot submit to recording: schedd unreachable"
+
+
+def test_a_rejected_job_ends_in_error_and_the_others_are_queued(services, scheduler):
+    job_ids = _created(services, 3)
+    scheduler.reject[job_ids[1]] = "requirements cannot be met"
+
+    with pytest.raises(SubmissionFailed, match="requirements cannot be met"):
+        services.submitter.submit_now(job_ids, "tok")
+
+    assert [stored(services, j)["status"] for j in job_ids] == ["queued", "error", "queued"]
+    assert stored(services, job_ids[1])["errormsg"] == \
+        "Cannot submit to recording: requirements cannot be met"
+
+
+class _BrokenScheduler(RecordingScheduler):
+    def submit(self, jobs: Sequence[PreparedJob]) -> list[SubmitOutcome]:
+        raise RuntimeError("bindings crashed")
+
+
+def test_any_scheduler_exception_ends_jobs_in_error(tmp_path):
+    services = make_services(tmp_path, scheduler=_BrokenScheduler())
+    try:
+        job_ids = _created(services, 2)
+        with pytest.raises(SubmissionFailed, match="RuntimeError: bindings crashed"):
+            services.submitter.submit_now(job_ids, "tok")
+        assert {stored(services, j)["status"] for j in job_ids} == {"error"}
+    finally:
+        services.store.close()
+
+
+class _CancellingScheduler(RecordingScheduler):
+    """Accepts the jobs, but the user cancels the first one while it is being submitted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: Any = None
+
+    def submit(self, jobs: Sequence[PreparedJob]) -> list[SubmitOutcome]:
+        outcomes = super().submit(jobs)
+        self.store.transition(Transition(jobs[0].job_id, JobStatus.TERMINATED,
+                                         frozenset({JobStatus.CREATED}), fields={"terminated_code": 0}),
+                              time.time())
+        return outcomes
+
+
+def test_a_job_cancelled_during_submission_is_removed_from_the_scheduler(tmp_path):
+    scheduler = _CancellingScheduler()
+    services = make_services(tmp_path, scheduler=scheduler)
+    scheduler.store = services.store
+    try:
+        job_ids = _created(services, 2)
+        services.submitter.submit_now(job_ids, "tok")
+
+        cancelled, queued = stored(services, job_ids[0]), stored(services, job_ids[1])
+        assert cancelled["status"] == "terminated"
+        assert scheduler.cancelled == [cancelled["scheduler_id"]]
+        assert queued["status"] == "queued"
+    finally:
+        services.store.close()
+
+
+def test_submit_later_returns_before_the_scheduler_answers(tmp_path):
+    scheduler = RecordingScheduler(latency=0.5)
+    services = make_services(tmp_path, scheduler=scheduler)
+    try:
+        job_ids = _created(services, 4)
+        started = time.monotonic()
+        services.submitter.submit_later(job_ids, "tok")
+        assert time.monotonic() - started < 0.4
+        assert {stored(services, j)["status"] for j in job_ids} == {"created"}
+
+        assert services.submitter.flush(5)
+        assert {stored(services, j)["status"] for j in job_ids} == {"queued"}
+        assert len(scheduler.submissions) == 1
+    finally:
+        assert services.submitter.stop()
+        services.store.close()
+
+
+def test_stop_finishes_queued_work_and_leaves_no_thread(services, scheduler):
+    job_ids = _created(services, 3)
+    services.submitter.submit_later(job_ids, "tok")
+
+    assert services.submitter.stop()
+
+    assert {stored(services, j)["status"] for j in job_ids} == {"queued"}
+    assert not [t for t in threading.enumerate() if t.name.startswith("ee2-submitter")]
+
+
+def test_jobs_claimed_by_another_submitter_are_not_submitted_twice(services, scheduler):
+    job_ids = _created(services, 2)
+    other = StoreSubmitter(services.store, scheduler, services.config, services.clock)
+    other.submit_later(job_ids, "tok")  # claims them, then submits in its thread
+    try:
+        services.submitter.submit_now(job_ids, "tok")
+        assert other.flush(5)
+    finally:
+        assert other.stop()
+    assert sorted(job.job_id for job in scheduler.submitted) == sorted(job_ids)
+
+
+def test_round_trips_of_a_submission_do_not_grow_with_the_number_of_jobs(tmp_path):
+    def round_trips(count: int) -> int:
+        path = tmp_path / str(count)
+        path.mkdir()
+        services = make_services(path)
+        counting = CountingStore(services.store)
+        submitter = StoreSubmitter(counting, services.scheduler, services.config)
+        try:
+            job_ids = _created(services, count)
+            counting.reset()
+            submitter.submit_now(job_ids, "tok")
+            return counting.round_trips
+        finally:
+            services.store.close()
+
+    assert round_trips(5) == round_trips(50)
+
+
+def test_batch_containers_and_unfinished_retries_are_never_submitted(services, scheduler):
+    container = _created(services, 1, batch_job=True)
+    roots = _created(services, 2, status="error")
+    unfinished = _created(services, 1, retry_parent=roots[0])
+    finished = _created(services, 1, retry_parent=roots[1], retry_saved_toggle=True)
+
+    services.submitter.submit_now(container + unfinished, "tok")
+    assert scheduler.submissions == []
+    assert stored(services, unfinished[0])["status"] == "created"
+    assert "claims" not in stored(services, unfinished[0])
+
+    services.submitter.submit_now(finished, "tok")
+    assert [job.job_id for job in scheduler.submitted] == finished
+
+
+def test_prepared_job_carries_what_the_scheduler_needs(services):
+    [job_id] = _created(services, 1, batch_id="b" * 24)
+    job = prepared_job(stored(services, job_id), "tok")
+    assert (job.method, job.service_ver, job.parent_job_id, job.token) == \
+        ("Demo.echo", "a" * 40, "b" * 24, "tok")
+    assert job.requirements.client_group == "njs"
+
+
+# --- recovery of orphans ----------------------------------------------------------
+
+def test_recovery_fails_orphans_that_need_a_token(services, scheduler):
+    old = time.time() - 3600
+    orphans = _created(services, 2, created=old)
+    fresh = _created(services, 1)
+
+    result = services.submitter.recover_once()
+
+    assert sorted(result["failed"]) == sorted(orphans) and result["submitted"] == []
+    for job_id in orphans:
+        record = stored(services, job_id)
+        assert record["status"] == "error"
+        assert record["error_code"] == ErrorCode.SUBMISSION_FAILED
+        assert record["errormsg"] == f"Cannot submit to recording: {INTERRUPTED}"
+    assert stored(services, fresh[0])["status"] == "created"
+    assert scheduler.submissions == []
+
+
+def test_recovery_submits_orphans_to_a_scheduler_without_tokens(services, scheduler):
+    scheduler.scheduler_type = "local"
+    orphans = _created(services, 3, created=time.time() - 3600)
+
+    result = services.submitter.recover_once()
+
+    assert sorted(result["submitted"]) == sorted(orphans)
+    assert len(scheduler.submissions) == 1
+    assert {job.token for job in scheduler.submitted} == {None}
+    assert {stored(services, j)["status"] for j in orphans} == {"queued"}
+
+
+def test_recovery_leaves_claimed_containers_and_unfinished_retries_alone(services, scheduler):
+    old = time.time() - 3600
+    claimed = _created(services, 1, created=old)
+    services.store.claim_jobs("submit", "someone", JobQuery(job_ids=claimed), 600, time.time())
+    container = _created(services, 1, created=old, batch_job=True)
+    unfinished = _created(services, 1, created=old, retry_parent="c" * 24)
+
+    result = recover_orphans(services.store, scheduler, services.config, services.clock)
+
+    assert result == {"submitted": [], "failed": []}
+    for job_id in claimed + container + unfinished:
+        assert stored(services, job_id)["status"] == "created"
