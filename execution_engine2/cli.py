@@ -58,10 +58,9 @@ def config_file(args: argparse.Namespace) -> str | None:
 
 def load_config(args: argparse.Namespace) -> Config:
     """The configuration file (if any) plus ``EE2_*`` variables plus command-line options."""
-    overrides = overrides_of(args)
-    if "data-dir" in overrides:
-        overrides["data-dir"] = str(Path(overrides["data-dir"]).resolve())
-    config = load(config_file(args)).with_values(**overrides)
+    config = load(config_file(args)).with_values(**overrides_of(args))
+    # Child processes (the worker, jobs) may run elsewhere: hand them an absolute path.
+    config = config.with_values(**{"data-dir": str(Path(config["data-dir"]).resolve())})
     if config["debug"]:
         logging.getLogger().setLevel(logging.DEBUG)
     return config

@@ -177,7 +177,8 @@ class JobRunner:
             now = self._clock()
             ending = None
             if self._stop.is_set():
-                ending = Ending.STOPPED
+                # The local worker stops runners of cancelled jobs this way too.
+                ending = Ending.CANCELLED if self._is_cancelled() else Ending.STOPPED
             elif settings.time_limit and now - started > settings.time_limit:
                 ending = Ending.TIMED_OUT
             elif now - last_poll >= settings.poll_interval:

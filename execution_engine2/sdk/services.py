@@ -20,7 +20,8 @@ class Submitter(Protocol):
     """Hands created jobs to the scheduler (``sdk.submission``)."""
 
     def submit_now(self, job_ids: Sequence[str], token: str | None) -> None:
-        """Submit these jobs before returning; failures end them in ``error``."""
+        """Submit these jobs before returning. When the scheduler refuses them they
+        end in ``error`` first, then ``SubmissionFailed`` is raised."""
 
     def submit_later(self, job_ids: Sequence[str], token: str | None) -> None:
         """Submit these jobs in the background; returns at once."""

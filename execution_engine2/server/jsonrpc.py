@@ -276,7 +276,7 @@ def _valid_id(value: Any) -> bool:
     return value is None or (isinstance(value, (str, int, float)) and not isinstance(value, bool))
 
 
-def _check_envelope(rdata: Any) -> tuple[str, list[Any]]:
+def _check_envelope(rdata: Any) -> tuple[str, list[Any] | dict[str, Any]]:
     """The method name and positional params of a request, or the reason it is malformed."""
     if isinstance(rdata, list):
         raise InvalidRequest("Batch requests (a JSON array) are not supported")

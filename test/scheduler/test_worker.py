@@ -190,6 +190,8 @@ def test_cancel_kills_the_jobs_process_group_within_seconds(harness):
     harness.until(lambda: not harness.worker.running_jobs, what="the runner to be reaped")
     record = harness.record(job_id)
     assert record["status"] == "terminated" and record["terminated_code"] == 0
+    lines = [line["line"] for line in harness.call("get_job_logs", {"job_id": job_id})["lines"]]
+    assert lines == ["sleeping", "Job was canceled; the app was stopped."]
 
 
 def test_a_runner_killed_outright_ends_its_job_in_error(harness):
