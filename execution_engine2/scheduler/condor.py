@@ -334,7 +334,8 @@ class CondorScheduler:
         except Exception as err:
             logger.exception("Cannot submit %d jobs to condor (first job %s)",
                              len(jobs), jobs[0].job_id)
-            raise SubmissionFailed(f"Cannot submit to condor: {err}") from err
+            # The submitter words the job's message ("Cannot submit to condor: <this>").
+            raise SubmissionFailed(str(err) or type(err).__name__) from err
         cluster = int(result.cluster())
         procs = int(result.num_procs())
         logger.info("Submitted %d jobs to condor as cluster %d (first job %s)",
@@ -342,7 +343,7 @@ class CondorScheduler:
         return [
             SubmitOutcome(job.job_id, scheduler_id=f"{cluster}.{index}")
             if index < procs else
-            SubmitOutcome(job.job_id, error=f"Cannot submit to condor: the schedd queued "
+            SubmitOutcome(job.job_id, error=f"the schedd queued "
                                             f"only {procs} of {len(jobs)} jobs")
             for index, job in enumerate(jobs)
         ]

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from execution_engine2.auth.base import Caller
 from execution_engine2.db.store import LogLine
-from execution_engine2.errors import InvalidParams, NotFound, ValidationError, describe
+from execution_engine2.errors import InvalidParams, ValidationError, describe
 from execution_engine2.sdk import params
 from execution_engine2.sdk.admin import require_caller
 from execution_engine2.sdk.job_state import parse_time, to_ms
@@ -116,12 +116,14 @@ def get_job_logs(services: Services, caller: Caller | None, raw: Any) -> dict[st
     ``skip_lines`` (or its synonym ``offset``) N skips the first N lines: the
     page starts at ``linepos`` N. ``limit`` caps the lines returned (absent or
     0: all). Each line is ``{line, linepos, is_error: 0|1, ts: epoch ms}``.
-    ``count`` is the number of lines stored. ``last_line_number`` is the
+    ``count`` is the number of lines stored; a job that has written no log yet has
+    an empty page (the existing service answered ``Cannot find job log with id``,
+    which callers could not tell from a missing job). ``last_line_number`` is the
     number of lines up to the end of this page (N + lines returned): pass it
     as the next ``skip_lines`` to read on where this page stopped.
 
     Raises:
-        NotFound: the job has no log (``Cannot find job log with id: <id>``).
+        NotFound: the job does not exist.
         ValidationError: both ``skip_lines`` and ``offset``, negative values.
         PermissionDenied, InvalidParams.
     """
@@ -132,8 +134,6 @@ def get_job_logs(services: Services, caller: Caller | None, raw: Any) -> dict[st
     limit = params.optional_int(p, "limit", minimum=0) or None
     load_job(services, caller, job_id, Access.READ, params.as_admin(p))
     stored = services.store.get_logs(job_id, first_line, limit)
-    if stored is None:
-        raise NotFound(f"Cannot find job log with id: {job_id}")
-    lines, count = stored
+    lines, count = stored if stored is not None else ([], 0)
     page: Sequence[dict[str, Any]] = [_api_line(line) for line in lines]
     return {"lines": list(page), "last_line_number": first_line + len(page), "count": count}
