@@ -6,11 +6,13 @@ permissions are fetched in one call per request for all the jobs it touches.
 from __future__ import annotations
 
 import enum
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from execution_engine2.auth.base import AdminRole, Caller, WorkspacePermission
 from execution_engine2.errors import PermissionDenied, cannot_find_jobs
 from execution_engine2.db.store import Record
+from execution_engine2.sdk import params
+from execution_engine2.sdk.admin import require_caller
 from execution_engine2.sdk.services import Services
 
 
@@ -111,3 +113,14 @@ def require_workspace_write(services: Services, caller: Caller, wsid: int | None
     permission = workspace_permissions(services, caller, [wsid]).get(wsid)
     if services.workspaces is not None and not (permission and permission.can_write):
         raise PermissionDenied(f"User {caller.user} doesn't have permission to run jobs in workspace {wsid}.")
+
+
+def requested_job(services: Services, caller: Caller | None, raw: Any, access: Access
+                  ) -> tuple[Record, Mapping[str, Any]]:
+    """The job a ``{job_id, as_admin, ...}`` request names, checked for ``access``,
+    and the request's params. Raises AuthenticationError (no token), InvalidParams,
+    ValidationError, NotFound or PermissionDenied."""
+    checked_caller = require_caller(caller)
+    p = params.mapping(raw)
+    record = load_job(services, checked_caller, params.required_job_id(p), access, params.as_admin(p))
+    return record, p

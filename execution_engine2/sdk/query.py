@@ -25,7 +25,7 @@ from execution_engine2.sdk.job_state import (
     STORED_FIELDS, job_state, parse_time, range_entry, validate_exclude_fields,
 )
 from execution_engine2.sdk.permissions import (
-    Access, load_job, partition_access, require_admin, workspace_permissions,
+    Access, load_job, partition_access, require_admin, requested_job, workspace_permissions,
 )
 from execution_engine2.sdk.services import Services
 
@@ -243,10 +243,7 @@ def get_job_params(services: Services, caller: Caller | None, raw: Any) -> dict[
     Raises:
         NotFound, PermissionDenied, InvalidParams, ValidationError.
     """
-    caller = require_caller(caller)
-    p = params.mapping(raw)
-    job_id = params.required_job_id(p)
-    record = load_job(services, caller, job_id, Access.READ, params.as_admin(p))
+    record, p = requested_job(services, caller, raw, Access.READ)
     job_input = record.get("job_input") or {}
     return {name: job_input.get(name) for name in JOB_PARAMS_FIELDS}
 

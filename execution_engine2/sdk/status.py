@@ -23,7 +23,9 @@ from execution_engine2.job import (
 from execution_engine2.sdk import params
 from execution_engine2.sdk.admin import require_caller
 from execution_engine2.sdk.job_state import public_record
-from execution_engine2.sdk.permissions import Access, load_job, partition_access, require_admin
+from execution_engine2.sdk.permissions import (
+    Access, load_job, partition_access, require_admin, requested_job,
+)
 from execution_engine2.sdk.services import Services
 
 logger = logging.getLogger(__name__)
@@ -185,10 +187,8 @@ def finish_job(services: Services, caller: Caller | None, raw: Any) -> None:
             unknown ``error_code``.
         NotFound, PermissionDenied, InvalidParams.
     """
-    caller = require_caller(caller)
-    p = params.mapping(raw)
-    job_id = params.required_job_id(p)
-    record = load_job(services, caller, job_id, Access.WRITE, params.as_admin(p))
+    record, p = requested_job(services, caller, raw, Access.WRITE)
+    job_id = record["_id"]
     if JobStatus(record["status"]) in TERMINAL:
         raise InvalidStatusTransition(f"Cannot finish job with a status of {record['status']}",
                                       job_id=job_id, current=record["status"])
@@ -385,10 +385,8 @@ def check_job_canceled(services: Services, caller: Caller | None, raw: Any) -> d
     Raises:
         NotFound, PermissionDenied, InvalidParams, ValidationError.
     """
-    caller = require_caller(caller)
-    p = params.mapping(raw)
-    job_id = params.required_job_id(p)
-    record = load_job(services, caller, job_id, Access.READ, params.as_admin(p))
+    record, p = requested_job(services, caller, raw, Access.READ)
+    job_id = record["_id"]
     status = JobStatus(record["status"])
     return {"job_id": job_id, "canceled": status is JobStatus.TERMINATED,
             "finished": status in TERMINAL}
@@ -400,10 +398,7 @@ def get_job_status(services: Services, caller: Caller | None, raw: Any) -> dict[
     Raises:
         NotFound, PermissionDenied, InvalidParams, ValidationError.
     """
-    caller = require_caller(caller)
-    p = params.mapping(raw)
-    job_id = params.required_job_id(p)
-    record = load_job(services, caller, job_id, Access.READ, params.as_admin(p))
+    record, p = requested_job(services, caller, raw, Access.READ)
     return {"status": record["status"]}
 
 
