@@ -16,6 +16,8 @@ run: $(STAMP)
 	$(BIN)/ee2 serve
 
 test: $(STAMP)
+	$(BIN)/ruff check execution_engine2 lib test bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

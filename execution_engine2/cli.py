@@ -240,7 +240,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from execution_engine2.auth.local import LocalAuth
     from execution_engine2.db.factory import open_store
     from execution_engine2.scheduler.worker import LocalWorker
-    from execution_engine2.server.wiring import build_catalog
+    from execution_engine2.server.wiring import build_local_catalog
 
     config = load_config(args)
     if config["auth"] != "local" or config["catalog"] != "local":
@@ -251,7 +251,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stop_when_orphaned(stop, args.parent_pid)
     store = open_store(config)
     try:
-        worker = LocalWorker(store, config, LocalAuth(config["data-dir"]), build_catalog(config),
+        worker = LocalWorker(store, config, LocalAuth(config["data-dir"]), build_local_catalog(config),
                              args.service_url or config.external_url, args.slots)
         worker.run(stop)
     finally:

@@ -153,7 +153,7 @@ def check_records(records: Sequence[Record]) -> None:
     seen: set[str] = set()
     for record in records:
         job_id = record.get("_id")
-        if not is_job_id(job_id):
+        if not isinstance(job_id, str) or not is_job_id(job_id):
             raise errors.ValidationError(f"Invalid job id: {errors.describe(job_id)}")
         if job_id in seen:
             raise errors.ValidationError(f"Job {job_id} appears twice in one insert")

@@ -100,7 +100,8 @@ def partition_access(services: Services, caller: Caller, jobs: Mapping[str, Reco
         require_admin(caller, access)
         return list(jobs), []
     permissions = workspace_permissions(services, caller, (job.get("wsid") for job in jobs.values()))
-    allowed, refused = [], []
+    allowed: list[str] = []
+    refused: list[str] = []
     for job_id, job in jobs.items():
         (allowed if may_access(caller, job, access, permissions) else refused).append(job_id)
     return allowed, refused

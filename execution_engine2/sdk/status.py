@@ -194,7 +194,7 @@ def finish_job(services: Services, caller: Caller | None, raw: Any) -> None:
                                       job_id=job_id, current=record["status"])
     change, problem = _finish_change(job_id, p)
     result = services.store.transition(change, services.clock())
-    if not result.ok:
+    if result.record is None:
         raise _conflict(job_id, result, "Cannot finish job with a status of {status}")
     logger.info("job %s finished: %s", job_id, change.to.value)
     if problem is not None:
@@ -348,7 +348,7 @@ def _terminate(services: Services, records: Sequence[Record], code: TerminatedCo
     for result in results:
         if result.ok:
             logger.info("job %s terminated (code %d)", result.job_id, code.value)
-    return [result.record for result in results if result.ok]
+    return [result.record for result in results if result.record is not None]
 
 
 def _terminate_children(services: Services, caller: Caller, container: Record,
@@ -447,7 +447,7 @@ def handle_held_job(services: Services, caller: Caller | None, cluster_id: Any) 
             "error": error})
         now = services.clock()
         result = services.store.transition(change, now)
-        if result.ok:
+        if result.record is not None:
             logger.warning("job %s (scheduler id %s) was held: marked error", job_id,
                            record.get("scheduler_id"))
             services.store.append_logs(job_id, [LogLine(HELD_LONG, True, now)], now)

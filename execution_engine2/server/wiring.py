@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import execution_engine2
 from execution_engine2.auth.base import Authenticator, Workspaces
 from execution_engine2.catalog.base import Catalog
 from execution_engine2.config import Config
@@ -18,7 +18,9 @@ from execution_engine2.errors import ValidationError
 from execution_engine2.scheduler.base import Scheduler
 from execution_engine2.sdk.services import Services
 
-BUNDLED_CATALOG = Path(execution_engine2.__file__).parent / "data" / "catalog.yaml"
+if TYPE_CHECKING:
+    from execution_engine2.catalog.local import LocalCatalog
+
 
 
 def _require(config: Config, key: str, because: str) -> str:
@@ -53,13 +55,18 @@ def build_workspaces(config: Config, auth: Authenticator) -> Workspaces | None:
 def build_catalog(config: Config) -> Catalog:
     """``LocalCatalog`` (``catalog-file`` or the bundled demo catalog) or ``KBaseCatalog``."""
     if config["catalog"] == "local":
-        from execution_engine2.catalog.local import LocalCatalog
-
-        return LocalCatalog(config.get("catalog-file") or str(BUNDLED_CATALOG))
+        return build_local_catalog(config)
     from execution_engine2.catalog.kbase import KBaseCatalog
 
     return KBaseCatalog(_require(config, "catalog-url", "with catalog = kbase"),
-                        config.get("catalog-token"))
+                        config.get("catalog-token"), cache_ttl=config["auth-cache-ttl"])
+
+
+def build_local_catalog(config: Config) -> "LocalCatalog":
+    """The standalone catalog: ``catalog-file``, or the bundled demo catalog."""
+    from execution_engine2.catalog.local import LocalCatalog, default_catalog_path
+
+    return LocalCatalog(config.get("catalog-file") or str(default_catalog_path()))
 
 
 def build_scheduler(config: Config) -> Scheduler:
