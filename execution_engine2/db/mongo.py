@@ -14,7 +14,6 @@ driver error leaves as ``errors.ServiceUnavailable``.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 from bson import ObjectId
@@ -23,8 +22,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from execution_engine2 import errors
 from execution_engine2.db.query import (
-    check_distinct, check_kind, check_records, check_set_field, created_bounds, extra_conditions,
-    field_updates, split_live_retries, status_values, time_condition, transition_update,
+    check_distinct, check_kind, check_records, created_bounds, extra_conditions, field_updates,
+    group_additions, split_live_retries, status_values, time_condition, transition_update,
     translate_errors,
 )
 from execution_engine2.db.store import JobQuery, LogLine, Record, Transition, TransitionResult
@@ -74,6 +73,10 @@ def _filter(query: JobQuery, *more: Mapping[str, Any]) -> dict[str, Any]:
             add({field: value})
     if query.retry_parents is not None:
         add({"retry_parent": {"$in": list(query.retry_parents)}})
+    if query.has_retry_parent is not None:
+        add({"retry_parent": {"$ne": None} if query.has_retry_parent else None})  # None: absent or null
+    if query.scheduler_ids is not None:
+        add({"scheduler_id": {"$in": list(query.scheduler_ids)}})
     for field in ("batch_job", "retry_active", "retry_saved_toggle"):
         if getattr(query, field) is not None:
             add({field: _flag(getattr(query, field))})
@@ -151,6 +154,9 @@ class MongoJobStore:
         jobs.create_index([("retry_parent", ASCENDING), ("_id", ASCENDING)], name="retry_parent_id")
         jobs.create_index([("retry_parent", ASCENDING)], name="live_retry", unique=True,
                           partialFilterExpression={"retry_active": True})
+        # The repair pass: retries (retry_parent not null) whose toggle is not true.
+        jobs.create_index([("retry_saved_toggle", ASCENDING), ("retry_parent", ASCENDING)],
+                          name="retry_toggle_parent")
         self._lines.create_index([("job_id", ASCENDING), ("linepos", ASCENDING)],
                                  name="job_linepos", unique=True)
 
@@ -278,15 +284,15 @@ class MongoJobStore:
 
     @_store_errors
     def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
-        # Values as dict keys: deduplicated in first-append order before the
-        # write, whatever the server does with repeats inside one $each.
-        values: dict[str, dict[str, dict[str, None]]] = defaultdict(lambda: defaultdict(dict))
-        for job_id, field, value in additions:
-            values[job_id][check_set_field(field)][value] = None
-        writes = [UpdateOne({"_id": oid}, {"$addToSet": {field: {"$each": list(items)}
-                                                         for field, items in fields.items()},
+        """See ``JobStore.add_to_set``: one ``UpdateOne`` per record (each of its
+        fields one ``$addToSet`` with ``$each``), all in one unordered bulk write.
+        Values are deduplicated in first-append order before the write, whatever
+        the server does with repeats inside one ``$each``."""
+        writes = [UpdateOne({"_id": oid}, {"$addToSet": {field: {"$each": values}
+                                                         for field, values in fields.items()},
                                            "$set": {"updated": now}})
-                  for job_id, fields in values.items() if (oid := _oid(job_id)) is not None]
+                  for job_id, fields in group_additions(additions).items()
+                  if (oid := _oid(job_id)) is not None]
         if writes:
             self._jobs.bulk_write(writes, ordered=False)
 

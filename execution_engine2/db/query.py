@@ -2,10 +2,10 @@
 
 Checks on what callers pass (field paths, statuses, claim kinds, job ids), the
 creation-time bounds of a ``JobQuery`` as id bounds, what a transition writes,
-how a bulk insert holds back a second live retry of one root, projection of
-plain dicts, and the decorator that turns driver errors into
-``errors.ServiceUnavailable``. Each store translates these into its own query
-language; nothing here does I/O.
+how a bulk insert holds back a second live retry of one root, how list
+additions group per record, projection of plain dicts, and the decorator that
+turns driver errors into ``errors.ServiceUnavailable``. Each store translates
+these into its own query language; nothing here does I/O.
 """
 from __future__ import annotations
 
@@ -53,6 +53,20 @@ def check_set_field(name: str) -> str:
         raise errors.ValidationError(
             f"Field {errors.describe(name)} is not a list field ({', '.join(sorted(SET_FIELDS))})")
     return name
+
+
+def group_additions(additions: Iterable[tuple[str, str, Any]]) -> dict[str, dict[str, list[Any]]]:
+    """``add_to_set`` additions as ``{job_id: {field: [values]}}``, each list without
+    repeats in first-append order, so a store writes each record once.
+
+    Raises ValidationError (before anything is written) for a field not in ``SET_FIELDS``.
+    """
+    grouped: dict[str, dict[str, dict[Any, None]]] = {}
+    for job_id, field, value in additions:
+        # Dict keys: deduplicated, insertion order kept.
+        grouped.setdefault(job_id, {}).setdefault(check_set_field(field), {})[value] = None
+    return {job_id: {field: list(values) for field, values in fields.items()}
+            for job_id, fields in grouped.items()}
 
 
 def status_values(statuses: Iterable[JobStatus | str]) -> list[str]:

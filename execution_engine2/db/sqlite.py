@@ -3,7 +3,8 @@
 Each job is one JSON document (``jobs.doc``); every field a query filters on is
 a generated column extracted from it and indexed, so the document stays the
 only copy of the data. The one-live-retry-per-root rule is a UNIQUE partial
-index on ``retry_parent WHERE retry_active = 1``. Claims live in their own
+index on ``retry_parent WHERE retry_active = 1``; a partial index holds the
+unsaved retries the repair pass looks for. Claims live in their own
 table and are merged into records on the way out; log lines are rows keyed by
 ``(job_id, linepos)`` with a per-job counter row.
 
@@ -22,8 +23,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from execution_engine2 import errors
 from execution_engine2.db.query import (
-    check_distinct, check_kind, check_records, check_set_field, created_bounds, extra_conditions,
-    field_updates, project, status_values, time_condition, transition_update, translate_errors,
+    check_distinct, check_kind, check_records, created_bounds, extra_conditions, field_updates,
+    group_additions, project, status_values, time_condition, transition_update, translate_errors,
 )
 from execution_engine2.db.store import JobQuery, LogLine, Record, Transition, TransitionResult
 from execution_engine2.job import JobStatus
@@ -51,6 +52,8 @@ CREATE INDEX IF NOT EXISTS jobs_batch_id ON jobs (batch_id, id);
 CREATE INDEX IF NOT EXISTS jobs_retry_parent ON jobs (retry_parent, id);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_retry ON jobs (retry_parent) WHERE retry_active = 1;
 CREATE INDEX IF NOT EXISTS jobs_scheduler_id ON jobs (scheduler_id);
+CREATE INDEX IF NOT EXISTS jobs_unsaved_retry ON jobs (id)
+    WHERE retry_parent IS NOT NULL AND retry_saved_toggle IS NOT 1;
 CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (queued);
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs (running);
 CREATE TABLE IF NOT EXISTS claims (
@@ -73,15 +76,19 @@ CREATE TABLE IF NOT EXISTS leases (
 
 # A record: the document plus its claims as {kind: {owner, expires}}.
 _SELECT = """SELECT j.doc, (SELECT json_group_object(c.kind, json_object('owner', c.owner,
-    'expires', c.expires)) FROM claims c WHERE c.job_id = j.id) FROM jobs j"""
+    'expires', c.expires)) FROM claims c WHERE c.job_id = j.id) FROM {jobs}"""
 
 _IDS = "(SELECT value FROM json_each(?))"  # a JSON list parameter: no limit on its length
 
 _store_errors = translate_errors(sqlite3.Error, "SQLite")
 
 
+# One encoder: json.dumps builds a new one per call when given separators.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -112,6 +119,11 @@ def _where(query: JobQuery) -> tuple[str, list[Any]]:
             add(f"j.{column} = ?", value)
     if query.retry_parents is not None:
         add(f"j.retry_parent IN {_IDS}", _dumps(list(query.retry_parents)))
+    if query.has_retry_parent is not None:
+        # Written exactly as in jobs_unsaved_retry's condition, so the repair pass uses it.
+        add(f"j.retry_parent IS {'NOT ' if query.has_retry_parent else ''}NULL")
+    if query.scheduler_ids is not None:
+        add(f"j.scheduler_id IN {_IDS}", _dumps(list(query.scheduler_ids)))
     for column in ("batch_job", "retry_active", "retry_saved_toggle"):
         flag = getattr(query, column)
         if flag is not None:
@@ -137,6 +149,19 @@ def _where(query: JobQuery) -> tuple[str, list[Any]]:
     return " AND ".join(clauses) or "1", params
 
 
+def _jobs(query: JobQuery) -> str:
+    """The jobs table as ``query`` should read it.
+
+    Unsaved retries (the repair pass) are a handful at any time, but without
+    ``ANALYZE`` statistics SQLite prefers scanning every job in id order to the
+    partial index that holds exactly them; the index always answers that
+    condition, so it is named.
+    """
+    if query.has_retry_parent and query.retry_saved_toggle is False:
+        return "jobs j INDEXED BY jobs_unsaved_retry"
+    return "jobs j"
+
+
 def _unclaimed(kind: str, now: float) -> tuple[str, str, float]:
     return ("NOT EXISTS (SELECT 1 FROM claims c WHERE c.job_id = j.id AND c.kind = ? "
             "AND c.expires > ?)", check_kind(kind), now)
@@ -158,6 +183,21 @@ def _doc_update(sets: Mapping[str, Any], unsets: Sequence[str] = ()) -> tuple[st
         expr = f"json_remove({expr}, {_marks(unsets)})"
         params += [_path(field) for field in unsets]
     return expr, params
+
+
+def _appended(wanted: Mapping[str, Sequence[Any]], stored: Mapping[str, str | None]
+              ) -> dict[str, list[Any]]:
+    """The new value of each list that gains something: the stored list (JSON text,
+    None when absent) followed by the wanted values it lacks, in order."""
+    sets = {}
+    for field, values in wanted.items():
+        text = stored[field]
+        current = json.loads(text) if text is not None else []
+        present = {_dumps(item) for item in current}  # JSON text: any item, exact match
+        new = [value for value in values if _dumps(value) not in present]
+        if new:
+            sets[field] = current + new
+    return sets
 
 
 def _record(doc: str, claims: str | None) -> Record:
@@ -228,8 +268,8 @@ class SqliteJobStore:
 
     @staticmethod
     def _select(conn: sqlite3.Connection, where: str, params: Sequence[Any],
-                tail: str = "", tail_params: Sequence[Any] = ()) -> list[Record]:
-        rows = conn.execute(f"{_SELECT} WHERE {where}{tail}", [*params, *tail_params])
+                tail: str = "", tail_params: Sequence[Any] = (), jobs: str = "jobs j") -> list[Record]:
+        rows = conn.execute(f"{_SELECT.format(jobs=jobs)} WHERE {where}{tail}", [*params, *tail_params])
         return [_record(doc, claims) for doc, claims in rows]
 
     def _by_ids(self, conn: sqlite3.Connection, job_ids: Sequence[str],
@@ -271,14 +311,15 @@ class SqliteJobStore:
         where, params = _where(query)
         tail, tail_params = _page(query)
         with self._read() as conn:
-            records = self._select(conn, where, params, tail, tail_params)
+            records = self._select(conn, where, params, tail, tail_params, _jobs(query))
         return [project(record, projection) for record in records]
 
     @_store_errors
     def count_jobs(self, query: JobQuery) -> int:
         where, params = _where(query)
         with self._read() as conn:
-            return conn.execute(f"SELECT count(*) FROM jobs j WHERE {where}", params).fetchone()[0]
+            return conn.execute(f"SELECT count(*) FROM {_jobs(query)} WHERE {where}",
+                                params).fetchone()[0]
 
     def _transition(self, conn: sqlite3.Connection, change: Transition, now: float) -> TransitionResult:
         sets, unsets = transition_update(change, now)
@@ -312,15 +353,30 @@ class SqliteJobStore:
 
     @_store_errors
     def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
+        """See ``JobStore.add_to_set``: one read of the lists and one write per record
+        that gains a value, inside one transaction (so the cost does not grow with
+        the number of values appended to one record). A record that gains nothing
+        is not written (``updated`` unchanged); a list field holding something else
+        than a list is replaced."""
+        wanted = group_additions(additions)
+        if not wanted:
+            return
+        fields = sorted({field for per_job in wanted.values() for field in per_job})
+        lists = ", ".join("CASE json_type(doc, ?) WHEN 'array' THEN json_extract(doc, ?) END"
+                          for _ in fields)
+        paths = [_path(field) for field in fields for _ in range(2)]
         with self._write() as conn:
-            for job_id, field, value in additions:
-                path = _path(check_set_field(field))
-                conn.execute(
-                    "UPDATE jobs SET doc = json_set(json_insert(CASE WHEN json_type(doc, :path) = 'array'"
-                    " THEN doc ELSE json_set(doc, :path, json('[]')) END, :append, :value),"
-                    " '$.updated', :now) WHERE id = :id AND NOT EXISTS"
-                    " (SELECT 1 FROM json_each(jobs.doc, :path) WHERE value = :value)",
-                    {"path": path, "append": path + "[#]", "value": value, "now": now, "id": job_id})
+            rows = conn.execute(f"SELECT id, {lists} FROM jobs WHERE id IN {_IDS}",
+                                [*paths, _dumps(list(wanted))]).fetchall()
+            writes: dict[str, list[list[Any]]] = {}  # one executemany per statement
+            for job_id, *stored in rows:
+                sets = _appended(wanted[job_id], dict(zip(fields, stored)))
+                if sets:
+                    expr, params = _doc_update({**sets, "updated": now})
+                    writes.setdefault(f"UPDATE jobs SET doc = {expr} WHERE id = ?", []).append(
+                        [*params, job_id])
+            for statement, rows_params in writes.items():
+                conn.executemany(statement, rows_params)
 
     @_store_errors
     def pull_children(self, batch_id: str, child_ids: Sequence[str], now: float) -> Record | None:
@@ -348,7 +404,7 @@ class SqliteJobStore:
         tail, tail_params = _page(query)
         with self._write() as conn:
             ids = [row[0] for row in conn.execute(
-                f"SELECT j.id FROM jobs j WHERE {where} AND {unclaimed}{tail}",
+                f"SELECT j.id FROM {_jobs(query)} WHERE {where} AND {unclaimed}{tail}",
                 [*params, *unclaimed_params, *tail_params])]
             conn.executemany(
                 "INSERT INTO claims (job_id, kind, owner, expires) VALUES (?, ?, ?, ?)"

@@ -31,6 +31,8 @@ class JobQuery:
     encoded in the job id (epoch seconds). ``status_time_before`` is
     ``(field, t)``: jobs whose time field (``queued``, ``running``...) is set and < t.
     ``claimable`` is ``(kind, now)``: jobs with no live claim of that kind.
+    ``has_retry_parent``: True = ``retry_parent`` is set and not null, False = absent
+    or null. ``scheduler_ids``: ``scheduler_id`` is one of them (exact strings).
     Results are ordered by job id (creation order), ``ascending`` or not.
     """
 
@@ -42,9 +44,11 @@ class JobQuery:
     batch_job: bool | None = None
     retry_parent: str | None = None
     retry_parents: Sequence[str] | None = None
+    has_retry_parent: bool | None = None
     retry_active: bool | None = None
     retry_saved_toggle: bool | None = None
     scheduler_id: str | None = None
+    scheduler_ids: Sequence[str] | None = None
     scheduler_type: str | None = None
     has_scheduler_id: bool | None = None
     created_after: float | None = None

@@ -96,20 +96,26 @@ def mark_held(services: Services, record: Record, hold_reason: str | None,
 
 def _records_by_scheduler_id(services: Services, states: Mapping[str, SchedulerJobState]
                              ) -> dict[str, Record]:
-    """The record of each held scheduler id, looked up one id at a time.
+    """The record of each held scheduler id, all looked up in one find.
 
     Records written by the existing service store the bare HTCondor cluster id
-    (its proc was always 0), so ``"<cluster>.0"`` is also looked up as ``"<cluster>"``.
+    (its proc was always 0), so ``"<cluster>.0"`` is also looked up as ``"<cluster>"``
+    (the exact form wins). Of several records with one scheduler id, the oldest.
     """
+    forms = {scheduler_id: list(_stored_forms(scheduler_id)) for scheduler_id in states}
+    wanted = sorted({form for candidates in forms.values() for form in candidates})
+    if not wanted:
+        return {}
+    by_stored_id: dict[str, Record] = {}
+    for job in services.store.find_jobs(
+            JobQuery(scheduler_ids=wanted, scheduler_type=services.scheduler.scheduler_type),
+            projection=("_id", "status", "scheduler_id")):
+        by_stored_id.setdefault(job["scheduler_id"], job)  # ascending ids: oldest first
     found: dict[str, Record] = {}
-    scheduler_type = services.scheduler.scheduler_type
-    for scheduler_id in states:
-        for candidate in _stored_forms(scheduler_id):
-            jobs = services.store.find_jobs(
-                JobQuery(scheduler_id=candidate, scheduler_type=scheduler_type, limit=1),
-                projection=("_id", "status", "scheduler_id"))
-            if jobs:
-                found[scheduler_id] = jobs[0]
+    for scheduler_id, candidates in forms.items():
+        for candidate in candidates:
+            if candidate in by_stored_id:
+                found[scheduler_id] = by_stored_id[candidate]
                 break
     return found
 

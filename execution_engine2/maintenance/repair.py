@@ -9,9 +9,11 @@ went with the dead call (tokens are never stored), so a scheduler that needs no
 token (``local``) gets them, and otherwise they end in ``error`` with the submission
 code and a message asking the user to retry.
 
-Found by: ``retry_active`` (a retry still in ``created``/``queued``/``running``),
-toggle false, created before the grace period. A half-written retry that was
-cancelled before the pass ran is not live any more and is left as it is.
+Found by: ``retry_parent`` set, toggle false, created before the grace period,
+whatever the status. A half-written retry that was cancelled (or otherwise
+finished) before the pass ran still gets its bookkeeping, so its root's
+``retry_ids`` and its container's ``child_jobs`` list it; submission recovery
+only touches ``created`` jobs, so a finished one stays as it is.
 """
 from __future__ import annotations
 
@@ -39,9 +41,10 @@ def repair_retries(services: Services, grace_seconds: float | None = None,
     """
     now = services.clock()
     grace = float(services.config["repair-grace-seconds"] if grace_seconds is None else grace_seconds)
-    unfinished = services.store.find_jobs(JobQuery(
-        retry_active=True, retry_saved_toggle=False, created_before=now - grace, limit=limit))
-    unfinished = [record for record in unfinished if record.get("retry_parent")]
+    unfinished = services.store.find_jobs(
+        JobQuery(has_retry_parent=True, retry_saved_toggle=False, created_before=now - grace,
+                 limit=limit),
+        projection=["retry_parent", "batch_id"])  # what complete_lifecycle reads
     if not unfinished:
         return {"repaired": [], "submitted": [], "failed": []}
     complete_lifecycle(services.store, unfinished, now)

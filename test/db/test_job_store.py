@@ -131,10 +131,16 @@ def at(second: int) -> float:
     (lambda j: JobQuery(batch_job=False), "abde"),
     (lambda j: JobQuery(retry_parent=j["a"]), "e"),
     (lambda j: JobQuery(retry_parents=[j["a"], j["b"]]), "e"),
+    (lambda j: JobQuery(has_retry_parent=True), "e"),
+    (lambda j: JobQuery(has_retry_parent=False), "abcd"),
+    (lambda j: JobQuery(has_retry_parent=True, retry_saved_toggle=False), ""),
     (lambda j: JobQuery(retry_active=True), "e"),
     (lambda j: JobQuery(retry_active=False), "abcd"),
     (lambda j: JobQuery(retry_saved_toggle=True), "e"),
     (lambda j: JobQuery(scheduler_id="11"), "b"),
+    (lambda j: JobQuery(scheduler_ids=["12", "11"]), "b"),
+    (lambda j: JobQuery(scheduler_ids=["1", "11.0"]), ""),
+    (lambda j: JobQuery(scheduler_ids=[]), ""),
     (lambda j: JobQuery(scheduler_type="condor"), "b"),
     (lambda j: JobQuery(has_scheduler_id=True), "b"),
     (lambda j: JobQuery(has_scheduler_id=False), "acde"),
@@ -159,6 +165,31 @@ def test_find_and_count_by_each_query_field(store: JobStore, jobs: dict[str, str
     found = store.find_jobs(query(jobs))
     assert "".join(names[job["_id"]] for job in found) == expected
     assert store.count_jobs(query(jobs)) == len(expected)
+
+
+def test_has_retry_parent_counts_a_null_parent_as_none(store: JobStore) -> None:
+    unsaved, null_parent, plain = record(retry_parent=new_job_id()), record(retry_parent=None), record()
+    null_parent["retry_parent"] = None
+    saved = record(retry_parent=unsaved["retry_parent"], retry_saved_toggle=True)
+    store.insert_jobs([unsaved, null_parent, plain])
+    store.transition(change(unsaved["_id"], JobStatus.TERMINATED), NOW)  # no longer live
+    store.insert_jobs([saved])
+    assert claimed(store.find_jobs(JobQuery(has_retry_parent=True))) == [unsaved["_id"], saved["_id"]]
+    assert claimed(store.find_jobs(JobQuery(has_retry_parent=False))) == [null_parent["_id"], plain["_id"]]
+    unsaved_retries = JobQuery(has_retry_parent=True, retry_saved_toggle=False)
+    assert claimed(store.find_jobs(unsaved_retries)) == [unsaved["_id"]]
+    assert store.count_jobs(unsaved_retries) == 1
+
+
+def test_scheduler_ids_match_exact_strings(store: JobStore) -> None:
+    ids = sorted(job_id_at(1_600_000_000 + n) for n in range(4))
+    store.insert_jobs([record(job_id, scheduler_id=sid, scheduler_type="condor")
+                       for job_id, sid in zip(ids, ["7", "7.0", "70", "8.1"])])
+    found = store.find_jobs(JobQuery(scheduler_ids=["7.0", "8.1", "9"], scheduler_type="condor"),
+                            projection=["scheduler_id"])
+    assert found == [{"_id": ids[1], "scheduler_id": "7.0"}, {"_id": ids[3], "scheduler_id": "8.1"}]
+    assert store.count_jobs(JobQuery(scheduler_ids=["7", "70"])) == 2
+    assert store.find_jobs(JobQuery(scheduler_ids=["7"], scheduler_type="local")) == []
 
 
 def test_find_orders_by_creation_with_limit_and_offset(store: JobStore, jobs: dict[str, str]) -> None:
@@ -291,6 +322,37 @@ def test_add_to_set_is_idempotent_and_keeps_first_order(store: JobStore) -> None
     assert (got["retry_ids"], got["child_jobs"], got["updated"]) == (["x", "y", "z"], ["c"], NOW + 2)
     with pytest.raises(ValidationError):
         store.add_to_set([(root["_id"], "user", "mallory")], NOW)
+
+
+def test_add_to_set_appends_many_values_to_one_record_in_order(store: JobStore) -> None:
+    container, root, other = record(batch_job=True), record(), record()
+    store.insert_jobs([container, root, other])
+    first = [f"c{n}" for n in range(5)]
+    store.add_to_set([(container["_id"], "child_jobs", c) for c in first], NOW)
+    more = [f"r{n}" for n in range(300)]
+    additions = [(container["_id"], "child_jobs", value) for value in more]
+    additions += [(container["_id"], "child_jobs", "c2"), (container["_id"], "child_jobs", "r7")]
+    additions += [(root["_id"], "retry_ids", value) for value in more[:3]]
+    additions += [(new_job_id(), "retry_ids", "lost"), ("not-an-id", "child_jobs", "lost")]
+    store.add_to_set(additions, NOW + 1)
+    got = store.get_jobs([container["_id"], root["_id"], other["_id"]])
+    assert got[container["_id"]]["child_jobs"] == first + more
+    assert got[container["_id"]]["updated"] == NOW + 1
+    assert (got[root["_id"]]["retry_ids"], got[root["_id"]]["updated"]) == (more[:3], NOW + 1)
+    assert got[other["_id"]] == other
+    store.add_to_set(additions + [(root["_id"], "child_jobs", "c9")], NOW + 2)  # a replay
+    again = store.get_jobs([container["_id"], root["_id"]])
+    assert again[container["_id"]]["child_jobs"] == first + more
+    assert (again[root["_id"]]["retry_ids"], again[root["_id"]]["child_jobs"]) == (more[:3], ["c9"])
+
+
+def test_add_to_set_refuses_a_bad_field_before_writing(store: JobStore) -> None:
+    root = record()
+    store.insert_jobs([root])
+    with pytest.raises(ValidationError, match="user"):
+        store.add_to_set([(root["_id"], "retry_ids", "x"), (root["_id"], "user", "mallory")], NOW)
+    assert store.get_jobs([root["_id"]])[root["_id"]] == root
+    store.add_to_set([], NOW)
 
 
 def test_pull_children_is_all_or_nothing(store: JobStore) -> None:

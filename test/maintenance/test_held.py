@@ -1,8 +1,11 @@
 """Held scheduler jobs end in error with the hold reason, as handle_held_job does."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from execution_engine2.db.counting import CountingStore
 from execution_engine2.job import ErrorCode, JobStatus
 from execution_engine2.maintenance.held import handle_held, mark_held
 from execution_engine2.scheduler.base import SchedulerJobState
@@ -120,6 +123,35 @@ def test_records_with_a_bare_cluster_id_match_proc_zero(services, scheduler):
     handle_held(services)
 
     assert stored(services, job["_id"])["status"] == "error"
+
+
+def test_the_exact_scheduler_id_wins_over_the_bare_cluster(services, scheduler):
+    bare = running_job(services, "4243")
+    exact = running_job(services, "4243.0")
+    scheduler.hold("4243.0", REASON)
+
+    summary = handle_held(services)
+
+    assert summary["errored"] == [exact["_id"]]
+    assert stored(services, bare["_id"])["status"] == "running"
+
+
+def test_one_lookup_finds_every_held_job(services, scheduler):
+    counting = CountingStore(services.store)
+    services = dataclasses.replace(services, store=counting)
+    jobs = {f"{2000 + n}.0": running_job(services, f"{2000 + n}" if n % 2 else f"{2000 + n}.0")
+            for n in range(20)}
+    for scheduler_id in jobs:
+        scheduler.hold(scheduler_id, REASON)
+    scheduler.hold("9998.0", "not one of ours")
+    counting.reset()
+
+    summary = handle_held(services)
+
+    assert sorted(summary["errored"]) == sorted(job["_id"] for job in jobs.values())
+    assert summary["unknown"] == ["9998.0"]
+    assert counting.calls["find_jobs"] == 1
+    assert counting.calls["transition_many"] == 1
 
 
 def test_only_harmless_ads_are_stored(services, scheduler):

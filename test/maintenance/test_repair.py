@@ -11,7 +11,7 @@ import pytest
 from execution_engine2.db.store import JobQuery, Transition
 from execution_engine2.job import ACTIVE, ErrorCode, JobStatus
 from execution_engine2.maintenance.repair import repair_retries
-from execution_engine2.sdk import retry, run
+from execution_engine2.sdk import retry, run, status
 from execution_engine2.sdk.job_state import job_state
 from execution_engine2.sdk.submission import INTERRUPTED
 from support.recording_scheduler import RecordingScheduler
@@ -156,3 +156,27 @@ def test_a_retry_interrupted_before_submission_is_recovered(services, scheduler,
     assert repair_retries(services)["repaired"] == []  # its bookkeeping was complete
     assert services.submitter.recover_once()["submitted"] == [new_id]
     assert stored(services, new_id)["status"] == "queued"
+
+
+def test_a_half_written_retry_cancelled_before_the_pass_still_reaches_its_root(services, clock, alice,
+                                                                               monkeypatch):
+    batch = failed_batch(services, alice, 1)
+    [root] = batch["child_job_ids"]
+    crash_after(monkeypatch, "insert")  # neither container nor root knows the retry
+    with pytest.raises(ConnectionError):
+        retry.retry_job(services, alice, {"job_id": root})
+    monkeypatch.setattr(retry, "_after_step", None)
+    [half] = [r["_id"] for r in services.store.find_jobs(JobQuery(retry_parent=root))]
+    status.cancel_job(services, alice, {"job_id": half})
+    clock.advance(GRACE + 1)
+
+    report = repair_retries(services)
+
+    assert report == {"repaired": [half], "submitted": [], "failed": []}
+    record = stored(services, half)
+    assert (record["status"], record["retry_saved_toggle"]) == ("terminated", True)
+    assert stored(services, root)["retry_ids"] == [half]
+    assert half in stored(services, batch["batch_id"])["child_jobs"]
+    assert repair_retries(services)["repaired"] == []
+    again = retry.retry_job(services, alice, {"job_id": root})["retry_id"]
+    assert stored(services, root)["retry_ids"] == [half, again]
