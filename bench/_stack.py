@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import io
+import logging
 import math
 import os
 import pstats
@@ -123,12 +124,19 @@ def served(services: Services, wrap: Callable[[Any], Any] | None = None) -> Iter
     from execution_engine2.server.app import create_app, start_background, stop_background
 
     app = create_app(services.config, services)
-    with LiveServer(wrap(app) if wrap else app) as server:
-        start_background(app)
-        try:
-            yield server.url
-        finally:
-            stop_background(app)
+    # werkzeug logs every request at INFO: thousands of lines would bury the figures.
+    werkzeug_log = logging.getLogger("werkzeug")
+    level = werkzeug_log.level
+    werkzeug_log.setLevel(logging.WARNING)
+    try:
+        with LiveServer(wrap(app) if wrap else app) as server:
+            start_background(app)
+            try:
+                yield server.url
+            finally:
+                stop_background(app)
+    finally:
+        werkzeug_log.setLevel(level)
 
 
 def seed_errored_jobs(services: Services, user: str, n: int,
@@ -156,7 +164,7 @@ class Profiled:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self._stats: pstats.Stats | None = None
+        self._profiles: list[cProfile.Profile] = []
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -166,18 +174,16 @@ class Profiled:
             return list(profiler.runcall(self.app, environ, start_response))
         finally:
             with self._lock:
-                if self._stats is None:
-                    self._stats = pstats.Stats(profiler)
-                else:
-                    self._stats.add(profiler)
+                self._profiles.append(profiler)
 
     def report(self, sort: str = "cumulative", limit: int = 25) -> str:
         """The top ``limit`` functions by ``sort`` (pstats key), as text."""
-        if self._stats is None:
+        with self._lock:
+            profiles = list(self._profiles)
+        if not profiles:
             return "(nothing profiled)"
         out = io.StringIO()
-        self._stats.stream = out
-        self._stats.sort_stats(sort).print_stats(limit)
-        # Paths relative to the project (and to site-packages) keep lines readable.
+        pstats.Stats(*profiles, stream=out).sort_stats(sort).print_stats(limit)
+        # Paths relative to the project (and to site-packages or the stdlib) keep lines readable.
         text = out.getvalue().replace(f"{ROOT}/", "")
-        return re.sub(r"/\S*/site-packages/", "", text)
+        return re.sub(r"\S*/(?:site-packages|lib/python3\.\d+)/", "", text)

@@ -1,0 +1,62 @@
+"""The benchmarks run: each main at its smallest size (the soak for 2 seconds).
+
+They print figures and assert nothing about time; these tests only prove that they
+work end to end and report what they should (no time is asserted here either).
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``bench/<name>.py`` as a module (the benchmarks import ``_stack`` from their dir)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"ee2_bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def fast_schedd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EE2_BENCH_LATENCY", "0.005")
+
+
+def test_submit_benchmark_queues_every_job(fast_schedd: None, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _load("submit", monkeypatch).main(["5"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.strip().startswith("5 |"))
+    assert row.split("|")[1].split()[3] == "1"  # one schedd transaction for the batch
+    assert "queued batch" not in out  # printed only when some job was not queued
+
+
+def test_retry_benchmark_retries_over_http(fast_schedd: None, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _load("retry", monkeypatch).main(["--profile", "5"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.strip().startswith("5 |"))
+    bulk, singles = row.split("|")[1].split(), row.split("|")[2].split()
+    assert bulk[4] == "1" and singles[4] == "5"  # schedd transactions: one vs one per retry
+    assert "queued bulk" not in out  # printed only when some retry was not queued
+    assert "sdk/retry.py" in out  # the profile names where the time went
+
+
+def test_soak_runs_briefly_and_finds_the_store_consistent(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    status = _load("soak", monkeypatch).main(
+        ["--seconds", "2", "--threads", "3", "--users", "2", "--workers", "2", "--slots", "2",
+         "--drain", "10"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "integrity: OK" in out
+    assert "UNEXPECTED" not in out
