@@ -189,10 +189,11 @@ def serve_standalone(config: Config) -> int:
             if worker is not None:
                 worker.check()
     finally:
-        server.shutdown()
-        thread.join(30)
+        # The worker first: its runners still need the server to stop cleanly.
         if worker is not None:
             worker.stop()
+        server.shutdown()
+        thread.join(30)
         close_app(app)
         server.server_close()
         logger.info("Stopped")

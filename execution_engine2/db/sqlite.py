@@ -215,7 +215,9 @@ class SqliteJobStore:
         self._timeout = timeout
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[tuple[int, sqlite3.Connection]] = []
+        # (pid, thread, connection): a server that starts a thread per request must
+        # not keep a connection (two open files) per finished thread.
+        self._connections: list[tuple[int, threading.Thread, sqlite3.Connection]] = []
         self._generation = 0
         try:
             self._create_schema()
@@ -242,7 +244,12 @@ class SqliteJobStore:
                                    check_same_thread=False)
             conn.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL, much faster
             with self._lock:
-                self._connections.append((pid, conn))
+                dead = [c for owner, thread, c in self._connections
+                        if owner == pid and not thread.is_alive()]
+                self._connections = [entry for entry in self._connections if entry[2] not in dead]
+                self._connections.append((pid, threading.current_thread(), conn))
+            for stale in dead:
+                stale.close()
             local.conn, local.key = conn, (pid, self._generation)
         return local.conn
 
@@ -480,7 +487,7 @@ class SqliteJobStore:
         """Close every connection this process opened; later calls reconnect."""
         pid = os.getpid()
         with self._lock:
-            mine = [conn for owner, conn in self._connections if owner == pid]
+            mine = [conn for owner, _, conn in self._connections if owner == pid]
             self._connections = []
             self._generation += 1
         for conn in mine:

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Callable, Mapping, Sequence
+from typing import IO, Any, Callable, Mapping, Sequence
 
 from execution_engine2.auth.local import LocalAuth
 from execution_engine2.catalog.local import LocalCatalog, render_command
@@ -73,6 +73,7 @@ class _Child:
     workdir: Path
     log: IO[bytes]
     kill_deadline: float | None = None  # monotonic; set once SIGTERM was sent
+    finished_seen: float | None = None  # monotonic; when the store first said finished
 
 
 class LocalWorker:
@@ -201,16 +202,25 @@ class LocalWorker:
         if not self._children:
             return
         records = self._store.get_jobs(list(self._children))
+        now = time.monotonic()
         for job_id, child in self._children.items():
             record = records.get(job_id)
-            finished = record is None or JobStatus(record["status"]) in TERMINAL
-            if child.kill_deadline is None and finished:
+            if record is not None and JobStatus(record["status"]) in TERMINAL and child.finished_seen is None:
+                child.finished_seen = now
+            if child.kill_deadline is None and self._must_stop(record, child, now):
                 logger.info("job %s is %s; stopping its runner", job_id,
                             record["status"] if record else "gone")
                 signal_group(child.process.pid, signal.SIGTERM)
                 child.kill_deadline = time.monotonic() + self._kill_grace
             elif child.kill_deadline is not None and time.monotonic() >= child.kill_deadline:
                 self._kill(child)
+
+    def _must_stop(self, record: Mapping[str, Any] | None, child: _Child, now: float) -> bool:
+        """A cancelled or vanished job's runner is stopped at once; a runner whose job
+        just completed or errored is given the grace period to exit by itself."""
+        if record is None or record["status"] == JobStatus.TERMINATED.value:
+            return True
+        return child.finished_seen is not None and now - child.finished_seen >= self._kill_grace
 
     def _kill(self, child: _Child) -> None:
         """SIGKILL the runner's group and the app's (which the runner may have left).

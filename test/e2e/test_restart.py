@@ -80,9 +80,6 @@ def test_jobs_and_logs_survive_a_restart(launch: Launcher):
     assert wait_for_job(alice, fresh)["status"] == "completed"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli.serve_standalone stops serving HTTP before it stops the worker: runners told to stop "
-    "retry their calls against the closed port and are SIGKILLed after the worker's 8 s grace"))
 def test_a_stop_lets_running_jobs_stop_themselves_promptly(launch: Launcher):
     service = launch("prompt-stop")
     alice = service.client(service.token("alice"))
