@@ -6,6 +6,7 @@ and accepts the reference's mix of formats (``parse_time``).
 from __future__ import annotations
 
 import datetime
+import math
 from typing import Any, Iterable
 
 from execution_engine2.db.store import Record
@@ -108,17 +109,23 @@ def parse_time(value: Any) -> float | None:
     """
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value / 1000.0
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, str):
-        return _parse_time_string(value.strip())
-    return None
+    try:
+        if isinstance(value, int):
+            seconds: float | None = value / 1000.0
+        elif isinstance(value, float):
+            seconds = value
+        elif isinstance(value, str):
+            seconds = _parse_time_string(value.strip())
+        else:
+            return None
+    except (ValueError, OverflowError):  # an integer beyond float range, a year out of range
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
 def _parse_time_string(text: str) -> float | None:
-    if text.replace(".", "", 1).isdigit():
+    # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
+    if text.isascii() and text.replace(".", "", 1).isdigit():
         return float(text) if "." in text else int(text) / 1000.0
     try:
         parsed = datetime.datetime.fromisoformat(text)

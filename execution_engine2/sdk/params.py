@@ -7,6 +7,16 @@ from execution_engine2.errors import InvalidParams, ValidationError, describe
 from execution_engine2.job import is_job_id
 
 
+# The largest integer MongoDB (BSON int64) and SQLite can store.
+MAX_INT64 = 2**63 - 1
+_QUOTE_LIMIT = 100
+
+
+def _quoted(value: str) -> str:
+    """``value`` for an error message: at most ``_QUOTE_LIMIT`` characters of it."""
+    return value if len(value) <= _QUOTE_LIMIT else value[: _QUOTE_LIMIT - 3] + "..."
+
+
 def mapping(value: Any, what: str = "params") -> Mapping[str, Any]:
     """``value`` as a mapping, or InvalidParams naming ``what``."""
     if not isinstance(value, Mapping):
@@ -22,7 +32,7 @@ def job_id(value: Any, what: str = "job_id") -> str:
         raise InvalidParams(f"{what} must be a string, not {describe(value)}")
     if not is_job_id(value):
         raise ValidationError(
-            f"'{value}' is not a valid ObjectId, it must be a 12-byte input or a 24-character hex string"
+            f"'{_quoted(value)}' is not a valid ObjectId, it must be a 12-byte input or a 24-character hex string"
         )
     return value
 
@@ -61,6 +71,8 @@ def optional_int(params: Mapping[str, Any], key: str, minimum: int | None = None
         raise InvalidParams(f"{key} must be an integer, not {describe(value)}")
     if minimum is not None and value < minimum:
         raise ValidationError(f"{key} must be at least {minimum}, not {value}")
+    if value > MAX_INT64:
+        raise ValidationError(f"{key} must be at most {MAX_INT64}, not {describe(value)}")
     return value
 
 

@@ -18,6 +18,7 @@ from execution_engine2.db.store import Record
 from execution_engine2.errors import EE2Error, InvalidParams, PermissionDenied, ValidationError, describe
 from execution_engine2.job import new_job_record
 from execution_engine2.scheduler.base import PreparedJob, Requirements
+from execution_engine2.sdk.params import MAX_INT64
 from execution_engine2.sdk.services import Services
 
 # The narrative cell fields kept from ``meta``; other keys are dropped (reference 3.1).
@@ -95,6 +96,8 @@ def parse_wsid(value: Any) -> int | None:
         raise InvalidParams(f"wsid must be an integer, not {describe(value)}")
     if value < 1:
         raise ValidationError("wsid must be at least 1")
+    if value > MAX_INT64:
+        raise ValidationError(f"wsid must be at most {MAX_INT64}, not {describe(value)}")
     return value
 
 

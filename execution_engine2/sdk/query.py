@@ -186,6 +186,8 @@ def _workspace_id(p: Mapping[str, Any]) -> int:
         raise InvalidParams(f"workspace_id must be an integer, not {describe(value)}")
     if value < 1:
         raise ValidationError(f"workspace_id must be at least 1, not {value}")
+    if value > params.MAX_INT64:
+        raise ValidationError(f"workspace_id must be at most {params.MAX_INT64}, not {value}")
     return value
 
 
@@ -373,6 +375,9 @@ def _date_range(services: Services, caller: Caller, p: Mapping[str, Any],
     end = _time_param(p, "end_time", "end time")
     if start > end:
         raise ValidationError("The start time cannot be greater than the end time.")
+    # Job ids (ObjectIds) hold creation time as unsigned 32-bit epoch seconds: no job was
+    # created outside that era, and ObjectId.from_datetime refuses times beyond it.
+    start, end = _clamp_epoch(start), _clamp_epoch(end)
     user = _range_user(caller, p, force_all)
     job_filter = _job_filter(p.get("filter"))
     projection = _projection(p)
@@ -400,6 +405,13 @@ def _date_range(services: Services, caller: Caller, p: Mapping[str, Any],
         "sort_order": "+" if ascending else "-",
         "stats": _stats(entries),
     }
+
+
+MAX_EPOCH_SECONDS = 2**32 - 1
+
+
+def _clamp_epoch(seconds: float) -> float:
+    return min(max(seconds, 0.0), float(MAX_EPOCH_SECONDS))
 
 
 def _utc(seconds: float) -> datetime.datetime:

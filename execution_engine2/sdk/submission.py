@@ -92,7 +92,14 @@ class _Submission:
         self._record([o for o in outcomes if o.ok], failures)
         # On a failed write above the claims stay until their lease lapses: the jobs may
         # already be in the scheduler, and recovery must not pick them up at once.
-        self.store.release_claims(CLAIM_KIND, self.owner, [r["_id"] for r in records])
+        ids = [r["_id"] for r in records]
+        try:
+            self.store.release_claims(CLAIM_KIND, self.owner, ids)
+        except EE2Error as err:
+            # The jobs are queued and recorded: failing now would make the caller submit
+            # them again. An unreleased claim only lapses at the end of its lease.
+            logger.warning("could not release the submission claims of %d jobs (%s...); they "
+                           "lapse on their own: %s", len(ids), ids[0], err.message)
         return failures
 
     def fail(self, job_ids: Sequence[str], message: str) -> list[str]:

@@ -40,6 +40,7 @@ import dataclasses
 import enum
 import json
 import logging
+import re
 import secrets
 import time
 from typing import Any, Callable, Sequence
@@ -265,11 +266,48 @@ class Dispatcher(jsonrpcbase.JSONRPCService):
             raise
 
 
+MAX_NESTING = 100  # MongoDB's limit on document nesting; deeper params could not be stored
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _parse(jsondata: bytes | str) -> Any:
+    """The request body as Python values: strict JSON (no NaN/Infinity), nested at most
+    ``MAX_NESTING`` deep, strings without lone surrogates (they cannot be stored as UTF-8).
+
+    Raises:
+        ParseError: any of these rules broken, or not JSON at all.
+    """
     try:
-        return json.loads(jsondata)
+        data = json.loads(jsondata, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
         raise ParseError(str(err) or type(err).__name__) from None
+    _check_values(data)
+    return data
+
+
+def _check_values(data: Any) -> None:
+    # Iterative, so a body nested deeper than the interpreter's recursion limit is fine.
+    pending: list[tuple[Any, int]] = [(data, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            if _LONE_SURROGATE.search(value):
+                raise ParseError(f"The request contains a string with a lone surrogate "
+                                 f"(not valid Unicode): {describe(value)}")
+            continue
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth >= MAX_NESTING:
+            raise ParseError(f"The request is nested more than {MAX_NESTING} levels deep")
+        if isinstance(value, dict):
+            pending.extend((key, depth) for key in value)
+            pending.extend((item, depth + 1) for item in value.values())
+        else:
+            pending.extend((item, depth + 1) for item in value)
 
 
 def _valid_id(value: Any) -> bool:

@@ -525,12 +525,22 @@ def test_deep_nesting_never_crashes_the_server(fuzzed, objects):
 
 def test_a_job_stored_with_deep_params_can_be_read_back(fuzzed):
     alice = fuzzed.stack.tokens["alice"]
-    params = json.loads(render([Deep(800)], []))
+    params = json.loads(render([Deep(90)], []))
     job_id = fuzzed.stack.call("run_job", [{"method": "Demo.echo", "params": params}], alice)["result"][0]
     for method, call_params in (("check_job", {"job_id": job_id}), ("get_job_params", {"job_id": job_id}),
                                 ("check_jobs", {"job_ids": [job_id]})):
         answer = fuzzed.stack.call(method, [call_params], alice)
         assert "result" in answer, (method, answer)
+
+
+def test_params_deeper_than_a_document_may_be_are_refused_before_anything_is_stored(fuzzed):
+    alice = fuzzed.stack.tokens["alice"]
+    before = fuzzed.stack.snapshot()
+    params = json.loads(render([Deep(800)], []))
+    answer = fuzzed.stack.call("run_job", [{"method": "Demo.echo", "params": params}], alice)
+    assert answer["error"]["name"] == "Parse error", answer
+    assert "nest" in answer["error"]["message"].lower(), answer
+    assert fuzzed.stack.snapshot() == before
 
 
 # --- raw bytes ------------------------------------------------------------------------

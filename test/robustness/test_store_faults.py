@@ -335,9 +335,6 @@ def test_a_failing_batch_submission_ends_every_job_in_error_and_they_can_be_retr
         check_invariants(stack)
 
 
-@pytest.mark.xfail(strict=True, reason="C1: submission._Submission.submit lets a release_claims failure "
-                                       "fail run_job after the job was queued: the caller sees an error "
-                                       "for a job that runs, and may submit it again")
 def test_c1_run_job_answers_the_job_id_when_only_releasing_the_claim_fails(faulty_stack):
     stack = faulty_stack
     stack.store.arm(4, ServiceUnavailable)  # insert, claim, transition_many, release_claims
