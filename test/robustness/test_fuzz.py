@@ -18,13 +18,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import re
 from typing import Any, Iterator
 
 import pytest
 import requests
 from hypothesis import HealthCheck, event, given, settings
-from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
 from execution_engine2.job import JobStatus
@@ -316,89 +314,20 @@ def render(value: Any, seeds_: list[str]) -> str:
     return text
 
 
-def nesting(value: Any) -> int:
-    if isinstance(value, Deep):
-        return value.depth
-    if isinstance(value, list):
-        return 1 + max((nesting(x) for x in value), default=0)
-    if isinstance(value, dict):
-        return 1 + max((nesting(x) for x in value.values()), default=0)
-    return 0
-
-
-def leaves(value: Any) -> Iterator[Any]:
-    if isinstance(value, list):
-        for item in value:
-            yield from leaves(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from leaves(item)
-    else:
-        yield value
-
-
-# --- known bugs ---------------------------------------------------------------------
-
-SURROGATE = re.compile("[\ud800-\udfff]")
-TIME_METHODS = ("check_jobs_date_range_for_user", "check_jobs_date_range_for_all")
-
-
-def _sane_ms(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 4_000_000_000_000
-
-
-def known_bug(method: str, params: Any) -> str | None:
-    """The KNOWN_BUGS entry an input belongs to, if any (coarse on purpose: it only
-    excuses the catch-all answer, never a malformed one)."""
-    values = list(leaves(params))
-    if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > INT64_MAX for v in values):
-        return "B5"  # or B3, when the integer is a time
-    if nesting(params) >= 900:
-        return "B6"
-    if method == "add_job_logs":
-        if any(isinstance(v, str) and SURROGATE.search(v) for v in values):
-            return "B1"
-        if any(isinstance(v, (str, float)) for v in values):
-            return "B2"  # a ts the parser crashes on (non-ASCII digits, ...)
-    if method in TIME_METHODS and isinstance(params, list) and params and isinstance(params[0], dict):
-        if not (_sane_ms(params[0].get("start_time")) and _sane_ms(params[0].get("end_time"))):
-            return "B4"
-    return None
-
-
-KNOWN_BUGS = {
-    "B1": "add_job_logs: a lone surrogate in a line crashes the store's UTF-8 encoding",
-    "B2": "parse_time: non-ASCII digits ('²') raise ValueError",
-    "B3": "parse_time: integers beyond ~1.8e311 raise OverflowError",
-    "B4": "date range: times before 1970 or after 2106 crash ObjectId.from_datetime / fromtimestamp",
-    "B5": "integers beyond 64 bits reach SQLite (OverflowError)",
-    "B6": "params nested ~950-980 deep: stored, then RecursionError; the refused job stays created",
-}
-BUGS_THAT_WRITE = ("B6",)
-
-
 # --- the checks -------------------------------------------------------------------------
 
 def send_and_check(fuzzed: Fuzzed, body: str, token_name: str | None, method: str,
                    params: Any) -> dict[str, Any]:
-    """Send ``body``; check the wire, no catch-all answer outside known bugs, and an
-    unchanged store when the call was refused."""
+    """Send ``body``; check the wire, no catch-all answer, and an unchanged store when
+    the call was refused."""
     stack = fuzzed.stack
     token = stack.tokens.get(token_name, token_name) if token_name else None
     before = stack.snapshot()
     response = stack.post(body, token, fuzzed.session)
     answer = fuzzed.wire.check(response, body)
     if "error" in answer:
-        bug = None
-        if fuzzed.wire.is_unexpected(answer):
-            bug = known_bug(method, params)
-            assert bug is not None, f"catch-all error for {method}: {body[:300]!r}"
-            if currently_in_test_context():
-                event(f"known bug {bug} ({method})")
-        if bug in BUGS_THAT_WRITE:
-            stack.settle()
-        elif not any(text in answer["error"]["message"] for text in WRITES_WHEN_REFUSED):
+        assert not fuzzed.wire.is_unexpected(answer), f"catch-all error for {method}: {body[:300]!r}"
+        if not any(text in answer["error"]["message"] for text in WRITES_WHEN_REFUSED):
             assert stack.snapshot() == before, f"refused {method} changed the store: {body[:300]!r}"
     else:
         stack.settle()

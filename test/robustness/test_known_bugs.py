@@ -1,8 +1,5 @@
-"""Bugs the robustness tests found, as strict xfails: each passes once its bug is fixed.
-
-Then the xfail marker (and, for B1-B6, the ``KNOWN_BUGS`` entry of test_fuzz.py that
-excuses the class in the fuzzers) should be removed. Each test states the expected
-behaviour: a result, or a clear refusal (not the catch-all "An unexpected error
+"""Bugs the robustness tests found (B1-B8), kept as regression tests. Each states the
+expected behaviour: a result, or a clear refusal (not the catch-all "An unexpected error
 occurred") that leaves the store unchanged.
 """
 from __future__ import annotations
