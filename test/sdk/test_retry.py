@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -20,9 +20,8 @@ from execution_engine2.sdk import retry, run
 from execution_engine2.sdk.job_state import job_state
 from execution_engine2.sdk.permissions import NOT_ADMIN, READ_ONLY_ADMIN
 from execution_engine2.sdk.submission import StoreSubmitter
-from support.fake_kbase import FakeWorkspaceServer
 from support.recording_scheduler import RecordingScheduler
-from support.sdk_services import all_jobs, make_services, stored
+from support.sdk_services import all_jobs, make_services, stored, workspace_user
 
 RELEASE = "5e0f3a1c2b4d6e8f0a1b2c3d4e5f60718293a4b5"
 BETA = "9c8b7a6f5e4d3c2b1a09f8e7d6c5b4a392817060"
@@ -214,28 +213,9 @@ def test_others_may_not_retry(services, users, user, params, error, message):
     assert snapshot(services) == before
 
 
-@pytest.fixture
-def workspace(tmp_path) -> Iterator[tuple[FakeWorkspaceServer, Any]]:
-    with FakeWorkspaceServer() as fake:
-        path = tmp_path / "ws"
-        path.mkdir()
-        services = make_services(path, workspace_url=fake.url)
-        try:
-            yield fake, services
-        finally:
-            assert services.submitter.stop()
-            services.store.close()
-
-
-def _ws_user(fake: FakeWorkspaceServer, services: Any, name: str) -> Any:
-    caller = services.auth.authenticate(services.auth.create_token(name))
-    fake.add_token(caller.token, name)
-    return caller
-
-
-def test_a_workspace_writer_may_retry_a_readers_may_not(workspace):
-    fake, services = workspace
-    alice, bob, carol = (_ws_user(fake, services, name) for name in ("alice", "bob", "carol"))
+def test_a_workspace_writer_may_retry_a_readers_may_not(workspace, ws_services):
+    fake, services = workspace, ws_services
+    alice, bob, carol = (workspace_user(fake, services, name) for name in ("alice", "bob", "carol"))
     fake.set_permission(7, "alice", "w")
     fake.set_permission(7, "bob", "w")
     fake.set_permission(7, "carol", "r")

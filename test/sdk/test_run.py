@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -14,9 +14,8 @@ from execution_engine2.job import ErrorCode
 from execution_engine2.sdk import run
 from execution_engine2.sdk.permissions import NOT_ADMIN, READ_ONLY_ADMIN
 from execution_engine2.sdk.submission import StoreSubmitter
-from support.fake_kbase import FakeWorkspaceServer
 from support.recording_scheduler import RecordingScheduler
-from support.sdk_services import all_jobs, make_services, stored
+from support.sdk_services import all_jobs, make_services, stored, workspace_user
 
 RELEASE = "5e0f3a1c2b4d6e8f0a1b2c3d4e5f60718293a4b5"
 BETA = "9c8b7a6f5e4d3c2b1a09f8e7d6c5b4a392817060"
@@ -134,28 +133,9 @@ def test_a_scheduler_failure_ends_the_job_in_error_and_fails_the_call(services, 
 
 # --- workspaces --------------------------------------------------------------------
 
-@pytest.fixture
-def workspace(tmp_path) -> Iterator[tuple[FakeWorkspaceServer, Any]]:
-    with FakeWorkspaceServer() as fake:
-        path = tmp_path / "ws"
-        path.mkdir()
-        services = make_services(path, workspace_url=fake.url)
-        try:
-            yield fake, services
-        finally:
-            assert services.submitter.stop()
-            services.store.close()
-
-
-def _ws_user(fake: FakeWorkspaceServer, services: Any, name: str) -> Any:
-    caller = services.auth.authenticate(services.auth.create_token(name))
-    fake.add_token(caller.token, name)
-    return caller
-
-
-def test_running_in_a_workspace_needs_write_access(workspace):
-    fake, services = workspace
-    alice, bob = _ws_user(fake, services, "alice"), _ws_user(fake, services, "bob")
+def test_running_in_a_workspace_needs_write_access(workspace, ws_services):
+    fake, services = workspace, ws_services
+    alice, bob = workspace_user(fake, services, "alice"), workspace_user(fake, services, "bob")
     fake.set_permission(7, "alice", "w")
     fake.set_permission(7, "bob", "r")
 
@@ -166,9 +146,9 @@ def test_running_in_a_workspace_needs_write_access(workspace):
         run.run_job(services, bob, job_params(wsid=7))
 
 
-def test_source_objects_must_be_readable(workspace):
-    fake, services = workspace
-    alice = _ws_user(fake, services, "alice")
+def test_source_objects_must_be_readable(workspace, ws_services):
+    fake, services = workspace, ws_services
+    alice = workspace_user(fake, services, "alice")
     fake.set_permission(7, "alice", "w")
     fake.add_object("7/1/1")
 

@@ -75,8 +75,15 @@ def close_services(services: Services) -> None:
     """Stop the submitter's background thread and close the store."""
     stop = getattr(services.submitter, "stop", None)
     if stop is not None:
-        stop()
+        assert stop() is not False, "the submitter thread did not stop"
     services.store.close()
+
+
+def workspace_user(fake: Any, services: Services, name: str) -> Caller:
+    """A local-token caller that the fake workspace server also knows."""
+    caller = services.auth.authenticate(services.auth.create_token(name))
+    fake.add_token(caller.token, name)
+    return caller
 
 
 # --- records --------------------------------------------------------------------
