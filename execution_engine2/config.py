@@ -124,6 +124,10 @@ KEYS: tuple[Key, ...] = (
     Key("held-job-action", "error", _choice("error", "remove"), "What the held-job pass does: `error` the job, or also `remove` it from HTCondor."),
     Key("maintenance-interval", 60.0, _float, "Seconds between in-service housekeeping passes; 0 turns them off."),
     Key("debug", False, _bool, "Verbose logging."),
+    # Local executor: sharing slots, job work directories (localops)
+    Key("local-scheduling", "fair", _choice("fair", "fifo"), "How the local worker shares its slots: `fair` (round robin between users with queued jobs) or `fifo` (oldest job first)."),
+    Key("local-user-slots", 0, _positive_int, "Most local jobs one user may run at once, across all local workers; 0 = no limit."),
+    Key("job-dir-retention", 7 * 86400.0, _float, "Seconds a finished local job's work directory (`<data-dir>/jobs/<job id>`) is kept before maintenance removes it; 0 keeps them forever."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
+from execution_engine2.db.fair import Share
 from execution_engine2.db.store import JobQuery, JobStore, LogLine, Record, Transition, TransitionResult
 
 COSTS: Mapping[str, int] = {"transition_many": 2, "claim_jobs": 3, "close": 0}
@@ -82,6 +83,11 @@ class CountingStore:
                    now: float) -> list[Record]:
         self._count("claim_jobs")
         return self.inner.claim_jobs(kind, owner, query, lease_seconds, now)
+
+    def claim_jobs_fairly(self, kind: str, owner: str, query: JobQuery, share: Share,
+                          lease_seconds: float, now: float) -> list[Record]:
+        self._count("claim_jobs_fairly")
+        return self.inner.claim_jobs_fairly(kind, owner, query, share, lease_seconds, now)
 
     def renew_claims(self, kind: str, owner: str, job_ids: Sequence[str], lease_seconds: float,
                      now: float) -> list[str]:

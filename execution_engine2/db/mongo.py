@@ -13,6 +13,7 @@ driver error leaves as ``errors.ServiceUnavailable``.
 """
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any, Mapping, Sequence
 
@@ -21,6 +22,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from execution_engine2 import errors
+from execution_engine2.db.fair import Share, fair_picks
 from execution_engine2.db.query import (
     check_distinct, check_kind, check_records, created_bounds, extra_conditions, field_updates,
     group_additions, split_live_retries, status_values, time_condition, transition_update,
@@ -330,6 +332,30 @@ class MongoJobStore:
                                {"$set": {f"claims.{kind}": claim}})
         docs = self._jobs.find({"_id": {"$in": ids}, f"claims.{kind}.token": token}, sort=_order(query))
         return [_record(doc) for doc in docs]
+
+    @_store_errors
+    def claim_jobs_fairly(self, kind: str, owner: str, query: JobQuery, share: Share,
+                          lease_seconds: float, now: float) -> list[Record]:
+        """See ``JobStore.claim_jobs_fairly``. Not one transaction: the claims stay
+        atomic (``claim_jobs``), but two claimers choosing at the same instant may
+        each give a user one slot past ``share.per_user_limit``. Round trips: the
+        running counts, the waiting users, one find per waiting user, the claim."""
+        if query.limit is not None and query.limit <= 0:
+            return []
+        claimed = {f"claims.{check_kind(kind)}.expires": {"$gt": now}}
+        running: dict[str, int] = {}
+        for doc in self._jobs.find(claimed, {"user": 1}):
+            running[doc["user"]] = running.get(doc["user"], 0) + 1
+        waiting_filter = _filter(query, _unclaimed(kind, now))
+        waiting = [(str(doc["_id"]), user) for user in self._jobs.distinct("user", waiting_filter)
+                   for doc in self._jobs.find({"$and": [waiting_filter, {"user": user}]}, {"_id": 1},
+                                              sort=[("_id", ASCENDING)], limit=query.limit or 0)]
+        ids = fair_picks(running, waiting, query.limit or len(waiting), share)
+        if not ids:
+            return []
+        return self.claim_jobs(kind, owner, dataclasses.replace(query, job_ids=ids, limit=len(ids),
+                                                                offset=0, ascending=True),
+                               lease_seconds, now)
 
     @_store_errors
     def renew_claims(self, kind: str, owner: str, job_ids: Sequence[str], lease_seconds: float,

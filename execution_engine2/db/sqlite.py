@@ -22,6 +22,7 @@ import threading
 from typing import Any, Iterator, Mapping, Sequence
 
 from execution_engine2 import errors
+from execution_engine2.db.fair import Share, fair_picks
 from execution_engine2.db.query import (
     check_distinct, check_kind, check_records, created_bounds, extra_conditions, field_updates,
     group_additions, project, status_values, time_condition, transition_update, translate_errors,
@@ -81,6 +82,11 @@ _SELECT = """SELECT j.doc, (SELECT json_group_object(c.kind, json_object('owner'
 _IDS = "(SELECT value FROM json_each(?))"  # a JSON list parameter: no limit on its length
 
 _store_errors = translate_errors(sqlite3.Error, "SQLite")
+
+_ALL = 2 ** 62  # "no limit" where SQL wants a number
+
+_CLAIM = ("INSERT INTO claims (job_id, kind, owner, expires) VALUES (?, ?, ?, ?)"
+          " ON CONFLICT (job_id, kind) DO UPDATE SET owner = excluded.owner, expires = excluded.expires")
 
 
 # One encoder: json.dumps builds a new one per call when given separators.
@@ -413,12 +419,33 @@ class SqliteJobStore:
             ids = [row[0] for row in conn.execute(
                 f"SELECT j.id FROM {_jobs(query)} WHERE {where} AND {unclaimed}{tail}",
                 [*params, *unclaimed_params, *tail_params])]
-            conn.executemany(
-                "INSERT INTO claims (job_id, kind, owner, expires) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (job_id, kind) DO UPDATE SET owner = excluded.owner,"
-                " expires = excluded.expires",
-                [(job_id, kind, owner, now + lease_seconds) for job_id in ids])
+            conn.executemany(_CLAIM, [(job_id, kind, owner, now + lease_seconds) for job_id in ids])
             return self._by_ids(conn, ids, query.ascending)
+
+    @_store_errors
+    def claim_jobs_fairly(self, kind: str, owner: str, query: JobQuery, share: Share,
+                          lease_seconds: float, now: float) -> list[Record]:
+        """See ``JobStore.claim_jobs_fairly``: one write transaction, so the running
+        counts the choice rests on cannot change before the claims are written."""
+        slots = query.limit
+        if slots is not None and slots <= 0:
+            return []
+        where, params = _where(query)
+        unclaimed, *unclaimed_params = _unclaimed(kind, now)
+        with self._write() as conn:
+            running = dict(conn.execute(
+                "SELECT j.user, count(*) FROM claims c JOIN jobs j ON j.id = c.job_id"
+                " WHERE c.kind = ? AND c.expires > ? GROUP BY j.user", (check_kind(kind), now)))
+            # Each user's oldest waiting jobs: no user can be given more than all the slots.
+            waiting = conn.execute(
+                f"SELECT id, user FROM (SELECT j.id, j.user, row_number() OVER"
+                f" (PARTITION BY j.user ORDER BY j.id) AS place FROM {_jobs(query)}"
+                f" WHERE {where} AND {unclaimed}) WHERE place <= ?",
+                [*params, *unclaimed_params, _ALL if slots is None else slots]).fetchall()
+            ids = fair_picks(running, [(job_id, user) for job_id, user in waiting],
+                             len(waiting) if slots is None else slots, share)
+            conn.executemany(_CLAIM, [(job_id, kind, owner, now + lease_seconds) for job_id in ids])
+            return self._by_ids(conn, ids)
 
     @_store_errors
     def renew_claims(self, kind: str, owner: str, job_ids: Sequence[str], lease_seconds: float,

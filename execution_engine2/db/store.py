@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
+from execution_engine2.db.fair import Share
 from execution_engine2.job import JobStatus
 
 Record = dict[str, Any]
@@ -147,6 +148,13 @@ class JobStore(Protocol):
         of ``kind`` as claimed by ``owner`` until ``now + lease_seconds``; returns the
         records claimed. Two callers never claim the same job. (At most three
         round trips.)"""
+
+    def claim_jobs_fairly(self, kind: str, owner: str, query: JobQuery, share: Share,
+                          lease_seconds: float, now: float) -> list[Record]:
+        """``claim_jobs`` sharing ``query.limit`` slots between users (``db.fair``):
+        jobs holding a live claim of ``kind`` count as their users' running jobs.
+        Returns the records claimed, in id order. (SQLite: one transaction; Mongo:
+        a round trip per user with waiting jobs, see ``MongoJobStore``.)"""
 
     def renew_claims(self, kind: str, owner: str, job_ids: Sequence[str], lease_seconds: float,
                      now: float) -> list[str]:

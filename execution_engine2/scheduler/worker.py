@@ -33,6 +33,7 @@ from typing import IO, Any, Callable, Mapping, Sequence
 from execution_engine2.auth.local import LocalAuth
 from execution_engine2.catalog.local import LocalCatalog, render_command
 from execution_engine2.config import Config
+from execution_engine2.db.fair import Share
 from execution_engine2.db.store import JobQuery, JobStore, LogLine, Record, Transition
 from execution_engine2.errors import EE2Error
 from execution_engine2.job import TERMINAL, ErrorCode, JobStatus
@@ -98,6 +99,8 @@ class LocalWorker:
         self._jobs_dir = Path(config["data-dir"]) / "jobs"
         configured = int(config["local-slots"] or 0)
         self.slots = max(1, slots or configured or os.cpu_count() or 1)
+        self._share = Share(round_robin=config["local-scheduling"] == "fair",
+                            per_user_limit=int(config["local-user-slots"] or 0))
         self.owner = f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._children: dict[str, _Child] = {}
         self._last_reconcile = float("-inf")
@@ -150,7 +153,8 @@ class LocalWorker:
         now = self._clock()
         query = JobQuery(statuses=[JobStatus.QUEUED], scheduler_type="local",
                          claimable=(CLAIM_KIND, now), limit=free)
-        records = self._store.claim_jobs(CLAIM_KIND, self.owner, query, self._lease, now)
+        records = self._store.claim_jobs_fairly(CLAIM_KIND, self.owner, query, self._share,
+                                                self._lease, now)
         started = 0
         for record in records:
             try:

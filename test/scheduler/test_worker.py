@@ -28,7 +28,8 @@ COMMIT = "c" * 40
 def write_catalog(path: Path) -> Path:
     methods = {mode: {"command": ["{python}", *command(mode)[1:]]}
                for mode in ("echo", "sleep", "stubborn", "fail")}
-    methods["demo_echo"] = {"command": ["{python}", "-m", "execution_engine2.demo_apps", "echo"]}
+    for demo in ("echo", "sleep"):
+        methods[f"demo_{demo}"] = {"command": ["{python}", "-m", "execution_engine2.demo_apps", demo]}
     path.write_text(json.dumps({"modules": {"Test": {
         "versions": [{"git_commit_hash": COMMIT, "version": "1.0.0", "tags": ["release"]}],
         "methods": methods}}}))
@@ -53,15 +54,17 @@ class Harness:
         self.token = standalone.token("alice")
         self._session = requests.Session()
 
-    def call(self, method: str, *params: Any) -> Any:
+    def call(self, method: str, *params: Any, user: str | None = None) -> Any:
+        token = self.standalone.token(user) if user else self.token
         answer = self._session.post(self.standalone.url, json={
             "version": "1.1", "method": f"execution_engine2.{method}", "params": list(params),
-            "id": "1"}, headers={"Authorization": self.token}).json()
+            "id": "1"}, headers={"Authorization": token}).json()
         assert "error" not in answer or answer["error"] is None, answer
         return answer["result"][0] if answer.get("result") else None
 
-    def run_job(self, function: str, params: Any = None) -> str:
-        job_id = self.call("run_job", {"method": f"Test.{function}", "params": params or [{}]})
+    def run_job(self, function: str, params: Any = None, user: str | None = None) -> str:
+        job_id = self.call("run_job", {"method": f"Test.{function}", "params": params or [{}]},
+                           user=user)
         self.until(lambda: self.status(job_id) == "queued", what=f"job {job_id} queued",
                    drive=False)
         return job_id
@@ -173,6 +176,41 @@ def test_slots_bound_how_many_jobs_run(harness):
     harness.call("cancel_job", {"job_id": jobs[0]})
     harness.until(lambda: jobs[2] in harness.worker.running_jobs, what="the third job to start")
     assert harness.status(jobs[0]) == "terminated"
+
+
+def test_another_users_job_starts_before_a_users_backlog(harness):
+    # Alice's first job ends soon, so exactly one slot frees; the rest of hers run long.
+    backlog = [harness.run_job("demo_sleep", [{"seconds": seconds}]) for seconds in (1, 60, 60, 60)]
+    assert harness.worker.run_once() == 2  # alice's two oldest jobs take both slots
+    bobs = harness.run_job("demo_sleep", [{"seconds": 0}], user="bob")
+
+    harness.until(lambda: bobs in harness.worker.running_jobs, what="bob's job to start")
+
+    assert harness.status(backlog[0]) == "completed"
+    assert sorted(harness.worker.running_jobs) == sorted([backlog[1], bobs])
+    harness.until(lambda: backlog[2] in harness.worker.running_jobs, what="alice's next job")
+    assert harness.status(bobs) == "completed"
+
+
+def test_a_user_runs_at_most_local_user_slots_jobs(harness):
+    services = harness.standalone.services
+    capped = LocalWorker(services.store, services.config.with_values(local_user_slots=1),
+                         services.auth, services.catalog, harness.standalone.url, slots=3)
+    try:
+        alices = [harness.run_job("sleep") for _ in range(2)]
+        bobs = harness.run_job("sleep", user="bob")
+
+        assert capped.run_once() == 2
+        assert sorted(capped.running_jobs) == sorted([alices[0], bobs])
+        assert capped.run_once() == 0  # a free slot, but alice already runs her one job
+        harness.call("cancel_job", {"job_id": alices[0]})
+        deadline = time.monotonic() + 15
+        while alices[1] not in capped.running_jobs and time.monotonic() < deadline:
+            capped.run_once()
+            time.sleep(0.05)
+        assert alices[1] in capped.running_jobs
+    finally:
+        capped.shutdown()
 
 
 def test_cancel_kills_the_jobs_process_group_within_seconds(harness):
