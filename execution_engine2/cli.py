@@ -265,13 +265,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_token_create(args: argparse.Namespace) -> int:
     from execution_engine2.auth.base import AdminRole
     from execution_engine2.auth.local import LocalAuth
+    from execution_engine2.datadir import private_dir
 
     config = load_config(args)
     if config["auth"] != "local":
         raise EE2Error("Tokens are made by ee2 only with auth = local; this configuration uses "
                        f"auth = {config['auth']}")
     role = AdminRole.WRITE if args.admin else AdminRole.READ if args.admin_ro else AdminRole.NONE
-    Path(config["data-dir"]).mkdir(parents=True, exist_ok=True)
+    private_dir(config["data-dir"])
     token = LocalAuth(config["data-dir"]).create_token(args.user, role)
     described = {AdminRole.WRITE: "full admin (EE2_ADMIN)", AdminRole.READ: "read-only admin (EE2_ADMIN_RO)",
                  AdminRole.NONE: "user"}[role]

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from execution_engine2.auth.base import AdminRole, Caller
 from execution_engine2.auth.cache import token_key
+from execution_engine2.datadir import private_dir, private_opener, tighten
 from execution_engine2.errors import AuthenticationError, ValidationError, describe
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class LocalAuth:
         self._mutex = threading.Lock()
         self._signature: tuple[int, int, int] | None = None
         self._tokens: Tokens = {}
+        for name in (TOKENS_FILE, LOCK_FILE):  # written 0600; an older version's may not be
+            tighten(self._dir / name)
 
     @property
     def path(self) -> str:
@@ -127,8 +130,8 @@ class LocalAuth:
     def _locked(self) -> Iterator[Tokens]:
         """The current tokens, under the cross-process lock; changes made to the
         yielded mapping are written back atomically."""
-        self._dir.mkdir(parents=True, exist_ok=True)
-        with open(self._dir / LOCK_FILE, "a+") as lock:
+        private_dir(self._dir)
+        with open(self._dir / LOCK_FILE, "a+", opener=private_opener) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 tokens = self._read()

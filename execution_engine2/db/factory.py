@@ -5,7 +5,6 @@ Connections open here, when the application is built, never at import: a
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from pymongo import MongoClient
@@ -13,6 +12,7 @@ from pymongo.errors import ConfigurationError
 
 from execution_engine2 import errors
 from execution_engine2.config import Config
+from execution_engine2.datadir import private_dir
 from execution_engine2.db.mongo import MongoJobStore
 from execution_engine2.db.sqlite import SqliteJobStore
 from execution_engine2.db.store import JobStore
@@ -23,7 +23,7 @@ SQLITE_FILE = "ee2.sqlite3"
 def open_store(config: Config) -> JobStore:
     """The store named by ``config["store"]``.
 
-    ``sqlite``: ``<data-dir>/ee2.sqlite3`` (the directory is created).
+    ``sqlite``: ``<data-dir>/ee2.sqlite3`` (the directory is created ``0700``).
     ``mongo``: the ``mongo-*`` keys; ``mongo-uri`` wins over host/port/user.
 
     Raises:
@@ -32,9 +32,8 @@ def open_store(config: Config) -> JobStore:
     """
     kind = config["store"]
     if kind == "sqlite":
-        data_dir = config["data-dir"]
-        os.makedirs(data_dir, exist_ok=True)
-        return SqliteJobStore(os.path.join(data_dir, SQLITE_FILE))
+        data_dir = private_dir(config["data-dir"])
+        return SqliteJobStore(str(data_dir / SQLITE_FILE))
     if kind == "mongo":
         client = mongo_client(config)
         try:

@@ -22,6 +22,7 @@ import threading
 from typing import Any, Iterator, Mapping, Sequence
 
 from execution_engine2 import errors
+from execution_engine2.datadir import private_file, tighten
 from execution_engine2.db.fair import Share, fair_picks
 from execution_engine2.db.query import (
     check_distinct, check_kind, check_records, created_bounds, extra_conditions, field_updates,
@@ -213,6 +214,20 @@ def _record(doc: str, claims: str | None) -> Record:
     return record
 
 
+def _make_private(path: str) -> None:
+    """Create the database file ``0600`` before SQLite does (it would use ``0644``):
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode. Files of an
+    existing database with looser modes are tightened."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        private_file(path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            tighten(path + suffix)
+    except OSError as err:  # reported as SQLite's own failure to open the file would be
+        raise sqlite3.OperationalError(f"cannot open the database file {path}: {err}") from err
+
+
 class SqliteJobStore:
     """``JobStore`` on the SQLite file at ``path`` (created with its schema if new)."""
 
@@ -233,6 +248,7 @@ class SqliteJobStore:
 
     @_store_errors
     def _create_schema(self) -> None:
+        _make_private(self._path)
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         with self._write() as conn:

@@ -33,6 +33,7 @@ from typing import IO, Any, Callable, Mapping, Sequence
 from execution_engine2.auth.local import LocalAuth
 from execution_engine2.catalog.local import LocalCatalog, render_command
 from execution_engine2.config import Config
+from execution_engine2.datadir import JOBS_DIR, private_dir, private_opener
 from execution_engine2.db.fair import Share
 from execution_engine2.db.store import JobQuery, JobStore, LogLine, Record, Transition
 from execution_engine2.errors import EE2Error
@@ -96,7 +97,7 @@ class LocalWorker:
         self._lease = lease_seconds
         self._kill_grace = kill_grace
         self._python = python
-        self._jobs_dir = Path(config["data-dir"]) / "jobs"
+        self._jobs_dir = Path(config["data-dir"]) / JOBS_DIR
         configured = int(config["local-slots"] or 0)
         self.slots = max(1, slots or configured or os.cpu_count() or 1)
         self._share = Share(round_robin=config["local-scheduling"] == "fair",
@@ -171,9 +172,10 @@ class LocalWorker:
         job_id = record["_id"]
         module, function = str(record["job_input"]["method"]).split(".", 1)
         argv = render_command(self._catalog.command(module, function), self._python)
-        workdir = self._jobs_dir / job_id
-        workdir.mkdir(parents=True, exist_ok=True)
-        log = open(workdir / RUNNER_LOG, "ab")
+        # Private: the job's input (its parameters), output, logs and app token live there.
+        private_dir(self._jobs_dir)
+        workdir = private_dir(self._jobs_dir / job_id)
+        log = open(workdir / RUNNER_LOG, "ab", opener=private_opener)
         token = None
         try:
             token = self._auth.create_token(record["user"])

@@ -8,12 +8,12 @@ never imports the HTCondor bindings, and a production one never the local worker
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from execution_engine2.auth.base import Authenticator, Workspaces
 from execution_engine2.catalog.base import Catalog
 from execution_engine2.config import Config
+from execution_engine2.datadir import private_dir
 from execution_engine2.errors import ValidationError
 from execution_engine2.scheduler.base import Scheduler
 from execution_engine2.sdk.services import Services
@@ -35,7 +35,7 @@ def build_authenticator(config: Config) -> Authenticator:
     if config["auth"] == "local":
         from execution_engine2.auth.local import LocalAuth
 
-        Path(config["data-dir"]).mkdir(parents=True, exist_ok=True)
+        private_dir(config["data-dir"])
         return LocalAuth(config["data-dir"])
     from execution_engine2.auth.kbase import KBaseAuth
 
@@ -89,7 +89,7 @@ def build_services(config: Config) -> Services:
     from execution_engine2.sdk.submission import StoreSubmitter
 
     if config.is_standalone:
-        Path(config["data-dir"]).mkdir(parents=True, exist_ok=True)
+        private_dir(config["data-dir"])
     auth = build_authenticator(config)
     workspaces = build_workspaces(config, auth)
     catalog = build_catalog(config)

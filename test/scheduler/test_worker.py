@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import threading
 import time
 from pathlib import Path
@@ -144,6 +145,10 @@ def test_a_queued_job_runs_to_completion(harness):
     assert {line["line"] for line in logs["lines"]} == {"hello from stdout", "hello from stderr"}
     assert (harness.workdir(job_id) / "output.json").exists()
     assert "finished" in (harness.workdir(job_id) / "runner.log").read_text()
+    # The job's parameters, output and logs are for the service's user alone.
+    assert stat.S_IMODE(harness.workdir(job_id).parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(harness.workdir(job_id).stat().st_mode) == 0o700
+    assert stat.S_IMODE((harness.workdir(job_id) / "runner.log").stat().st_mode) == 0o600
 
 
 def test_the_bundled_demo_app_runs(harness):
