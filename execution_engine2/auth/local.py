@@ -19,7 +19,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from execution_engine2.auth.base import AdminRole, Caller
 from execution_engine2.auth.cache import token_key
@@ -38,7 +38,7 @@ INVALID_TOKEN = "Token validation failed: Invalid token"
 # within the same timestamp tick, so its stat signature is not trusted.
 _RACY_SECONDS = 2.0
 
-Tokens = dict[str, dict[str, Any]]  # token hash -> {"user", "role", "created"}
+Tokens = dict[str, dict[str, Any]]  # token hash -> {"user", "role", "created"[, "job_id"]}
 
 
 def check_user_name(user: Any) -> str:
@@ -66,13 +66,17 @@ class LocalAuth:
     def path(self) -> str:
         return str(self._path)
 
-    def create_token(self, user: str, role: AdminRole = AdminRole.NONE) -> str:
+    def create_token(self, user: str, role: AdminRole = AdminRole.NONE, *,
+                     job_id: str | None = None) -> str:
         """A new random token for ``user`` with ``role``; only its hash is stored.
+        ``job_id``: the token is a job's runner token (``revoke_job_tokens``).
         Raises ``ValidationError`` for an invalid user name."""
         check_user_name(user)
         role = AdminRole(role)
         token = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
-        entry = {"user": user, "role": role.value, "created": self._clock()}
+        entry: dict[str, Any] = {"user": user, "role": role.value, "created": self._clock()}
+        if job_id is not None:
+            entry["job_id"] = job_id
         with self._locked() as tokens:
             tokens[token_key(token)] = entry
         logger.info("created a token for user %s (role %s)", user, role.value)
@@ -82,6 +86,21 @@ class LocalAuth:
         """Forget ``token``; unknown tokens are ignored."""
         with self._locked() as tokens:
             tokens.pop(token_key(token), None)
+
+    def job_token_ids(self) -> set[str]:
+        """The ids of the jobs that hold a runner token."""
+        return {entry["job_id"] for entry in self._current(force=True).values() if "job_id" in entry}
+
+    def revoke_job_tokens(self, job_ids: Iterable[str]) -> int:
+        """Forget the runner tokens of these jobs; returns how many were revoked."""
+        wanted = set(job_ids)
+        if not wanted:
+            return 0
+        with self._locked() as tokens:
+            revoked = [key for key, entry in tokens.items() if entry.get("job_id") in wanted]
+            for key in revoked:
+                del tokens[key]
+        return len(revoked)
 
     def authenticate(self, token: str) -> Caller:
         """The caller ``token`` belongs to.

@@ -9,8 +9,14 @@ of its own, with a token minted for the job's owner, and watches its children:
 * a runner that exits is reaped, its token revoked; if its job is not finished,
   the runner died without reporting, and the job ends in ``error``
   (``ErrorCode.JOB_CRASHED``) with the exit code or signal;
-* ``reconcile`` errors jobs whose worker claim expired: the worker that ran them
-  died (only expired claims are acted on, never a job another worker watches).
+* ``reconcile`` (at start, then every ``RECONCILE_INTERVAL``) errors jobs whose
+  worker claim expired: the worker that ran them died (only expired claims are
+  acted on, never a job another worker watches); and revokes the runner tokens
+  of jobs no live worker claims (their worker died before reaping the runner).
+
+Free slots go to the oldest queued jobs of the users running the fewest jobs
+(``local-scheduling = fair``) or to the oldest queued jobs (``fifo``), never past
+``local-user-slots`` running jobs per user: ``JobStore.claim_jobs_fairly``.
 
 Nothing about running jobs lives in the web server's memory.
 """
@@ -178,7 +184,7 @@ class LocalWorker:
         log = open(workdir / RUNNER_LOG, "ab", opener=private_opener)
         token = None
         try:
-            token = self._auth.create_token(record["user"])
+            token = self._auth.create_token(record["user"], job_id=job_id)
             process = subprocess.Popen(
                 [self._python, "-m", "execution_engine2.runner.main", job_id, self._service_url],
                 cwd=workdir, env=self._child_env(token, argv), stdin=subprocess.DEVNULL,
@@ -272,10 +278,17 @@ class LocalWorker:
 
     # --- dead workers and shutdown --------------------------------------------------------------
     def reconcile(self) -> int:
-        """Error the live local jobs whose worker claim expired (their worker died).
+        """Error the live local jobs whose worker claim expired (their worker died),
+        and revoke the runner tokens no live worker holds a claim for.
         Returns how many jobs were ended."""
         self._last_reconcile = time.monotonic()
         now = self._clock()
+        try:
+            return self._end_orphaned_jobs(now)
+        finally:
+            self._revoke_orphaned_tokens(now)
+
+    def _end_orphaned_jobs(self, now: float) -> int:
         query = JobQuery(statuses=LIVE, scheduler_type="local", claimable=(CLAIM_KIND, now),
                          limit=RECONCILE_LIMIT)
         owners: dict[str, str] = {}
@@ -296,6 +309,20 @@ class LocalWorker:
         for job_id in ended:
             logger.warning("job %s: %s", job_id, messages[job_id])
         return len(ended)
+
+    def _revoke_orphaned_tokens(self, now: float) -> None:
+        """A runner token outlives its job only when its worker died before reaping
+        the runner: a token is live exactly while a worker's claim on its job is
+        (claimed before the token is minted, released after it is revoked)."""
+        holders = self._auth.job_token_ids()
+        if not holders:
+            return
+        records = self._store.get_jobs(sorted(holders))
+        orphaned = [job_id for job_id in holders if not _worker_claimed(records.get(job_id), now)]
+        revoked = self._auth.revoke_job_tokens(orphaned)
+        if revoked:
+            logger.warning("revoked %d runner tokens of jobs no live worker runs: %s", revoked,
+                           ", ".join(sorted(orphaned)))
 
     def shutdown(self) -> None:
         """Stop every runner (SIGTERM, SIGKILL after the grace period), error their
@@ -337,6 +364,11 @@ def _error_change(job_id: str, message: str) -> Transition:
         "error": {"name": "Job crashed", "code": ErrorCode.JOB_CRASHED.value,
                   "message": message, "error": message},
     })
+
+
+def _worker_claimed(record: Record | None, now: float) -> bool:
+    claim = (record or {}).get("claims", {}).get(CLAIM_KIND)
+    return bool(claim) and float(claim["expires"]) > now
 
 
 def _kill_app(workdir: Path) -> None:

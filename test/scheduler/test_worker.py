@@ -18,6 +18,7 @@ from execution_engine2.catalog.local import LocalCatalog, default_catalog_path
 from execution_engine2.config import Config
 from execution_engine2.db.sqlite import SqliteJobStore
 from execution_engine2.db.store import JobQuery, Transition
+from execution_engine2.errors import AuthenticationError
 from execution_engine2.job import JobStatus, new_job_id, new_job_record
 from execution_engine2.scheduler.worker import LocalWorker
 from support.live_server import Standalone, standalone_server
@@ -174,6 +175,7 @@ def test_slots_bound_how_many_jobs_run(harness):
 
     assert started == 2
     assert sorted(harness.worker.running_jobs) == sorted(jobs[:2])
+    assert harness.standalone.services.auth.job_token_ids() == set(jobs[:2])
     assert harness.worker.run_once() == 0
     waiting = harness.store.find_jobs(JobQuery(job_ids=[jobs[2]], claimable=("worker", time.time())))
     assert [r["_id"] for r in waiting] == [jobs[2]]
@@ -343,6 +345,28 @@ def test_reconcile_ends_jobs_whose_worker_died(store, tmp_path):
     assert jobs[live]["status"] == "running"
     assert jobs[never_claimed]["status"] == "queued"
     assert worker.reconcile() == 0
+
+
+def test_reconcile_revokes_runner_tokens_no_live_worker_holds(store, tmp_path):
+    t0 = time.time()
+    died, finished, live = (add_local_job(store, JobStatus.RUNNING, t0) for _ in range(3))
+    store.claim_jobs("worker", "worker-gone", JobQuery(job_ids=[died, finished]), 30, t0)
+    store.claim_jobs("worker", "worker-live", JobQuery(job_ids=[live]), 1000, t0)
+    assert store.transition(Transition(finished, JobStatus.COMPLETED, frozenset({JobStatus.RUNNING})),
+                            t0 + 1).ok  # its runner finished it, then the worker died
+    auth = LocalAuth(str(tmp_path))
+    runner_tokens = {job_id: auth.create_token("alice", job_id=job_id)
+                     for job_id in (died, finished, live)}
+    users_own = auth.create_token("alice")
+
+    make_worker(store, tmp_path, clock=lambda: t0 + 100).reconcile()
+
+    for job_id in (died, finished):
+        with pytest.raises(AuthenticationError):
+            auth.authenticate(runner_tokens[job_id])
+    assert auth.authenticate(runner_tokens[live]).user == "alice"
+    assert auth.authenticate(users_own).user == "alice"
+    assert auth.job_token_ids() == {live}
 
 
 def test_reconcile_leaves_claims_that_have_not_expired(store, tmp_path):
