@@ -35,7 +35,7 @@ logger = logging.getLogger("execution_engine2.cli")
 GUNICORN_CONF = "python:execution_engine2.server.gunicorn_conf"
 WSGI_APP = "execution_engine2.server.wsgi:app"
 WORKER_RESTART_SECONDS = 5.0
-MAINTENANCE_COMMANDS = ("reap", "repair", "held", "maintain")
+MAINTENANCE_COMMANDS = ("reap", "repair", "held", "workdirs", "maintain")
 
 
 # --- configuration ----------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from execution_engine2.maintenance import reaper
 from execution_engine2.maintenance.held import handle_held
+from execution_engine2.maintenance.workdirs import clean_workdirs
 from execution_engine2.sdk.services import Services
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,12 @@ def held(services: Services, now: float | None = None,
     return _run_pass("held", _held_body, services, now, lease_seconds)
 
 
+def workdirs(services: Services, now: float | None = None,
+             lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
+    """Remove local jobs' work directories kept past ``job-dir-retention`` (``maintenance.workdirs``)."""
+    return _run_pass("workdirs", _workdirs_body, services, now, lease_seconds)
+
+
 def maintain(services: Services, now: float | None = None,
              lease_seconds: float = LEASE_SECONDS) -> dict[str, dict[str, Any]]:
     """Every pass, in order (repair first so repaired retries are not reaped as stuck)."""
@@ -67,6 +74,7 @@ def maintain(services: Services, now: float | None = None,
         "repair": repair(services, now, lease_seconds),
         "reap": reap(services, now, lease_seconds),
         "held": held(services, now, lease_seconds),
+        "workdirs": workdirs(services, now, lease_seconds),
     }
 
 
@@ -76,6 +84,10 @@ def _reap_body(services: Services, now: float) -> Any:
 
 def _held_body(services: Services, now: float) -> Any:
     return handle_held(services, now)
+
+
+def _workdirs_body(services: Services, now: float) -> Any:
+    return clean_workdirs(services, now)
 
 
 def _repair_body(services: Services, now: float) -> Any:
