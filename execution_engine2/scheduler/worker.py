@@ -77,7 +77,7 @@ def runner_crashed(status: int | None) -> str:
 class _Child:
     job_id: str
     process: subprocess.Popen[bytes]
-    token: str
+    token: str | None  # None once revoked
     workdir: Path
     log: IO[bytes]
     kill_deadline: float | None = None  # monotonic; set once SIGTERM was sent
@@ -224,7 +224,10 @@ class LocalWorker:
                             record["status"] if record else "gone")
                 signal_group(child.process.pid, signal.SIGTERM)
                 child.kill_deadline = time.monotonic() + self._kill_grace
+                if record is None or record["status"] != JobStatus.TERMINATED.value:
+                    self._revoke(child)  # gone, or finished a grace period ago: nothing to report
             elif child.kill_deadline is not None and time.monotonic() >= child.kill_deadline:
+                self._revoke(child)
                 self._kill(child)
 
     def _must_stop(self, record: Mapping[str, Any] | None, child: _Child, now: float) -> bool:
@@ -271,10 +274,19 @@ class LocalWorker:
     def _release(self, child: _Child) -> None:
         del self._children[child.job_id]
         child.log.close()
+        self._revoke(child)
+
+    def _revoke(self, child: _Child) -> None:
+        """Revoke the runner's token (once): when it exits or is stopped for good. A
+        cancelled job's runner keeps it while it stops, to log why its app stopped."""
+        if child.token is None:
+            return
         try:
             self._auth.revoke_token(child.token)
         except (EE2Error, OSError) as err:
             logger.error("job %s: could not revoke the runner's token: %s", child.job_id, err)
+            return
+        child.token = None
 
     # --- dead workers and shutdown --------------------------------------------------------------
     def reconcile(self) -> int:
