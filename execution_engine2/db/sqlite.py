@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user, id);
+CREATE INDEX IF NOT EXISTS jobs_status_user ON jobs (status, user, id);
 CREATE INDEX IF NOT EXISTS jobs_wsid ON jobs (wsid, id);
 CREATE INDEX IF NOT EXISTS jobs_batch_id ON jobs (batch_id, id);
 CREATE INDEX IF NOT EXISTS jobs_retry_parent ON jobs (retry_parent, id);
@@ -83,6 +84,13 @@ _SELECT = """SELECT j.doc, (SELECT json_group_object(c.kind, json_object('owner'
 _IDS = "(SELECT value FROM json_each(?))"  # a JSON list parameter: no limit on its length
 
 _store_errors = translate_errors(sqlite3.Error, "SQLite")
+
+_USERS_WITH_STATUS = """WITH RECURSIVE u(user) AS (
+    SELECT min(user) FROM jobs INDEXED BY jobs_status_user WHERE status = ?
+    UNION ALL
+    SELECT (SELECT min(user) FROM jobs INDEXED BY jobs_status_user WHERE status = ? AND user > u.user)
+    FROM u WHERE u.user IS NOT NULL
+) SELECT user FROM u WHERE user IS NOT NULL"""
 
 _ALL = 2 ** 62  # "no limit" where SQL wants a number
 
@@ -452,16 +460,26 @@ class SqliteJobStore:
             running = dict(conn.execute(
                 "SELECT j.user, count(*) FROM claims c JOIN jobs j ON j.id = c.job_id"
                 " WHERE c.kind = ? AND c.expires > ? GROUP BY j.user", (check_kind(kind), now)))
-            # Each user's oldest waiting jobs: no user can be given more than all the slots.
-            waiting = conn.execute(
-                f"SELECT id, user FROM (SELECT j.id, j.user, row_number() OVER"
-                f" (PARTITION BY j.user ORDER BY j.id) AS place FROM {_jobs(query)}"
-                f" WHERE {where} AND {unclaimed}) WHERE place <= ?",
-                [*params, *unclaimed_params, _ALL if slots is None else slots]).fetchall()
-            ids = fair_picks(running, [(job_id, user) for job_id, user in waiting],
-                             len(waiting) if slots is None else slots, share)
+            # Each user's oldest waiting jobs (no user can be given more than all the
+            # slots), read from jobs_status_user: a deep queue costs a short index scan.
+            waiting = [(job_id, user) for user in self._users(conn, query) for (job_id,) in conn.execute(
+                f"SELECT j.id FROM {_jobs(query)} WHERE {where} AND j.user = ? AND {unclaimed}"
+                " ORDER BY j.id LIMIT ?",
+                [*params, user, *unclaimed_params, _ALL if slots is None else slots])]
+            ids = fair_picks(running, waiting, len(waiting) if slots is None else slots, share)
             conn.executemany(_CLAIM, [(job_id, kind, owner, now + lease_seconds) for job_id in ids])
             return self._by_ids(conn, ids)
+
+    @staticmethod
+    def _users(conn: sqlite3.Connection, query: JobQuery) -> list[str]:
+        """The users owning jobs in ``query``'s statuses (all users without statuses).
+        One index seek per user and status (a skip scan), however deep the queue."""
+        if query.statuses is None:
+            return [row[0] for row in conn.execute("SELECT DISTINCT user FROM jobs")]
+        users: set[str] = set()
+        for status in status_values(query.statuses):
+            users.update(row[0] for row in conn.execute(_USERS_WITH_STATUS, (status, status)))
+        return sorted(users)
 
     @_store_errors
     def renew_claims(self, kind: str, owner: str, job_ids: Sequence[str], lease_seconds: float,
