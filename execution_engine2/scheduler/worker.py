@@ -295,10 +295,9 @@ class LocalWorker:
         Returns how many jobs were ended."""
         self._last_reconcile = time.monotonic()
         now = self._clock()
-        try:
-            return self._end_orphaned_jobs(now)
-        finally:
-            self._revoke_orphaned_tokens(now)
+        ended = self._end_orphaned_jobs(now)
+        self._revoke_orphaned_tokens(now)  # after: the jobs just ended lost their claims
+        return ended
 
     def _end_orphaned_jobs(self, now: float) -> int:
         query = JobQuery(statuses=LIVE, scheduler_type="local", claimable=(CLAIM_KIND, now),
