@@ -68,6 +68,22 @@ def test_a_revoked_token_no_longer_authenticates(tmp_path):
         auth.authenticate(revoked)
 
 
+def test_job_tokens_are_revoked_by_job_id_in_any_process(tmp_path):
+    auth, other = LocalAuth(str(tmp_path)), LocalAuth(str(tmp_path))
+    first = auth.create_token("alice", job_id="a" * 24)
+    second = auth.create_token("alice", job_id="b" * 24)
+    own = auth.create_token("alice")
+
+    assert other.job_token_ids() == {"a" * 24, "b" * 24}
+    assert other.revoke_job_tokens(["a" * 24, "c" * 24]) == 1
+
+    with pytest.raises(AuthenticationError):
+        auth.authenticate(first)
+    assert auth.authenticate(second).user == auth.authenticate(own).user == "alice"
+    assert auth.job_token_ids() == {"b" * 24}
+    assert auth.revoke_job_tokens([]) == 0
+
+
 @pytest.mark.parametrize("user", ["Alice", "al ice", "", "a-b", "bob@x", "é", "x" * 101, None, 7])
 def test_user_names_must_be_lowercase_letters_digits_or_underscores(tmp_path, user):
     with pytest.raises(ValidationError, match="Invalid user name"):

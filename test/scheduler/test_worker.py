@@ -295,6 +295,24 @@ def test_stopping_the_worker_stops_its_jobs(harness):
     assert record["errormsg"].startswith("The service stopped while this job was running")
 
 
+def test_a_dead_workers_runner_token_is_revoked_by_the_next_worker(harness):
+    job_id = harness.run_job("sleep")
+    harness.worker.run_once()
+    harness.until(lambda: harness.status(job_id) == "running", what="running", drive=False)
+    token = harness.worker._children[job_id].token
+    services = harness.standalone.services
+    assert services.auth.authenticate(token).user == "alice"
+
+    # The harness worker is not driven any more, as if killed: its claim expires.
+    successor = LocalWorker(services.store, services.config, services.auth, services.catalog,
+                            harness.standalone.url, slots=1, clock=lambda: time.time() + 60)
+    assert successor.reconcile() == 1
+
+    assert harness.status(job_id) == "error"
+    with pytest.raises(AuthenticationError):
+        services.auth.authenticate(token)
+
+
 # --- reconcile: no service needed --------------------------------------------------------
 
 @pytest.fixture
