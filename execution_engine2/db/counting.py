@@ -74,6 +74,10 @@ class CountingStore:
         self._count("add_to_set")
         self.inner.add_to_set(additions, now)
 
+    def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
+        self._count("repair_retry_guards")
+        return self.inner.repair_retry_guards(created_before, limit)
+
     def pull_children(self, batch_id: str, child_ids: Sequence[str], now: float) -> Record | None:
         self._count("pull_children")
         return self.inner.pull_children(batch_id, child_ids, now)

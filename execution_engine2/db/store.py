@@ -77,11 +77,14 @@ class Transition:
 @dataclasses.dataclass(frozen=True)
 class TransitionResult:
     """``record`` is the job after the change; on a conflict ``record`` is None and
-    ``current`` is the status found (None when the job does not exist)."""
+    ``current`` is the status found (None when the job does not exist).
+    ``live_retry``: the change reopened a retry (set ``retry_active``) while
+    another retry of its root is live, that retry's id (nothing changed)."""
 
     job_id: str
     record: Record | None
     current: JobStatus | None = None
+    live_retry: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -121,7 +124,10 @@ class JobStore(Protocol):
 
         On success also stamps ``updated`` and the status's time field
         (``job.STATUS_TIME_FIELD``) with ``now`` and, when ``to`` is terminal,
-        removes ``retry_active`` (the retry is no longer in flight).
+        removes ``retry_active`` (the retry is no longer in flight). ``fields``
+        with ``retry_active`` true (an admin reopening a finished retry) makes
+        the job its root's live retry again, under the same one-live-retry rule
+        as ``insert_jobs``: refused (``live_retry`` set) when another is live.
         """
 
     def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
@@ -135,6 +141,12 @@ class JobStore(Protocol):
     def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
         """Append ``(job_id, field, value)`` to list fields (``SET_FIELDS``) unless
         the value is already there: idempotent, order of first append kept."""
+
+    def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
+        """Release the one-live-retry guards taken before ``created_before`` that a
+        crash left behind (their retry never inserted, or finished without giving
+        the guard back); at most ``limit``. Returns the roots freed. A store whose
+        guard is part of the job record itself has none and returns []."""
 
     def pull_children(self, batch_id: str, child_ids: Sequence[str], now: float) -> Record | None:
         """Remove ``child_ids`` from a container's ``child_jobs`` only if all of them
