@@ -142,6 +142,10 @@ class MongoJobStore:
         self._lines.create_index([("job_id", ASCENDING), ("linepos", ASCENDING)],
                                  name="job_linepos", unique=True)
 
+    def legacy_documents(self) -> Iterable[Mapping[str, Any]]:
+        """Every document of the jobs collection as stored (for checks and tests)."""
+        return self._jobs.find({})
+
     # --- records <-> documents ---------------------------------------------------
     def _records(self, docs: Iterable[Mapping[str, Any]]) -> list[Record]:
         """Job documents joined with their extra parts, claims and live-retry guards

@@ -30,7 +30,7 @@ def record(job_id: str | None = None, *, user: str = "alice", method: str = "mod
            **fields: Any) -> dict[str, Any]:
     """A new job record; ``fields`` other than ``new_job_record``'s are added to it."""
     job_input = {"method": method, "service_ver": "abc123", "params": [{"n": 1}],
-                 "requirements": {"cpu": 1, "memory": 100}}
+                 "requirements": {"cpu": 1, "memory": 100}, "narrative_cell_info": {}}
     args = {name: fields.pop(name) for name in RECORD_ARGS if name in fields}
     return {**new_job_record(job_id=job_id or new_job_id(), user=user, job_input=job_input,
                              now=NOW, **args), **fields}

@@ -109,7 +109,8 @@ def test_a_retry_interrupted_after_any_step_is_repaired(services, scheduler, clo
     clock.advance(GRACE + 1)
     report = repair_retries(services)
 
-    assert report == {"repaired": [crashed_retry], "submitted": [crashed_retry], "failed": []}
+    assert report == {"repaired": [crashed_retry], "submitted": [crashed_retry], "failed": [],
+                      "released_guards": []}
     crashed = {crashed_root: "ROOT", crashed_retry: "RETRY"}
     clean = {clean_root: "ROOT", clean_retry: "RETRY"}
     for job_id, twin in ((crashed_root, clean_root), (crashed_retry, clean_retry)):
@@ -172,7 +173,7 @@ def test_a_half_written_retry_cancelled_before_the_pass_still_reaches_its_root(s
 
     report = repair_retries(services)
 
-    assert report == {"repaired": [half], "submitted": [], "failed": []}
+    assert report == {"repaired": [half], "submitted": [], "failed": [], "released_guards": []}
     record = stored(services, half)
     assert (record["status"], record["retry_saved_toggle"]) == ("terminated", True)
     assert stored(services, root)["retry_ids"] == [half]
