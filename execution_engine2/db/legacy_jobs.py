@@ -13,7 +13,7 @@ Nothing here does I/O.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from bson import ObjectId
 
@@ -112,6 +112,38 @@ def split_path(path: str, value: Any) -> tuple[Any, Any]:
         legacy, extra = split(value, kind)
         return legacy, extra if extra else ABSENT
     return value, ABSENT
+
+
+def route_changes(sets: Mapping[str, Any], unsets: Sequence[str]
+           ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Field changes (dotted paths) split between the job document and the extra
+    part: ``(job document update, extra sets, extra unsets)``. Writing a field to one
+    part removes it from the other; a field the model knows by name is removed
+    from the extra part only when it is written there (``legacy_jobs.merge``)."""
+    job_sets: dict[str, Any] = {}
+    job_unsets: list[str] = []
+    extra_sets: dict[str, Any] = {}
+    extra_unsets: list[str] = []
+    for path, value in sets.items():
+        legacy, extra = split_path(path, value)
+        if legacy is ABSENT:
+            job_unsets.append(path)
+        else:
+            job_sets[path] = legacy
+        if extra is not ABSENT:
+            extra_sets[path] = extra
+        elif schema_at(path) is None:
+            extra_unsets.append(path)
+    for path in unsets:
+        job_unsets.append(path)
+        if schema_at(path) is None:
+            extra_unsets.append(path)
+    update: dict[str, Any] = {}
+    if job_sets:
+        update["$set"] = job_sets
+    if job_unsets:
+        update["$unset"] = {path: "" for path in job_unsets}
+    return update, extra_sets, extra_unsets
 
 
 class _Absent:

@@ -25,21 +25,18 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from execution_engine2 import errors
-from execution_engine2.db.legacy_jobs import ABSENT, merge, schema_at, split, split_path
+from execution_engine2.db.legacy_jobs import merge, route_changes, split
 from execution_engine2.db.mongo_filter import job_filter, oids
-from execution_engine2.db.mongo_own import OwnCollections
+from execution_engine2.db.mongo_own import OwnCollections, ended
 from execution_engine2.db.query import (
     check_distinct, check_kind, check_records, field_updates, group_additions, project,
     split_live_retries, status_values, transition_update, translate_errors,
 )
 from execution_engine2.db.store import JobQuery, LogLine, Record, Transition, TransitionResult
-from execution_engine2.job import INTERNAL_FIELDS, TERMINAL, JobStatus, is_job_id
+from execution_engine2.job import INTERNAL_FIELDS, JobStatus, is_job_id
 
 _DUPLICATE_KEY = 11000
 _INSERT_ATTEMPTS = 3
-# A guard whose retry is not in the jobs collection this long after it was taken
-# was left by a crash between the guard and the insert (the insert follows in ms).
-PENDING_GUARD_SECONDS = 60.0
 
 _store_errors = translate_errors(PyMongoError, "MongoDB")
 
@@ -67,42 +64,6 @@ def _update_one(oid: ObjectId, update: Mapping[str, Any]) -> UpdateOne:
 
 def _is_live_retry(record: Mapping[str, Any]) -> bool:
     return bool(record.get("retry_active")) and record.get("retry_parent") is not None
-
-
-def _ended(status: Any) -> bool:
-    return status in {s.value for s in TERMINAL}
-
-
-def _route(sets: Mapping[str, Any], unsets: Sequence[str]
-           ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """Field changes split between the job document and the extra part:
-    ``(job document update, extra sets, extra unsets)``. Writing a field to one
-    part removes it from the other; a field the model knows by name is removed
-    from the extra part only when it is written there (``legacy_jobs.merge``)."""
-    job_sets: dict[str, Any] = {}
-    job_unsets: list[str] = []
-    extra_sets: dict[str, Any] = {}
-    extra_unsets: list[str] = []
-    for path, value in sets.items():
-        legacy, extra = split_path(path, value)
-        if legacy is ABSENT:
-            job_unsets.append(path)
-        else:
-            job_sets[path] = legacy
-        if extra is not ABSENT:
-            extra_sets[path] = extra
-        elif schema_at(path) is None:
-            extra_unsets.append(path)
-    for path in unsets:
-        job_unsets.append(path)
-        if schema_at(path) is None:
-            extra_unsets.append(path)
-    update: dict[str, Any] = {}
-    if job_sets:
-        update["$set"] = job_sets
-    if job_unsets:
-        update["$unset"] = {path: "" for path in job_unsets}
-    return update, extra_sets, extra_unsets
 
 
 class MongoJobStore:
@@ -163,7 +124,7 @@ class MongoJobStore:
             if job_id in claims:
                 record["claims"] = claims[job_id]
             guard = guards.get(doc.get("retry_parent") or "")
-            if guard is not None and guard["job_id"] == job_id and not _ended(doc.get("status")):
+            if guard is not None and guard["job_id"] == job_id and not ended(doc.get("status")):
                 record["retry_active"] = True
             records.append(record)
         return records
@@ -191,7 +152,7 @@ class MongoJobStore:
                                    guarded={job_id: root for root, job_id, _ in retries})
             if not refused:
                 return answer
-            live = self._live_retries(set(refused.values()), now=max(r[2] for r in retries) if retries else 0)
+            live = self._own.live_retries(set(refused.values()), now=max(r[2] for r in retries) if retries else 0)
             for job_id, parent in refused.items():
                 if live.get(parent) == job_id:
                     raise errors.ValidationError(f"Job {job_id} already exists")
@@ -220,23 +181,6 @@ class MongoJobStore:
             if codes != {_DUPLICATE_KEY}:
                 raise errors.ServiceUnavailable(f"MongoDB refused jobs {failed}: {err}") from err
             raise errors.ValidationError(f"Job {', '.join(failed)} already exists") from err
-
-    def _live_retries(self, roots: set[str], now: float) -> dict[str, str]:
-        """``{root: its live retry}`` per the guards; stale guards (their retry
-        finished, or missing long after the guard was taken) are released instead."""
-        guards = self._own.guards_of(roots)
-        named = {doc["_id"]: doc for doc in self._jobs.find(
-            {"_id": {"$in": oids(g["job_id"] for g in guards.values())}}, {"status": 1})}
-        live, stale = {}, []
-        for root, guard in guards.items():
-            doc = named.get(_oid(guard["job_id"]))
-            pending = doc is None and guard.get("created", 0) >= now - PENDING_GUARD_SECONDS
-            if (doc is not None and not _ended(doc.get("status"))) or pending:
-                live[root] = guard["job_id"]
-            else:
-                stale.append((root, guard["job_id"]))
-        self._own.release_guards(stale)
-        return live
 
     @_store_errors
     def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Record]:
@@ -279,7 +223,7 @@ class MongoJobStore:
             return None, None
         sets, unsets = transition_update(change, now)
         reopen = bool(sets.pop("retry_active", False))
-        update, extra_sets, extra_unsets = _route(sets, [u for u in unsets if u != "retry_active"])
+        update, extra_sets, extra_unsets = route_changes(sets, [u for u in unsets if u != "retry_active"])
         taken = None
         if reopen:
             taken, blocker = self._guard_for_reopen(oid, change, now)
@@ -292,7 +236,7 @@ class MongoJobStore:
             return None, None
         if extra_sets or extra_unsets:
             self._own.update_extras({oid: (extra_sets, extra_unsets)})
-        if _ended(doc.get("status")) and doc.get("retry_parent"):
+        if ended(doc.get("status")) and doc.get("retry_parent"):
             self._own.release_guards([(doc["retry_parent"], change.job_id)])
         return doc, None
 
@@ -307,7 +251,7 @@ class MongoJobStore:
         for _ in range(_INSERT_ATTEMPTS):
             if not self._own.take_guards([(root, change.job_id, now)]):
                 return (root, change.job_id), None
-            live = self._live_retries({root}, now).get(root)
+            live = self._own.live_retries({root}, now).get(root)
             if live == change.job_id:
                 return None, None  # already ours
             if live is not None:
@@ -331,7 +275,7 @@ class MongoJobStore:
             oid = _oid(job_id)
             if oid is None:
                 continue
-            update, extra_sets, extra_unsets = _route(field_updates(fields, now), ())
+            update, extra_sets, extra_unsets = route_changes(field_updates(fields, now), ())
             jobs.append((oid, update))
             if extra_sets or extra_unsets:
                 extras[oid] = (extra_sets, extra_unsets)
@@ -372,13 +316,7 @@ class MongoJobStore:
     def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
         """See ``JobStore.repair_retry_guards``: guards older than ``created_before``
         whose retry is missing or finished are released; the roots released."""
-        guards = self._own.guards_before(created_before, limit)
-        named = {str(doc["_id"]): doc for doc in self._jobs.find(
-            {"_id": {"$in": oids(g["job_id"] for g in guards)}}, {"status": 1})}
-        stale = [(g["_id"], g["job_id"]) for g in guards
-                 if g["job_id"] not in named or _ended(named[g["job_id"]].get("status"))]
-        self._own.release_guards(stale)
-        return sorted(root for root, _ in stale)
+        return self._own.release_stale(created_before, limit)
 
     # --- claims -----------------------------------------------------------------
     @_store_errors

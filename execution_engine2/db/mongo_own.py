@@ -25,7 +25,17 @@ from bson import ObjectId
 from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import BulkWriteError
 
+from execution_engine2.job import TERMINAL
+
 _DUPLICATE_KEY = 11000
+# A guard whose retry is not in the jobs collection this long after it was taken
+# was left by a crash between the guard and the insert (the insert follows in ms).
+PENDING_GUARD_SECONDS = 60.0
+
+
+def ended(status: Any) -> bool:
+    """Whether a stored status is a finished one."""
+    return status in {s.value for s in TERMINAL}
 
 
 def _duplicates(err: BulkWriteError) -> set[int]:
@@ -40,6 +50,7 @@ def _duplicates(err: BulkWriteError) -> set[int]:
 
 class OwnCollections:
     def __init__(self, database: Any, jobs_collection: str) -> None:
+        self.jobs = database[jobs_collection]  # read only here: the status of guarded retries
         self.extras = database[f"{jobs_collection}_extra"]
         self.claims = database[f"{jobs_collection}_claims"]
         self.guards = database[f"{jobs_collection}_live_retries"]
@@ -159,5 +170,35 @@ class OwnCollections:
         if pairs:
             self.guards.delete_many({"$or": pairs})
 
-    def guards_before(self, created_before: float, limit: int) -> list[dict[str, Any]]:
-        return list(self.guards.find({"created": {"$lt": created_before}}, limit=limit))
+    def _statuses(self, guards: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """``{job id: status}`` of the jobs the guards name that exist."""
+        wanted = [ObjectId(g["job_id"]) for g in guards if ObjectId.is_valid(g["job_id"])]
+        return {str(doc["_id"]): doc.get("status")
+                for doc in self.jobs.find({"_id": {"$in": wanted}}, {"status": 1})}
+
+    def live_retries(self, roots: Iterable[str], now: float) -> dict[str, str]:
+        """``{root: its live retry}`` per the guards. Stale guards (their retry
+        finished, or still missing ``PENDING_GUARD_SECONDS`` after the guard was
+        taken) are released instead, so the root may be retried."""
+        guards = self.guards_of(roots)
+        statuses = self._statuses(guards.values())
+        live, stale = {}, []
+        for root, guard in guards.items():
+            job_id = guard["job_id"]
+            pending = job_id not in statuses and guard.get("created", 0) >= now - PENDING_GUARD_SECONDS
+            if pending or (job_id in statuses and not ended(statuses[job_id])):
+                live[root] = job_id
+            else:
+                stale.append((root, job_id))
+        self.release_guards(stale)
+        return live
+
+    def release_stale(self, created_before: float, limit: int) -> list[str]:
+        """Release up to ``limit`` guards taken before ``created_before`` whose retry
+        is missing or finished (left by a crash); the roots freed."""
+        guards = list(self.guards.find({"created": {"$lt": created_before}}, limit=limit))
+        statuses = self._statuses(guards)
+        stale = [(g["_id"], g["job_id"]) for g in guards
+                 if g["job_id"] not in statuses or ended(statuses[g["job_id"]])]
+        self.release_guards(stale)
+        return sorted(root for root, _ in stale)
