@@ -17,12 +17,13 @@ driver error leaves as ``errors.ServiceUnavailable``.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace as dataclass_replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from execution_engine2 import errors
 from execution_engine2.db.legacy_jobs import merge, route_changes, split
@@ -38,7 +39,19 @@ from execution_engine2.job import INTERNAL_FIELDS, JobStatus, is_job_id
 _DUPLICATE_KEY = 11000
 _INSERT_ATTEMPTS = 3
 
+# The jobs collection's indexes (all ascending); none unique, so data the existing
+# service wrote (several live retries of one root...) never stops the start.
+_JOB_INDEXES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("status", "_id"), "status_id"), (("user", "_id"), "user_id"), (("wsid",), "wsid"),
+    (("batch_id",), "batch_id"), (("scheduler_id",), "scheduler_id"),
+    (("retry_parent", "_id"), "retry_parent_id"),
+    # The repair pass: retries (retry_parent not null) whose toggle is not true.
+    (("retry_saved_toggle", "retry_parent"), "retry_toggle_parent"),
+)
+_INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+
 _store_errors = translate_errors(PyMongoError, "MongoDB")
+logger = logging.getLogger(__name__)
 
 
 def _oid(job_id: str) -> ObjectId | None:
@@ -89,16 +102,15 @@ class MongoJobStore:
     def ensure_indexes(self) -> None:
         """Create the indexes every query relies on (idempotent). None is unique over
         job fields, so a database the existing service filled always takes them."""
-        jobs = self._jobs
-        jobs.create_index([("status", ASCENDING), ("_id", ASCENDING)], name="status_id")
-        jobs.create_index([("user", ASCENDING), ("_id", ASCENDING)], name="user_id")
-        jobs.create_index([("wsid", ASCENDING)], name="wsid")
-        jobs.create_index([("batch_id", ASCENDING)], name="batch_id")
-        jobs.create_index([("scheduler_id", ASCENDING)], name="scheduler_id")
-        jobs.create_index([("retry_parent", ASCENDING), ("_id", ASCENDING)], name="retry_parent_id")
-        # The repair pass: retries (retry_parent not null) whose toggle is not true.
-        jobs.create_index([("retry_saved_toggle", ASCENDING), ("retry_parent", ASCENDING)],
-                          name="retry_toggle_parent")
+        for keys, name in _JOB_INDEXES:
+            try:
+                self._jobs.create_index([(key, ASCENDING) for key in keys], name=name)
+            except OperationFailure as err:
+                # A database taken over may hold an index of that name or those keys
+                # already (made by hand for the existing service): keep it.
+                if err.code not in _INDEX_CONFLICTS and "already exists" not in str(err):
+                    raise
+                logger.warning("jobs index %s %s not created: %s", name, keys, err)
         self._own.ensure_indexes()
         self._lines.create_index([("job_id", ASCENDING), ("linepos", ASCENDING)],
                                  name="job_linepos", unique=True)

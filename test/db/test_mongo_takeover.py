@@ -1,7 +1,7 @@
-"""MongoDB's one-live-retry guard (``<jobs>_live_retries``) after a crash between two
-steps: a guard taken for a retry that was never inserted, and one kept by a retry
-that ended. Each state is written as the crash leaves it; the store or the repair
-pass must free the root again."""
+"""MongoDB specifics of taking over a live database: the one-live-retry guard
+(``<jobs>_live_retries``) after a crash between two steps (a guard taken for a retry
+never inserted, one kept by a retry that ended; each state written as the crash leaves
+it, the store or the repair pass must free the root), and starting beside old indexes."""
 from __future__ import annotations
 
 from typing import Any, Iterator
@@ -90,3 +90,12 @@ def test_the_store_starts_on_several_live_retries_of_one_root(database: Any) -> 
     store = MongoJobStore(database)
     store.ensure_indexes()  # again: idempotent
     assert len(store.find_jobs(JobQuery(retry_parent=root["_id"]))) == 3
+
+
+def test_the_store_starts_beside_indexes_made_by_hand(database: Any) -> None:
+    database["ee2_jobs"].create_index([("user", 1)], name="user_id")  # same name, other keys
+    database["ee2_jobs"].create_index([("status", 1), ("_id", 1)], name="by_status")  # same keys
+    store = MongoJobStore(database)
+    root = job()
+    assert store.insert_jobs([root]) == {}
+    assert [r["_id"] for r in store.find_jobs(JobQuery(user="alice"))] == [root["_id"]]
