@@ -155,21 +155,21 @@ class MongoJobStore:
         by_id = {record["_id"]: record for record in records}
         answer: dict[str, str] = {}
         pending = list(records)
+        now = max((float(r.get("updated") or 0) for r in records), default=0.0)
         for _ in range(_INSERT_ATTEMPTS):
             send, refused = split_live_retries(pending)
-            retries = [(r["retry_parent"], r["_id"], float(r.get("updated") or 0))
-                       for r in send if _is_live_retry(r)]
+            retries = [(r["retry_parent"], r["_id"], now) for r in send if _is_live_retry(r)]
             refused.update(self._own.take_guards(retries))
             self._insert_documents([r for r in send if r["_id"] not in refused],
                                    guarded={job_id: root for root, job_id, _ in retries})
             if not refused:
                 return answer
-            live = self._own.live_retries(set(refused.values()), now=max(r[2] for r in retries) if retries else 0)
+            live = self._own.live_retries(set(refused.values()), now)
             for job_id, parent in refused.items():
                 if live.get(parent) == job_id:
                     raise errors.ValidationError(f"Job {job_id} already exists")
             answer.update({job_id: live[parent] for job_id, parent in refused.items() if parent in live})
-            # A guard released (its retry ended, or stale) since: try again.
+            # A guard released since (its retry ended, or it was stale): try again.
             pending = [by_id[job_id] for job_id, parent in refused.items() if parent not in live]
             if not pending:
                 return answer

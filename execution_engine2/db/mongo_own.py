@@ -177,19 +177,21 @@ class OwnCollections:
                 for doc in self.jobs.find({"_id": {"$in": wanted}}, {"status": 1})}
 
     def live_retries(self, roots: Iterable[str], now: float) -> dict[str, str]:
-        """``{root: its live retry}`` per the guards. Stale guards (their retry
-        finished, or still missing ``PENDING_GUARD_SECONDS`` after the guard was
-        taken) are released instead, so the root may be retried."""
+        """``{root: its live retry}`` per the guards. A guard whose retry is missing
+        or finished ``PENDING_GUARD_SECONDS`` after it was taken is stale (a crash
+        between two steps) and is released instead, so the root may be retried.
+        Younger, it may be a step under way: a retry being inserted, or a finished
+        retry an admin is reopening (guard first, then the status)."""
         guards = self.guards_of(roots)
         statuses = self._statuses(guards.values())
         live, stale = {}, []
         for root, guard in guards.items():
             job_id = guard["job_id"]
-            pending = job_id not in statuses and guard.get("created", 0) >= now - PENDING_GUARD_SECONDS
-            if pending or (job_id in statuses and not ended(statuses[job_id])):
-                live[root] = job_id
-            else:
+            settled = guard.get("created", 0) < now - PENDING_GUARD_SECONDS
+            if settled and (job_id not in statuses or ended(statuses[job_id])):
                 stale.append((root, job_id))
+            else:
+                live[root] = job_id
         self.release_guards(stale)
         return live
 
