@@ -261,7 +261,7 @@ class MongoJobStore:
         if not root:
             return None, None
         for _ in range(_INSERT_ATTEMPTS):
-            if not self._own.take_guards([(root, change.job_id, now)]):
+            if not self._own.take_guards([(root, change.job_id, now)], reopening=True):
                 return (root, change.job_id), None
             live = self._own.live_retries({root}, now).get(root)
             if live == change.job_id:

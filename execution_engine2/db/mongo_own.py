@@ -141,12 +141,15 @@ class OwnCollections:
         self.claims.delete_many({"kind": kind, "owner": owner, "job_id": {"$in": list(job_ids)}})
 
     # --- the live-retry guard ------------------------------------------------------
-    def take_guards(self, retries: Sequence[tuple[str, str, float]]) -> dict[str, str]:
+    def take_guards(self, retries: Sequence[tuple[str, str, float]], reopening: bool = False
+                    ) -> dict[str, str]:
         """Take the guard of each ``(root, retry id, time)``; ``{retry id: root}`` of
-        those refused because the root already has a guard."""
+        those refused because the root already has a guard. ``reopening``: for finished
+        retries about to be reopened (their status changes after the guard)."""
         if not retries:
             return {}
-        docs = [{"_id": root, "job_id": job_id, "created": created} for root, job_id, created in retries]
+        docs = [{"_id": root, "job_id": job_id, "created": created, **({"reopening": True} if reopening else {})}
+                for root, job_id, created in retries]
         try:
             self.guards.insert_many(docs, ordered=False)
         except BulkWriteError as err:
@@ -177,18 +180,23 @@ class OwnCollections:
                 for doc in self.jobs.find({"_id": {"$in": wanted}}, {"status": 1})}
 
     def live_retries(self, roots: Iterable[str], now: float) -> dict[str, str]:
-        """``{root: its live retry}`` per the guards. A guard whose retry is missing
-        or finished ``PENDING_GUARD_SECONDS`` after it was taken is stale (a crash
-        between two steps) and is released instead, so the root may be retried.
-        Younger, it may be a step under way: a retry being inserted, or a finished
-        retry an admin is reopening (guard first, then the status)."""
+        """``{root: its live retry}`` per the guards. A stale guard (left by a crash
+        between two steps, or by the existing service ending one of our retries) is
+        released instead, so the root may be retried: one whose retry finished, or is
+        still missing ``PENDING_GUARD_SECONDS`` after it was taken (the insert follows
+        the guard). A reopening guard on a finished retry is a step under way for as
+        long (the status changes after the guard)."""
         guards = self.guards_of(roots)
         statuses = self._statuses(guards.values())
         live, stale = {}, []
         for root, guard in guards.items():
             job_id = guard["job_id"]
-            settled = guard.get("created", 0) < now - PENDING_GUARD_SECONDS
-            if settled and (job_id not in statuses or ended(statuses[job_id])):
+            young = guard.get("created", 0) >= now - PENDING_GUARD_SECONDS
+            if job_id not in statuses:
+                is_stale = not young
+            else:
+                is_stale = ended(statuses[job_id]) and not (guard.get("reopening") and young)
+            if is_stale:
                 stale.append((root, job_id))
             else:
                 live[root] = job_id

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import mongomock
 import pytest
+from bson import ObjectId
 
 from execution_engine2.auth.base import AdminRole
 from execution_engine2.db.mongo import MongoJobStore
@@ -141,3 +142,24 @@ def test_after_a_session_of_this_service_every_job_loads_in_the_existing_model(c
 def assert_every_document_loads(cutover: Cutover) -> None:
     found = {job_id: job_problems(doc) for job_id, doc in cutover.documents().items()}
     assert {job_id: problems for job_id, problems in found.items() if problems} == {}
+
+
+def test_side_by_side_the_existing_service_ending_our_retry_frees_its_root(cutover: Cutover) -> None:
+    """The existing service saves a job field by field (``$set``): our bookkeeping of the
+    job survives, and the guard of a retry it ended does not block the root."""
+    services, admin = cutover.services, cutover.admin
+    first = retry.retry_job(services, admin, {"job_id": old_id("error"), "as_admin": True})["retry_id"]
+    assert services.submitter.flush(5)
+    assert cutover.record(first)["retry_active"] is True
+    requirements = cutover.record(first)["job_input"]["requirements"]
+    cutover.database["ee2_jobs"].update_one(  # the existing service cancels it
+        {"_id": ObjectId(first)},
+        {"$set": {"status": "terminated", "terminated_code": 1, "finished": time.time(),
+                  "updated": time.time()}})
+    record = cutover.record(first)
+    assert record["status"] == "terminated" and "retry_active" not in record
+    assert record["job_input"]["requirements"] == requirements  # extras intact
+    state = query.check_job(services, admin, {"job_id": first, "as_admin": True})
+    assert (state["status"], state["terminated_code"]) == ("terminated", 1)
+    again = retry.retry_job(services, admin, {"job_id": first, "as_admin": True})
+    assert (again["job_id"], cutover.record(again["retry_id"])["retry_active"]) == (old_id("error"), True)

@@ -75,12 +75,9 @@ def test_the_next_retry_clears_a_guard_kept_by_an_ended_retry(database: Any) -> 
     first = job(retry_parent=root["_id"])
     store.insert_jobs([root, first])
     store.set_fields({first["_id"]: {"status": "terminated"}}, NOW + 1)
-    # Just after, the guard may still be a step under way (an admin reopening it).
-    early = job(NOW + 2, retry_parent=root["_id"])
-    assert store.insert_jobs([early]) == {early["_id"]: first["_id"]}
-    second = job(NOW + PENDING_GUARD_SECONDS + 1, retry_parent=root["_id"])
+    second = job(NOW + 2, retry_parent=root["_id"])
     assert store.insert_jobs([second]) == {}
-    assert store.transition(Transition(second["_id"], JobStatus.QUEUED, ACTIVE), NOW + 99).ok
+    assert store.transition(Transition(second["_id"], JobStatus.QUEUED, ACTIVE), NOW + 3).ok
     assert [r["_id"] for r in store.find_jobs(JobQuery(retry_active=True))] == [second["_id"]]
 
 
@@ -111,9 +108,22 @@ def test_a_retry_arriving_while_an_admin_reopens_another_is_refused(database: An
     store.insert_jobs([root, finished])
     store.transition(Transition(finished["_id"], JobStatus.ERROR, ACTIVE), NOW)
     # The reopen has taken the guard and not yet changed the status.
-    OwnCollections(database, "ee2_jobs").take_guards([(root["_id"], finished["_id"], NOW + 5)])
+    OwnCollections(database, "ee2_jobs").take_guards([(root["_id"], finished["_id"], NOW + 5)],
+                                                     reopening=True)
     newcomer = job(NOW + 6, retry_parent=root["_id"])
     assert store.insert_jobs([newcomer]) == {newcomer["_id"]: finished["_id"]}
     reopened = store.transition(Transition(finished["_id"], JobStatus.QUEUED, frozenset({JobStatus.ERROR}),
                                            fields={"retry_active": True}), NOW + 7)
     assert reopened.record is not None and reopened.record["retry_active"] is True
+
+
+def test_a_reopen_that_crashed_before_the_status_change_blocks_its_root_only_a_while(database: Any) -> None:
+    store = MongoJobStore(database)
+    root = job()
+    finished = job(retry_parent=root["_id"])
+    store.insert_jobs([root, finished])
+    store.transition(Transition(finished["_id"], JobStatus.ERROR, ACTIVE), NOW)
+    OwnCollections(database, "ee2_jobs").take_guards([(root["_id"], finished["_id"], NOW)],
+                                                     reopening=True)  # then: crash
+    later = job(NOW + PENDING_GUARD_SECONDS + 1, retry_parent=root["_id"])
+    assert store.insert_jobs([later]) == {}
