@@ -6,8 +6,10 @@ Two implementations: ``db.mongo.MongoJobStore`` (production) and
 Records are plain dicts shaped like the MongoDB document (``job.py``), ``_id``
 a 24-hex string, times float epoch seconds. Every conditional change is one
 store operation (compare-and-set in the write's filter), never read-then-write.
-Each method is one database round trip unless its docstring says otherwise,
-whatever the number of jobs it is given. Driver failures are raised as
+Each method costs a fixed number of database round trips whatever the number
+of jobs it is given (SQLite: one transaction; MongoDB: a few, because it also
+reads and writes its own collections beside ``ee2_jobs``, see ``db.mongo``),
+except ``transition_many`` on MongoDB. Driver failures are raised as
 ``errors.ServiceUnavailable``.
 """
 from __future__ import annotations
@@ -131,8 +133,10 @@ class JobStore(Protocol):
         """
 
     def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
-        """``transition`` for many jobs, results in the order given (a bulk write
-        and a read-back: two round trips)."""
+        """``transition`` for many jobs, results in the order given. SQLite: one
+        transaction; MongoDB: one conditional update per job (the existing
+        service's document model has no field in which to mark which bulk write
+        changed a job), then one read-back for all."""
 
     def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
         """Unconditionally set fields on jobs: ``{job_id: {field: value}}``; dotted
