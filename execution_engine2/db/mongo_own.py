@@ -19,6 +19,7 @@ Nothing here converts driver errors; the store's methods do.
 """
 from __future__ import annotations
 
+import uuid
 from typing import Any, Iterable, Mapping, Sequence
 
 from bson import ObjectId
@@ -148,7 +149,10 @@ class OwnCollections:
         retries about to be reopened (their status changes after the guard)."""
         if not retries:
             return {}
-        docs = [{"_id": root, "job_id": job_id, "created": created, **({"reopening": True} if reopening else {})}
+        # ``token`` names this guard, not its job: releasing a stale guard must never
+        # remove a newer guard of the same root and job (a reopen taken meanwhile).
+        docs = [{"_id": root, "job_id": job_id, "created": created, "token": uuid.uuid4().hex,
+                 **({"reopening": True} if reopening else {})}
                 for root, job_id, created in retries]
         try:
             self.guards.insert_many(docs, ordered=False)
@@ -166,6 +170,11 @@ class OwnCollections:
     def guarded_ids(self) -> list[ObjectId]:
         """Every job a guard names (one per root with a live retry)."""
         return [ObjectId(doc["job_id"]) for doc in self.guards.find({}, {"job_id": 1})]
+
+    def release_exact(self, guards: Sequence[Mapping[str, Any]]) -> None:
+        """Release exactly these guard documents, if still there (stale ones)."""
+        if guards:
+            self.guards.delete_many({"$or": [{"_id": g["_id"], "token": g.get("token")} for g in guards]})
 
     def release_guards(self, retries: Iterable[tuple[str, str]]) -> None:
         """Give back the guards of ``(root, retry id)`` still held by that retry."""
@@ -188,7 +197,8 @@ class OwnCollections:
         long (the status changes after the guard)."""
         guards = self.guards_of(roots)
         statuses = self._statuses(guards.values())
-        live, stale = {}, []
+        live: dict[str, str] = {}
+        stale: list[Mapping[str, Any]] = []
         for root, guard in guards.items():
             job_id = guard["job_id"]
             young = guard.get("created", 0) >= now - PENDING_GUARD_SECONDS
@@ -197,10 +207,10 @@ class OwnCollections:
             else:
                 is_stale = ended(statuses[job_id]) and not (guard.get("reopening") and young)
             if is_stale:
-                stale.append((root, job_id))
+                stale.append(guard)
             else:
                 live[root] = job_id
-        self.release_guards(stale)
+        self.release_exact(stale)
         return live
 
     def release_stale(self, created_before: float, limit: int) -> list[str]:
@@ -208,7 +218,6 @@ class OwnCollections:
         is missing or finished (left by a crash); the roots freed."""
         guards = list(self.guards.find({"created": {"$lt": created_before}}, limit=limit))
         statuses = self._statuses(guards)
-        stale = [(g["_id"], g["job_id"]) for g in guards
-                 if g["job_id"] not in statuses or ended(statuses[g["job_id"]])]
-        self.release_guards(stale)
-        return sorted(root for root, _ in stale)
+        stale = [g for g in guards if g["job_id"] not in statuses or ended(statuses[g["job_id"]])]
+        self.release_exact(stale)
+        return sorted(g["_id"] for g in stale)

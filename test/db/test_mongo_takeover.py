@@ -127,3 +127,16 @@ def test_a_reopen_that_crashed_before_the_status_change_blocks_its_root_only_a_w
                                                      reopening=True)  # then: crash
     later = job(NOW + PENDING_GUARD_SECONDS + 1, retry_parent=root["_id"])
     assert store.insert_jobs([later]) == {}
+
+
+def test_releasing_a_stale_guard_never_removes_a_newer_guard_of_the_same_job(database: Any) -> None:
+    MongoJobStore(database)
+    own = OwnCollections(database, "ee2_jobs")
+    root, retry = new_job_id(), new_job_id()
+    own.take_guards([(root, retry, NOW)])
+    seen_stale = own.guards_of([root])[root]
+    # Meanwhile an admin reopens that retry: the old guard goes, a new one is taken.
+    own.release_exact([seen_stale])
+    own.take_guards([(root, retry, NOW + 100)], reopening=True)
+    own.release_exact([seen_stale])  # the late release of what was seen stale
+    assert own.guards_of([root])[root]["created"] == NOW + 100
