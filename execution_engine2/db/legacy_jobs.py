@@ -115,11 +115,12 @@ def split_path(path: str, value: Any) -> tuple[Any, Any]:
 
 
 def route_changes(sets: Mapping[str, Any], unsets: Sequence[str]
-           ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+                  ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """Field changes (dotted paths) split between the job document and the extra
     part: ``(job document update, extra sets, extra unsets)``. Writing a field to one
-    part removes it from the other; a field the model knows by name is removed
-    from the extra part only when it is written there (``legacy_jobs.merge``)."""
+    part removes it from the other, except that a scalar field the model knows is
+    left in the extra part when written to the job document: the legacy value
+    wins there (``merge``), and this spares a write to our own collection."""
     job_sets: dict[str, Any] = {}
     job_unsets: list[str] = []
     extra_sets: dict[str, Any] = {}
@@ -132,11 +133,11 @@ def route_changes(sets: Mapping[str, Any], unsets: Sequence[str]
             job_sets[path] = legacy
         if extra is not ABSENT:
             extra_sets[path] = extra
-        elif schema_at(path) is None:
+        elif _reaches_extra(path):
             extra_unsets.append(path)
     for path in unsets:
         job_unsets.append(path)
-        if schema_at(path) is None:
+        if _reaches_extra(path):
             extra_unsets.append(path)
     update: dict[str, Any] = {}
     if job_sets:
@@ -144,6 +145,13 @@ def route_changes(sets: Mapping[str, Any], unsets: Sequence[str]
     if job_unsets:
         update["$unset"] = {path: "" for path in job_unsets}
     return update, extra_sets, extra_unsets
+
+
+def _reaches_extra(path: str) -> bool:
+    """Whether the extra part may hold something at ``path`` that a write there must
+    remove: an unknown field, or an embedded document (its unknown fields)."""
+    kind = schema_at(path)
+    return kind is None or isinstance(kind, Mapping)
 
 
 class _Absent:

@@ -60,6 +60,9 @@ def test_routing_a_change_keeps_each_field_in_one_part() -> None:
                           "job_input.requirements": {"debug_mode": True}, "wsid": "bad", "by": 3}
     assert extra_unsets == ["note"]
     assert split_path("error.anything.deep", {"x": 1}) == ({"x": 1}, ABSENT)
+    # A whole embedded document with nothing extra clears what the extra part held there.
+    assert route_changes({"job_input.requirements": {"cpu": 1}}, []) == (
+        {"$set": {"job_input.requirements": {"cpu": 1}}}, {}, ["job_input.requirements"])
 
 
 def test_the_legacy_value_wins_where_both_parts_hold_a_field() -> None:
