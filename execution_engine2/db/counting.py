@@ -7,8 +7,12 @@ grow with the number of jobs. Each call is charged its nominal cost from
 claim, read-back; every other method 1; ``close`` 0). The count is per call,
 not measured on the wire: ``MongoJobStore`` spends a second, still constant,
 round trip in ``renew_claims``, ``append_logs``, ``get_logs``, a conflicting
-``transition`` and an ``insert_jobs`` that refuses live retries. What matters
-to its users is that no method's cost depends on how many jobs it is given.
+``transition`` and an ``insert_jobs`` that refuses live retries, and a few more
+reading its own collections beside ``ee2_jobs``. What matters to its users is
+that no method's cost depends on how many jobs it is given, with one exception:
+``MongoJobStore.transition_many`` makes one conditional update per job, because
+the existing service's document model leaves no field in which to mark which
+bulk write changed a job (see ``db.mongo``).
 """
 from __future__ import annotations
 
@@ -74,6 +78,10 @@ class CountingStore:
     def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
         self._count("add_to_set")
         self.inner.add_to_set(additions, now)
+
+    def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
+        self._count("repair_retry_guards")
+        return self.inner.repair_retry_guards(created_before, limit)
 
     def pull_children(self, batch_id: str, child_ids: Sequence[str], now: float) -> Record | None:
         self._count("pull_children")

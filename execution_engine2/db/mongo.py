@@ -1,8 +1,12 @@
 """``MongoJobStore``: the production ``JobStore`` on MongoDB (pymongo API).
 
-Jobs are documents of the jobs collection with ``_id`` an ObjectId, converted
-to and from the 24-hex string at this edge. The one-live-retry-per-root rule is
-the unique partial index ``{retry_parent: 1}`` over ``{retry_active: true}``.
+Jobs are documents of the jobs collection (``ee2_jobs``) with ``_id`` an
+ObjectId, converted to and from the 24-hex string at this edge. Every job
+document holds only what the existing service's document model knows
+(``db.legacy_jobs``), so that service can read every job again after a rollback
+or alongside this one. The rest of a record (fields the model cannot hold,
+claims, the one-live-retry-per-root guard) lives in collections of our own keyed
+by job id (``db.mongo_own``), joined back on every read.
 Log lines are one document each in ``<logs>_lines`` (unique ``job_id`` +
 ``linepos``); the logs collection keeps one counter document per job (``_id``
 the job's ObjectId, as the existing service), from which appends reserve their
@@ -13,32 +17,42 @@ driver error leaves as ``errors.ServiceUnavailable``.
 """
 from __future__ import annotations
 
-import dataclasses
-import uuid
-from typing import Any, Mapping, Sequence
+import logging
+from dataclasses import replace as dataclass_replace
+from typing import Any, Iterable, Mapping, Sequence
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from execution_engine2 import errors
 from execution_engine2.db.fair import Share, fair_picks
+from execution_engine2.db.legacy_jobs import merge, route_changes, split
+from execution_engine2.db.mongo_filter import job_filter, oids
+from execution_engine2.db.mongo_own import OwnCollections, ended
 from execution_engine2.db.query import (
-    check_distinct, check_kind, check_records, created_bounds, extra_conditions, field_updates,
-    group_additions, split_live_retries, status_values, time_condition, transition_update,
-    translate_errors,
+    check_distinct, check_kind, check_records, field_updates, group_additions, project,
+    split_live_retries, status_values, transition_update, translate_errors,
 )
 from execution_engine2.db.store import JobQuery, LogLine, Record, Transition, TransitionResult
-from execution_engine2.job import JobStatus, is_job_id
+from execution_engine2.job import INTERNAL_FIELDS, JobStatus, is_job_id
 
-# Tokens of the last few transition_many writes on a job: the read-back finds
-# its own token there, however the job changed after (bounded, never shown).
-_OPS = "_ee2_ops"
-_OPS_KEPT = 8
 _DUPLICATE_KEY = 11000
 _INSERT_ATTEMPTS = 3
 
+# The jobs collection's indexes (all ascending); none unique, so data the existing
+# service wrote (several live retries of one root...) never stops the start.
+_JOB_INDEXES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("status", "_id"), "status_id"), (("user", "_id"), "user_id"), (("wsid",), "wsid"),
+    (("batch_id",), "batch_id"), (("scheduler_id",), "scheduler_id"),
+    (("retry_parent", "_id"), "retry_parent_id"),
+    # The repair pass: retries (retry_parent not null) whose toggle is not true.
+    (("retry_saved_toggle", "retry_parent"), "retry_toggle_parent"),
+)
+_INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+
 _store_errors = translate_errors(PyMongoError, "MongoDB")
+logger = logging.getLogger(__name__)
 
 
 def _oid(job_id: str) -> ObjectId | None:
@@ -46,76 +60,8 @@ def _oid(job_id: str) -> ObjectId | None:
     return ObjectId(job_id) if is_job_id(job_id) else None
 
 
-def _oids(job_ids: Sequence[str]) -> list[ObjectId]:
-    return [oid for oid in map(_oid, job_ids) if oid is not None]
-
-
-def _record(doc: Mapping[str, Any]) -> Record:
-    record = dict(doc)
-    record["_id"] = str(record["_id"])
-    record.pop(_OPS, None)
-    return record
-
-
-def _flag(value: bool) -> Any:
-    return True if value else {"$ne": True}  # absent counts as false
-
-
-def _filter(query: JobQuery, *more: Mapping[str, Any]) -> dict[str, Any]:
-    """``query`` (without limit/offset/order) and the ``more`` conditions as one filter."""
-    conditions: list[Mapping[str, Any]] = list(more)
-    add = conditions.append
-    if query.job_ids is not None:
-        add({"_id": {"$in": _oids(query.job_ids)}})
-    if query.statuses is not None:
-        add({"status": {"$in": status_values(query.statuses)}})
-    for field in ("user", "wsid", "batch_id", "retry_parent", "scheduler_id", "scheduler_type"):
-        value = getattr(query, field)
-        if value is not None:
-            add({field: value})
-    if query.retry_parents is not None:
-        add({"retry_parent": {"$in": list(query.retry_parents)}})
-    if query.has_retry_parent is not None:
-        add({"retry_parent": {"$ne": None} if query.has_retry_parent else None})  # None: absent or null
-    if query.scheduler_ids is not None:
-        add({"scheduler_id": {"$in": list(query.scheduler_ids)}})
-    for field in ("batch_job", "retry_active", "retry_saved_toggle"):
-        if getattr(query, field) is not None:
-            add({field: _flag(getattr(query, field))})
-    if query.has_scheduler_id is not None:
-        add({"scheduler_id": {"$ne": None} if query.has_scheduler_id else None})
-    low, high = created_bounds(query)
-    if low is not None:
-        add({"_id": {"$gte": ObjectId(low)}})
-    if high is not None:
-        add({"_id": {"$lt": ObjectId(high)}})
-    timed = time_condition(query)
-    if timed is not None:
-        add({timed[0]: {"$lt": timed[1]}})
-    if query.claimable is not None:
-        add(_unclaimed(*query.claimable))
-    if query.claimed_by is not None:
-        kind, owner = query.claimed_by
-        add({f"claims.{check_kind(kind)}.owner": owner})
-    for field, value in extra_conditions(query):
-        add({field: value})
-    return {"$and": conditions} if conditions else {}
-
-
-def _unclaimed(kind: str, now: float) -> dict[str, Any]:
-    claim = f"claims.{check_kind(kind)}"
-    return {"$or": [{claim: {"$exists": False}}, {f"{claim}.expires": {"$lte": now}}]}
-
-
 def _order(query: JobQuery) -> list[tuple[str, int]]:
     return [("_id", ASCENDING if query.ascending else DESCENDING)]
-
-
-def _update(sets: Mapping[str, Any], unsets: Sequence[str] = ()) -> dict[str, Any]:
-    update: dict[str, Any] = {"$set": dict(sets)}
-    if unsets:
-        update["$unset"] = {field: "" for field in unsets}
-    return update
 
 
 def _status_filter(oid: ObjectId, change: Transition) -> dict[str, Any]:
@@ -124,6 +70,14 @@ def _status_filter(oid: ObjectId, change: Transition) -> dict[str, Any]:
 
 def _current(doc: Mapping[str, Any] | None) -> JobStatus | None:
     return JobStatus(doc["status"]) if doc is not None else None
+
+
+def _update_one(oid: ObjectId, update: Mapping[str, Any]) -> UpdateOne:
+    return UpdateOne({"_id": oid}, dict(update))
+
+
+def _is_live_retry(record: Mapping[str, Any]) -> bool:
+    return bool(record.get("retry_active")) and record.get("retry_parent") is not None
 
 
 class MongoJobStore:
@@ -138,6 +92,7 @@ class MongoJobStore:
                  owns_client: bool = False) -> None:
         self._database = database
         self._jobs = database[jobs_collection]
+        self._own = OwnCollections(database, jobs_collection)
         self._logs = database[logs_collection]
         self._lines = database[f"{logs_collection}_lines"]
         self._leases = database[leases_collection]
@@ -146,143 +101,201 @@ class MongoJobStore:
 
     @_store_errors
     def ensure_indexes(self) -> None:
-        """Create the indexes every query relies on (idempotent)."""
-        jobs = self._jobs
-        jobs.create_index([("status", ASCENDING), ("_id", ASCENDING)], name="status_id")
-        jobs.create_index([("user", ASCENDING), ("_id", ASCENDING)], name="user_id")
-        jobs.create_index([("wsid", ASCENDING)], name="wsid")
-        jobs.create_index([("batch_id", ASCENDING)], name="batch_id")
-        jobs.create_index([("scheduler_id", ASCENDING)], name="scheduler_id")
-        jobs.create_index([("retry_parent", ASCENDING), ("_id", ASCENDING)], name="retry_parent_id")
-        jobs.create_index([("retry_parent", ASCENDING)], name="live_retry", unique=True,
-                          partialFilterExpression={"retry_active": True})
-        # The repair pass: retries (retry_parent not null) whose toggle is not true.
-        jobs.create_index([("retry_saved_toggle", ASCENDING), ("retry_parent", ASCENDING)],
-                          name="retry_toggle_parent")
+        """Create the indexes every query relies on (idempotent). None is unique over
+        job fields, so a database the existing service filled always takes them."""
+        for keys, name in _JOB_INDEXES:
+            try:
+                self._jobs.create_index([(key, ASCENDING) for key in keys], name=name)
+            except OperationFailure as err:
+                # A database taken over may hold an index of that name or those keys
+                # already (made by hand for the existing service): keep it.
+                if err.code not in _INDEX_CONFLICTS and "already exists" not in str(err):
+                    raise
+                logger.warning("jobs index %s %s not created: %s", name, keys, err)
+        self._own.ensure_indexes()
         self._lines.create_index([("job_id", ASCENDING), ("linepos", ASCENDING)],
                                  name="job_linepos", unique=True)
+
+    def legacy_documents(self) -> Iterable[Mapping[str, Any]]:
+        """Every document of the jobs collection as stored (for checks and tests)."""
+        return self._jobs.find({})
+
+    # --- records <-> documents ---------------------------------------------------
+    def _records(self, docs: Iterable[Mapping[str, Any]]) -> list[Record]:
+        """Job documents joined with their extra parts, claims and live-retry guards
+        (one read of each collection, whatever the number of documents)."""
+        docs = list(docs)
+        if not docs:
+            return []
+        extras = self._own.extras_of([doc["_id"] for doc in docs])
+        claims = self._own.claims_of([str(doc["_id"]) for doc in docs])
+        guards = self._own.guards_of(doc["retry_parent"] for doc in docs if doc.get("retry_parent"))
+        records = []
+        for doc in docs:
+            record = merge(doc, extras.get(doc["_id"], {}))
+            job_id = record["_id"] = str(doc["_id"])
+            if job_id in claims:
+                record["claims"] = claims[job_id]
+            guard = guards.get(doc.get("retry_parent") or "")
+            if guard is not None and guard["job_id"] == job_id and not ended(doc.get("status")):
+                record["retry_active"] = True
+            records.append(record)
+        return records
+
+    def _record(self, doc: Mapping[str, Any]) -> Record:
+        return self._records([doc])[0]
 
     # --- jobs -----------------------------------------------------------------
     @_store_errors
     def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
-        """See ``JobStore.insert_jobs``: one bulk insert, plus one find naming the
-        live retries when some were refused. Raises ValidationError for a malformed,
-        repeated or already stored id."""
+        """See ``JobStore.insert_jobs``: take the live-retry guards of the retries,
+        insert the extra parts, then the job documents (one bulk write each); a
+        refused retry costs a read of the guards (and of their jobs). Raises
+        ValidationError for a malformed, repeated or already stored id."""
         check_records(records)
         by_id = {record["_id"]: record for record in records}
         answer: dict[str, str] = {}
         pending = list(records)
+        now = max((float(r.get("updated") or 0) for r in records), default=0.0)
         for _ in range(_INSERT_ATTEMPTS):
             send, refused = split_live_retries(pending)
-            refused.update(self._insert_many(send))
+            retries = [(r["retry_parent"], r["_id"], now) for r in send if _is_live_retry(r)]
+            refused.update(self._own.take_guards(retries))
+            self._insert_documents([r for r in send if r["_id"] not in refused],
+                                   guarded={job_id: root for root, job_id, _ in retries})
             if not refused:
                 return answer
-            live = self._live_retries(set(refused.values()))
+            live = self._own.live_retries(set(refused.values()), now)
             for job_id, parent in refused.items():
                 if live.get(parent) == job_id:
                     raise errors.ValidationError(f"Job {job_id} already exists")
             answer.update({job_id: live[parent] for job_id, parent in refused.items() if parent in live})
-            # A live retry that ended between the insert and the find: try again.
+            # A guard released since (its retry ended, or it was stale): try again.
             pending = [by_id[job_id] for job_id, parent in refused.items() if parent not in live]
             if not pending:
                 return answer
         raise errors.ServiceUnavailable(
             f"Retries of {sorted({r['retry_parent'] for r in pending})} kept changing; try again")
 
-    def _insert_many(self, records: Sequence[Record]) -> dict[str, str]:
-        """Insert ``records``; ``{id: retry_parent}`` of those the live-retry index refused."""
+    def _insert_documents(self, records: Sequence[Record], guarded: Mapping[str, str]) -> None:
+        """Insert the extra parts, then the job documents. A job id already stored
+        gives back the guard taken for it and raises ValidationError."""
         if not records:
-            return {}
+            return
+        parts = [split({**{k: v for k, v in r.items() if k not in INTERNAL_FIELDS},
+                        "_id": ObjectId(r["_id"])}) for r in records]
+        self._own.insert_extras({legacy["_id"]: extra for legacy, extra in parts})
         try:
-            self._jobs.insert_many([{**record, "_id": ObjectId(record["_id"])} for record in records],
-                                   ordered=False)
+            self._jobs.insert_many([legacy for legacy, _ in parts], ordered=False)
         except BulkWriteError as err:
-            return self._refused_retries(err, records)
-        return {}
-
-    @staticmethod
-    def _refused_retries(err: BulkWriteError, records: Sequence[Record]) -> dict[str, str]:
-        refused = {}
-        for write_error in err.details.get("writeErrors", []):
-            record = records[write_error["index"]]
-            code, message = write_error.get("code"), write_error.get("errmsg", "")
-            if code != _DUPLICATE_KEY:
-                raise errors.ServiceUnavailable(f"MongoDB refused job {record['_id']}: {message}") from err
-            is_retry = record.get("retry_active") and record.get("retry_parent") is not None
-            if not is_retry or "_id" in (write_error.get("keyPattern") or {}):
-                raise errors.ValidationError(f"Job {record['_id']} already exists") from err
-            refused[record["_id"]] = record["retry_parent"]
-        return refused
-
-    def _live_retries(self, parents: set[str]) -> dict[str, str]:
-        docs = self._jobs.find({"retry_parent": {"$in": sorted(parents)}, "retry_active": True},
-                               {"retry_parent": 1})
-        return {doc["retry_parent"]: str(doc["_id"]) for doc in docs}
+            failed = [records[e["index"]]["_id"] for e in err.details.get("writeErrors", [])]
+            self._own.release_guards((guarded[j], j) for j in failed if j in guarded)
+            codes = {e.get("code") for e in err.details.get("writeErrors", [])}
+            if codes != {_DUPLICATE_KEY}:
+                raise errors.ServiceUnavailable(f"MongoDB refused jobs {failed}: {err}") from err
+            raise errors.ValidationError(f"Job {', '.join(failed)} already exists") from err
 
     @_store_errors
     def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Record]:
-        docs = self._jobs.find({"_id": {"$in": _oids(job_ids)}})
-        return {record["_id"]: record for record in map(_record, docs)}
+        docs = self._jobs.find({"_id": {"$in": oids(job_ids)}})
+        return {record["_id"]: record for record in self._records(docs)}
 
     @_store_errors
     def find_jobs(self, query: JobQuery, projection: Sequence[str] | None = None) -> list[Record]:
+        """See ``JobStore.find_jobs``: the jobs, then their parts in our own
+        collections (and, for conditions on those, one read each before)."""
         if query.limit == 0:
             return []  # Mongo reads limit 0 as "no limit"
-        fields = {"_id": 1, **{name: 1 for name in projection}} if projection is not None else {_OPS: 0}
-        docs = self._jobs.find(_filter(query), fields, sort=_order(query), skip=query.offset,
+        docs = self._jobs.find(job_filter(query, self._own), sort=_order(query), skip=query.offset,
                                limit=query.limit or 0)
-        return [_record(doc) for doc in docs]
+        return [project(record, projection) for record in self._records(docs)]
 
     @_store_errors
     def count_jobs(self, query: JobQuery) -> int:
-        return self._jobs.count_documents(_filter(query))
+        return self._jobs.count_documents(job_filter(query, self._own))
 
     @_store_errors
     def transition(self, change: Transition, now: float) -> TransitionResult:
         """See ``JobStore.transition``; a conflict costs a second read for the status."""
-        oid = _oid(change.job_id)
-        if oid is None:
-            return TransitionResult(change.job_id, None)
-        doc = self._jobs.find_one_and_update(_status_filter(oid, change),
-                                             _update(*transition_update(change, now)),
-                                             return_document=ReturnDocument.AFTER)
-        if doc is not None:
-            return TransitionResult(change.job_id, _record(doc))
-        found = self._jobs.find_one({"_id": oid}, {"status": 1})
-        return TransitionResult(change.job_id, None, _current(found))
+        return self._conclude([change], [self._apply(change, now)])[0]
 
     @_store_errors
     def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
-        """See ``JobStore.transition_many``. Each update also pushes this call's
-        token onto the job; the read-back reports ok exactly where it is found."""
+        """See ``JobStore.transition_many``: one conditional update per job (the
+        legacy model has no field to mark which bulk write changed a job), then one
+        read of our own collections for all of them."""
         check_distinct(changes)
-        token = uuid.uuid4().hex
-        writes = []
-        for change in changes:
-            oid = _oid(change.job_id)
-            if oid is not None:
-                update = _update(*transition_update(change, now))
-                update["$push"] = {_OPS: {"$each": [token], "$slice": -_OPS_KEPT}}
-                writes.append(UpdateOne(_status_filter(oid, change), update))
-        if writes:
-            self._jobs.bulk_write(writes, ordered=False)
-        read_back = self._jobs.find({"_id": {"$in": _oids([c.job_id for c in changes])}})
-        docs = {str(doc["_id"]): doc for doc in read_back}
-        results = []
-        for change in changes:
-            doc = docs.get(change.job_id)
-            if doc is not None and token in doc.get(_OPS, ()):
-                results.append(TransitionResult(change.job_id, _record(doc)))
-            else:
-                results.append(TransitionResult(change.job_id, None, _current(doc)))
-        return results
+        return self._conclude(changes, [self._apply(change, now) for change in changes])
+
+    def _apply(self, change: Transition, now: float) -> tuple[Mapping[str, Any] | None, str | None]:
+        """Apply one change: ``(job document after, None)``, or ``(None, live retry
+        id)`` when reopening a retry whose root has another live retry, or
+        ``(None, None)`` on a status conflict."""
+        oid = _oid(change.job_id)
+        if oid is None:
+            return None, None
+        sets, unsets = transition_update(change, now)
+        reopen = bool(sets.pop("retry_active", False))
+        update, extra_sets, extra_unsets = route_changes(sets, [u for u in unsets if u != "retry_active"])
+        taken = None
+        if reopen:
+            taken, blocker = self._guard_for_reopen(oid, change, now)
+            if blocker is not None:
+                return None, blocker
+        doc = self._jobs.find_one_and_update(_status_filter(oid, change), update,
+                                             return_document=ReturnDocument.AFTER)
+        if doc is None:
+            self._own.release_guards([taken] if taken else [])
+            return None, None
+        if extra_sets or extra_unsets:
+            self._own.update_extras({oid: (extra_sets, extra_unsets)})
+        if ended(doc.get("status")) and doc.get("retry_parent"):
+            self._own.release_guards([(doc["retry_parent"], change.job_id)])
+        return doc, None
+
+    def _guard_for_reopen(self, oid: ObjectId, change: Transition, now: float
+                          ) -> tuple[tuple[str, str] | None, str | None]:
+        """Take the guard of the root of a retry being reopened: ``(guard taken,
+        None)``, or ``(None, live retry)`` when another retry of the root is live."""
+        found = self._jobs.find_one(_status_filter(oid, change), {"retry_parent": 1})
+        root = None if found is None else found.get("retry_parent")
+        if not root:
+            return None, None
+        for _ in range(_INSERT_ATTEMPTS):
+            if not self._own.take_guards([(root, change.job_id, now)], reopening=True):
+                return (root, change.job_id), None
+            live = self._own.live_retries({root}, now).get(root)
+            if live == change.job_id:
+                return None, None  # already ours
+            if live is not None:
+                return None, live
+        raise errors.ServiceUnavailable(f"Retries of {root} kept changing; try again")
+
+    def _conclude(self, changes: Sequence[Transition],
+                  applied: Sequence[tuple[Mapping[str, Any] | None, str | None]]) -> list[TransitionResult]:
+        records = {r["_id"]: r for r in self._records(doc for doc, _ in applied if doc is not None)}
+        missed = [c.job_id for c, (doc, _) in zip(changes, applied) if doc is None]
+        current = {str(doc["_id"]): doc for doc in self._jobs.find({"_id": {"$in": oids(missed)}},
+                                                                   {"status": 1})} if missed else {}
+        return [TransitionResult(c.job_id, records[c.job_id]) if doc is not None
+                else TransitionResult(c.job_id, None, _current(current.get(c.job_id)), live_retry=blocker)
+                for c, (doc, blocker) in zip(changes, applied)]
 
     @_store_errors
     def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
-        writes = [UpdateOne({"_id": oid}, {"$set": field_updates(fields, now)})
-                  for job_id, fields in updates.items() if (oid := _oid(job_id)) is not None]
-        if writes:
-            self._jobs.bulk_write(writes, ordered=False)
+        jobs, extras = [], {}
+        for job_id, fields in updates.items():
+            oid = _oid(job_id)
+            if oid is None:
+                continue
+            update, extra_sets, extra_unsets = route_changes(field_updates(fields, now), ())
+            jobs.append((oid, update))
+            if extra_sets or extra_unsets:
+                extras[oid] = (extra_sets, extra_unsets)
+        if extras:  # before the jobs: a field is never missing from both parts
+            self._own.update_extras(extras)
+        if jobs:
+            self._jobs.bulk_write([_update_one(oid, update) for oid, update in jobs], ordered=False)
 
     @_store_errors
     def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
@@ -290,9 +303,9 @@ class MongoJobStore:
         fields one ``$addToSet`` with ``$each``), all in one unordered bulk write.
         Values are deduplicated in first-append order before the write, whatever
         the server does with repeats inside one ``$each``."""
-        writes = [UpdateOne({"_id": oid}, {"$addToSet": {field: {"$each": values}
-                                                         for field, values in fields.items()},
-                                           "$set": {"updated": now}})
+        writes = [_update_one(oid, {"$addToSet": {field: {"$each": values}
+                                                  for field, values in fields.items()},
+                                    "$set": {"updated": now}})
                   for job_id, fields in group_additions(additions).items()
                   if (oid := _oid(job_id)) is not None]
         if writes:
@@ -310,28 +323,31 @@ class MongoJobStore:
                 {"_id": oid, "child_jobs": {"$all": list(child_ids)}},
                 {"$pullAll": {"child_jobs": list(child_ids)}, "$set": {"updated": now}},
                 return_document=ReturnDocument.AFTER)
-        return None if doc is None else _record(doc)
+        return None if doc is None else self._record(doc)
+
+    @_store_errors
+    def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
+        """See ``JobStore.repair_retry_guards``: guards older than ``created_before``
+        whose retry is missing or finished are released; the roots released."""
+        return self._own.release_stale(created_before, limit)
 
     # --- claims -----------------------------------------------------------------
     @_store_errors
     def claim_jobs(self, kind: str, owner: str, query: JobQuery, lease_seconds: float,
                    now: float) -> list[Record]:
-        """See ``JobStore.claim_jobs``: find candidates, claim those still unclaimed
-        with a token, read back the ones carrying the token (three round trips)."""
+        """See ``JobStore.claim_jobs``: the live claims of ``kind``, the candidates
+        without one, one bulk upsert of the claims (an upsert colliding with a live
+        claim is refused), then the claimed records."""
         if query.limit == 0:
             return []
-        unclaimed = _unclaimed(kind, now)
-        candidates = self._jobs.find(_filter(query, unclaimed), {"_id": 1}, sort=_order(query),
-                                     skip=query.offset, limit=query.limit or 0)
-        ids = [doc["_id"] for doc in candidates]
-        if not ids:
-            return []
-        token = uuid.uuid4().hex
-        claim = {"owner": owner, "expires": now + lease_seconds, "token": token}
-        self._jobs.update_many({"$and": [{"_id": {"$in": ids}}, unclaimed]},
-                               {"$set": {f"claims.{kind}": claim}})
-        docs = self._jobs.find({"_id": {"$in": ids}, f"claims.{kind}.token": token}, sort=_order(query))
-        return [_record(doc) for doc in docs]
+        check_kind(kind)
+        candidates = self._jobs.find(job_filter(dataclass_replace(query, claimable=(kind, now)), self._own),
+                                     {"_id": 1}, sort=_order(query), skip=query.offset,
+                                     limit=query.limit or 0)
+        ids = [str(doc["_id"]) for doc in candidates]
+        claimed = set(self._own.take_claims(kind, owner, ids, now + lease_seconds, now))
+        docs = self._jobs.find({"_id": {"$in": oids(claimed)}}, sort=_order(query))
+        return self._records(docs)
 
     @_store_errors
     def claim_jobs_fairly(self, kind: str, owner: str, query: JobQuery, share: Share,
@@ -342,32 +358,29 @@ class MongoJobStore:
         running counts, the waiting users, one find per waiting user, the claim."""
         if query.limit is not None and query.limit <= 0:
             return []
-        claimed = {f"claims.{check_kind(kind)}.expires": {"$gt": now}}
+        check_kind(kind)
         running: dict[str, int] = {}
-        for doc in self._jobs.find(claimed, {"user": 1}):
+        for doc in self._jobs.find({"_id": {"$in": self._own.live_claimed(kind, now)}}, {"user": 1}):
             running[doc["user"]] = running.get(doc["user"], 0) + 1
-        waiting_filter = _filter(query, _unclaimed(kind, now))
+        waiting_filter = job_filter(dataclass_replace(query, claimable=(kind, now), limit=None), self._own)
         waiting = [(str(doc["_id"]), user) for user in self._jobs.distinct("user", waiting_filter)
                    for doc in self._jobs.find({"$and": [waiting_filter, {"user": user}]}, {"_id": 1},
                                               sort=[("_id", ASCENDING)], limit=query.limit or 0)]
         ids = fair_picks(running, waiting, query.limit or len(waiting), share)
         if not ids:
             return []
-        return self.claim_jobs(kind, owner, dataclasses.replace(query, job_ids=ids, limit=len(ids),
+        return self.claim_jobs(kind, owner, dataclass_replace(query, job_ids=ids, limit=len(ids),
                                                                 offset=0, ascending=True),
                                lease_seconds, now)
 
     @_store_errors
     def renew_claims(self, kind: str, owner: str, job_ids: Sequence[str], lease_seconds: float,
                      now: float) -> list[str]:
-        mine = {"_id": {"$in": _oids(job_ids)}, f"claims.{check_kind(kind)}.owner": owner}
-        self._jobs.update_many(mine, {"$set": {f"claims.{kind}.expires": now + lease_seconds}})
-        return [str(doc["_id"]) for doc in self._jobs.find(mine, {"_id": 1}, sort=[("_id", ASCENDING)])]
+        return self._own.renew_claims(check_kind(kind), owner, job_ids, now + lease_seconds)
 
     @_store_errors
     def release_claims(self, kind: str, owner: str, job_ids: Sequence[str]) -> None:
-        self._jobs.update_many({"_id": {"$in": _oids(job_ids)}, f"claims.{check_kind(kind)}.owner": owner},
-                               {"$unset": {f"claims.{kind}": ""}})
+        self._own.release_claims(check_kind(kind), owner, job_ids)
 
     # --- logs -------------------------------------------------------------------
     @_store_errors

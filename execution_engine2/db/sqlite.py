@@ -362,13 +362,22 @@ class SqliteJobStore:
         sets, unsets = transition_update(change, now)
         expr, params = _doc_update(sets, unsets)
         allowed = status_values(change.allowed_from)
-        changed = conn.execute(
-            f"UPDATE jobs SET doc = {expr} WHERE id = ? AND status IN ({_marks(allowed)})",
-            [*params, change.job_id, *allowed]).rowcount
+        live_retry = None
+        try:
+            changed = conn.execute(
+                f"UPDATE jobs SET doc = {expr} WHERE id = ? AND status IN ({_marks(allowed)})",
+                [*params, change.job_id, *allowed]).rowcount
+        except sqlite3.IntegrityError:
+            # Reopening a retry (retry_active) whose root has another live retry: the
+            # unique live-retry index refused it, and only this statement was undone.
+            changed = 0
+            row = conn.execute("SELECT id FROM jobs WHERE retry_active = 1 AND retry_parent = "
+                               "(SELECT retry_parent FROM jobs WHERE id = ?)", (change.job_id,)).fetchone()
+            live_retry = row[0] if row else None
         if changed:
             return TransitionResult(change.job_id, self._by_ids(conn, [change.job_id])[0])
         row = conn.execute("SELECT status FROM jobs WHERE id = ?", (change.job_id,)).fetchone()
-        return TransitionResult(change.job_id, None, JobStatus(row[0]) if row else None)
+        return TransitionResult(change.job_id, None, JobStatus(row[0]) if row else None, live_retry)
 
     @_store_errors
     def transition(self, change: Transition, now: float) -> TransitionResult:
@@ -414,6 +423,10 @@ class SqliteJobStore:
                         [*params, job_id])
             for statement, rows_params in writes.items():
                 conn.executemany(statement, rows_params)
+
+    def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
+        """Nothing to repair: the live-retry guard is the retry's own row."""
+        return []
 
     @_store_errors
     def pull_children(self, batch_id: str, child_ids: Sequence[str], now: float) -> Record | None:

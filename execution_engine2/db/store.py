@@ -6,8 +6,10 @@ Two implementations: ``db.mongo.MongoJobStore`` (production) and
 Records are plain dicts shaped like the MongoDB document (``job.py``), ``_id``
 a 24-hex string, times float epoch seconds. Every conditional change is one
 store operation (compare-and-set in the write's filter), never read-then-write.
-Each method is one database round trip unless its docstring says otherwise,
-whatever the number of jobs it is given. Driver failures are raised as
+Each method costs a fixed number of database round trips whatever the number
+of jobs it is given (SQLite: one transaction; MongoDB: a few, because it also
+reads and writes its own collections beside ``ee2_jobs``, see ``db.mongo``),
+except ``transition_many`` on MongoDB. Driver failures are raised as
 ``errors.ServiceUnavailable``.
 """
 from __future__ import annotations
@@ -78,11 +80,14 @@ class Transition:
 @dataclasses.dataclass(frozen=True)
 class TransitionResult:
     """``record`` is the job after the change; on a conflict ``record`` is None and
-    ``current`` is the status found (None when the job does not exist)."""
+    ``current`` is the status found (None when the job does not exist).
+    ``live_retry``: the change reopened a retry (set ``retry_active``) while
+    another retry of its root is live, that retry's id (nothing changed)."""
 
     job_id: str
     record: Record | None
     current: JobStatus | None = None
+    live_retry: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -122,12 +127,17 @@ class JobStore(Protocol):
 
         On success also stamps ``updated`` and the status's time field
         (``job.STATUS_TIME_FIELD``) with ``now`` and, when ``to`` is terminal,
-        removes ``retry_active`` (the retry is no longer in flight).
+        removes ``retry_active`` (the retry is no longer in flight). ``fields``
+        with ``retry_active`` true (an admin reopening a finished retry) makes
+        the job its root's live retry again, under the same one-live-retry rule
+        as ``insert_jobs``: refused (``live_retry`` set) when another is live.
         """
 
     def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
-        """``transition`` for many jobs, results in the order given (a bulk write
-        and a read-back: two round trips)."""
+        """``transition`` for many jobs, results in the order given. SQLite: one
+        transaction; MongoDB: one conditional update per job (the existing
+        service's document model has no field in which to mark which bulk write
+        changed a job), then one read-back for all."""
 
     def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
         """Unconditionally set fields on jobs: ``{job_id: {field: value}}``; dotted
@@ -136,6 +146,12 @@ class JobStore(Protocol):
     def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
         """Append ``(job_id, field, value)`` to list fields (``SET_FIELDS``) unless
         the value is already there: idempotent, order of first append kept."""
+
+    def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
+        """Release the one-live-retry guards taken before ``created_before`` that a
+        crash left behind (their retry never inserted, or finished without giving
+        the guard back); at most ``limit``. Returns the roots freed. A store whose
+        guard is part of the job record itself has none and returns []."""
 
     def pull_children(self, batch_id: str, child_ids: Sequence[str], now: float) -> Record | None:
         """Remove ``child_ids`` from a container's ``child_jobs`` only if all of them

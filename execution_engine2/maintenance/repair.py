@@ -14,6 +14,10 @@ whatever the status. A half-written retry that was cancelled (or otherwise
 finished) before the pass ran still gets its bookkeeping, so its root's
 ``retry_ids`` and its container's ``child_jobs`` list it; submission recovery
 only touches ``created`` jobs, so a finished one stays as it is.
+
+The pass also gives back one-live-retry guards a crash left behind where the store
+keeps them apart from the job (MongoDB: a guard taken for a retry never inserted,
+or kept by a retry that ended), so the root can be retried again.
 """
 from __future__ import annotations
 
@@ -35,22 +39,27 @@ def repair_retries(services: Services, grace_seconds: float | None = None,
     """Complete the interrupted retry lifecycles older than ``grace_seconds`` (default
     ``repair-grace-seconds``), at most ``limit`` per pass.
 
-    Returns ``{"repaired": [ids], "submitted": [ids], "failed": [ids]}``: the retries
-    whose bookkeeping was finished, and what submission recovery then did with them.
+    Returns ``{"repaired": [ids], "submitted": [ids], "failed": [ids],
+    "released_guards": [root ids]}``: the retries whose bookkeeping was finished,
+    what submission recovery then did with them, and the roots whose stale guard
+    was released.
     Raises ServiceUnavailable when the store fails (what was done stays done).
     """
     now = services.clock()
     grace = float(services.config["repair-grace-seconds"] if grace_seconds is None else grace_seconds)
+    released = services.store.repair_retry_guards(now - grace, limit)
+    if released:
+        logger.warning("released %d stale live-retry guards of roots: %s", len(released), ", ".join(released))
     unfinished = services.store.find_jobs(
         JobQuery(has_retry_parent=True, retry_saved_toggle=False, created_before=now - grace,
                  limit=limit),
         projection=["retry_parent", "batch_id"])  # what complete_lifecycle reads
     if not unfinished:
-        return {"repaired": [], "submitted": [], "failed": []}
+        return {"repaired": [], "submitted": [], "failed": [], "released_guards": released}
     complete_lifecycle(services.store, unfinished, now)
     repaired = [record["_id"] for record in unfinished]
     logger.warning("repaired %d interrupted retries: %s", len(repaired),
                    ", ".join(f"{r['_id']} (of {r['retry_parent']})" for r in unfinished))
     recovered = recover_orphans(services.store, services.scheduler, services.config, services.clock,
                                 job_ids=repaired, grace_seconds=grace)
-    return {"repaired": repaired, **recovered}
+    return {"repaired": repaired, **recovered, "released_guards": released}

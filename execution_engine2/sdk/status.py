@@ -8,6 +8,7 @@ notifications happen only after the store confirmed the change.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Mapping, Sequence
 
@@ -271,12 +272,42 @@ def update_job_status(services: Services, caller: Caller | None, raw: Any) -> st
     if current is to:
         return job_id
     change = _status_change(job_id, current, to, as_admin)
+    if _reopens_retry(record, current, to):
+        _refuse_second_live_retry(job_id, current, to, record["retry_parent"],
+                                  _live_retries(services, record))
+        change = dataclasses.replace(change, fields={**change.fields, "retry_active": True})
     result = services.store.transition(change, services.clock())
+    if result.live_retry is not None:
+        _refuse_second_live_retry(job_id, current, to, record["retry_parent"], [result.live_retry])
     if not result.ok:
         raise _conflict(job_id, result,
                         f"Cannot change the status of job {job_id} from {{status}} to {to.value}")
     logger.info("job %s status changed by %s: %s -> %s", job_id, caller.user, current.value, to.value)
     return job_id
+
+
+def _reopens_retry(record: Record, current: JobStatus, to: JobStatus) -> bool:
+    """An admin moving a finished retry back to a live status: it becomes its root's
+    live retry again, under the one-live-retry rule."""
+    return current in TERMINAL and to not in TERMINAL and bool(record.get("retry_parent"))
+
+
+def _live_retries(services: Services, record: Record) -> list[str]:
+    """The other live retries of ``record``'s root. The store's guard refuses a second
+    one; this also finds those a database taken over from the existing service holds
+    (it allowed several), which have no guard."""
+    found = services.store.find_jobs(JobQuery(retry_parent=record["retry_parent"], statuses=ACTIVE,
+                                              limit=2), projection=["status"])
+    return [job["_id"] for job in found if job["_id"] != record["_id"]]
+
+
+def _refuse_second_live_retry(job_id: str, current: JobStatus, to: JobStatus, root_id: str,
+                              live: Sequence[str]) -> None:
+    if live:
+        raise InvalidStatusTransition(
+            f"Cannot change the status of job {job_id} from {current.value} to {to.value}: "
+            f"retry {live[0]} of job {root_id} is still in flight, and a job has at most one "
+            "live retry", job_id=job_id, current=current.value, to=to.value)
 
 
 def _status_change(job_id: str, current: JobStatus, to: JobStatus, as_admin: bool) -> Transition:

@@ -6,6 +6,7 @@ from execution_engine2.db.store import JobQuery, JobStore, Transition
 from execution_engine2.job import JobStatus, allowed_from, new_job_id, new_job_record
 
 NOW = 1_700_000_000.0
+JOB_INPUT = {"method": "mod.run", "service_ver": "abc123", "narrative_cell_info": {}}
 
 
 def protocol_methods() -> set[str]:
@@ -20,7 +21,7 @@ def test_round_trips_do_not_grow_with_the_number_of_jobs(store: JobStore) -> Non
     counting = CountingStore(store)
     for size in (1, 100):
         counting.reset()
-        records = [new_job_record(job_id=new_job_id(), user="u", job_input={}, now=NOW)
+        records = [new_job_record(job_id=new_job_id(), user="u", job_input=JOB_INPUT, now=NOW)
                    for _ in range(size)]
         ids = [r["_id"] for r in records]
         assert counting.insert_jobs(records) == {}

@@ -19,7 +19,8 @@ def queue(store: JobStore, user: str, count: int, second: int) -> list[str]:
     """``count`` jobs of ``user`` created at ``second`` (ids sort by creation), oldest first."""
     ids = sorted(f"{second:08x}" + secrets.token_hex(8) for _ in range(count))
     store.insert_jobs([new_job_record(job_id=job_id, user=user, now=NOW,
-                                      job_input={"method": "mod.run", "params": []})
+                                      job_input={"method": "mod.run", "service_ver": "abc123", "params": [],
+                                                 "narrative_cell_info": {}})
                        for job_id in ids])
     return ids
 

@@ -30,7 +30,7 @@ def record(job_id: str | None = None, *, user: str = "alice", method: str = "mod
            **fields: Any) -> dict[str, Any]:
     """A new job record; ``fields`` other than ``new_job_record``'s are added to it."""
     job_input = {"method": method, "service_ver": "abc123", "params": [{"n": 1}],
-                 "requirements": {"cpu": 1, "memory": 100}}
+                 "requirements": {"cpu": 1, "memory": 100}, "narrative_cell_info": {}}
     args = {name: fields.pop(name) for name in RECORD_ARGS if name in fields}
     return {**new_job_record(job_id=job_id or new_job_id(), user=user, job_input=job_input,
                              now=NOW, **args), **fields}
@@ -507,6 +507,27 @@ def test_two_retries_of_one_root_in_one_call(store: JobStore) -> None:
     assert store.insert_jobs(later) == {job["_id"]: first["_id"] for job in later}
 
 
+def reopen(job_id: str) -> Transition:
+    """What an admin moving a finished retry back to queued asks of the store."""
+    return change(job_id, Q, allowed=frozenset({JobStatus.TERMINATED}), fields={"retry_active": True})
+
+
+def test_reopening_a_finished_retry_takes_the_live_retry_place(store: JobStore) -> None:
+    root = record()
+    first, second, third = (record(retry_parent=root["_id"]) for _ in range(3))
+    store.insert_jobs([root, first])
+    store.transition(change(first["_id"], JobStatus.TERMINATED), NOW)
+    store.insert_jobs([second])
+    refused = store.transition(reopen(first["_id"]), NOW + 1)
+    assert (refused.ok, refused.current, refused.live_retry) == (False, JobStatus.TERMINATED, second["_id"])
+    assert store.get_jobs([first["_id"]])[first["_id"]]["status"] == "terminated"
+    store.transition(change(second["_id"], JobStatus.TERMINATED), NOW + 2)
+    reopened = store.transition(reopen(first["_id"]), NOW + 3)
+    assert reopened.record is not None and reopened.record["retry_active"] is True
+    assert store.insert_jobs([third]) == {third["_id"]: first["_id"]}
+    assert claimed(store.find_jobs(JobQuery(retry_active=True))) == [first["_id"]]
+
+
 # --- concurrency ---------------------------------------------------------------------
 
 def test_concurrent_log_appends_number_every_line_once(store: JobStore) -> None:
@@ -602,3 +623,22 @@ def test_sqlite_processes_lose_no_update(tmp_path: Any) -> None:
                 process.terminate()
                 process.join()
         store.close()
+
+
+def test_concurrent_reopens_and_new_retries_leave_one_live_retry(store: JobStore) -> None:
+    root = record()
+    finished = [record(retry_parent=root["_id"]) for _ in range(4)]
+    store.insert_jobs([root])
+    for job in finished:
+        store.insert_jobs([job])
+        store.transition(change(job["_id"], JobStatus.TERMINATED), NOW)
+    fresh = [record(retry_parent=root["_id"]) for _ in range(4)]
+
+    def attempt(i: int) -> bool:
+        if i % 2:
+            return store.insert_jobs([fresh[i // 2]]) == {}
+        return store.transition(reopen(finished[i // 2]["_id"]), NOW + 1).ok
+
+    assert sum(run_threads(8, attempt)) == 1
+    live = store.find_jobs(JobQuery(retry_parent=root["_id"], statuses=[C, Q]))
+    assert len(live) == 1 and live[0].get("retry_active") is True

@@ -6,16 +6,21 @@ import dataclasses
 import time
 from typing import Any, Iterator
 
+import mongomock
 import pytest
 
+from execution_engine2.db.mongo import MongoJobStore
+from execution_engine2.db.mongo_own import OwnCollections
 from execution_engine2.db.store import JobQuery, Transition
-from execution_engine2.job import ACTIVE, ErrorCode, JobStatus
+from execution_engine2.errors import RetryRefused
+from execution_engine2.job import ACTIVE, ErrorCode, JobStatus, new_job_id
 from execution_engine2.maintenance.repair import repair_retries
 from execution_engine2.sdk import retry, run, status
 from execution_engine2.sdk.job_state import job_state
-from execution_engine2.sdk.submission import INTERRUPTED
+from execution_engine2.sdk.submission import INTERRUPTED, StoreSubmitter
 from support.recording_scheduler import RecordingScheduler
-from support.sdk_services import make_services, stored
+from support.sdk_services import close_services, make_services, stored
+from support.stores import SerializedDatabase
 
 GRACE = 60.0
 
@@ -109,7 +114,8 @@ def test_a_retry_interrupted_after_any_step_is_repaired(services, scheduler, clo
     clock.advance(GRACE + 1)
     report = repair_retries(services)
 
-    assert report == {"repaired": [crashed_retry], "submitted": [crashed_retry], "failed": []}
+    assert report == {"repaired": [crashed_retry], "submitted": [crashed_retry], "failed": [],
+                      "released_guards": []}
     crashed = {crashed_root: "ROOT", crashed_retry: "RETRY"}
     clean = {clean_root: "ROOT", clean_retry: "RETRY"}
     for job_id, twin in ((crashed_root, clean_root), (crashed_retry, clean_retry)):
@@ -172,7 +178,7 @@ def test_a_half_written_retry_cancelled_before_the_pass_still_reaches_its_root(s
 
     report = repair_retries(services)
 
-    assert report == {"repaired": [half], "submitted": [], "failed": []}
+    assert report == {"repaired": [half], "submitted": [], "failed": [], "released_guards": []}
     record = stored(services, half)
     assert (record["status"], record["retry_saved_toggle"]) == ("terminated", True)
     assert stored(services, root)["retry_ids"] == [half]
@@ -180,3 +186,27 @@ def test_a_half_written_retry_cancelled_before_the_pass_still_reaches_its_root(s
     assert repair_retries(services)["repaired"] == []
     again = retry.retry_job(services, alice, {"job_id": root})["retry_id"]
     assert stored(services, root)["retry_ids"] == [half, again]
+
+
+def test_the_pass_frees_a_root_whose_mongo_guard_a_crash_left(tmp_path, clock, alice):
+    """MongoDB keeps the one-live-retry guard apart from the job: a crash between taking
+    it and inserting the retry leaves the root blocked until the pass runs."""
+    database = SerializedDatabase(mongomock.MongoClient()["ee2"])
+    built = make_services(tmp_path / "mongo", clock=clock, config_overrides={"repair-grace-seconds": GRACE})
+    store = MongoJobStore(database)
+    services = dataclasses.replace(built, store=store,
+                                   submitter=StoreSubmitter(store, built.scheduler, built.config, clock))
+    try:
+        [root] = failed_batch(services, alice, 1)["child_job_ids"]
+        ghost = new_job_id()
+        OwnCollections(database, "ee2_jobs").take_guards([(root, ghost, clock())])  # then: crash
+        with pytest.raises(RetryRefused, match=ghost):
+            retry.retry_job(services, alice, {"job_id": root})
+        assert repair_retries(services)["released_guards"] == []  # not before the grace period
+        clock.advance(GRACE + 1)
+        assert repair_retries(services)["released_guards"] == [root]
+        again = retry.retry_job(services, alice, {"job_id": root})
+        assert stored(services, again["retry_id"])["retry_active"] is True
+    finally:
+        assert services.submitter.stop()
+        close_services(built)
