@@ -124,6 +124,12 @@ KEYS: tuple[Key, ...] = (
     Key("held-job-action", "error", _choice("error", "remove"), "What the held-job pass does: `error` the job, or also `remove` it from HTCondor."),
     Key("maintenance-interval", 60.0, _float, "Seconds between in-service housekeeping passes; 0 turns them off."),
     Key("debug", False, _bool, "Verbose logging."),
+    # claims (issue 9: submission claims with a heartbeat; gunicorn for every `ee2 serve`)
+    Key("submit-claim-seconds", 15.0, _float, "Seconds a submission claim on `created` jobs lasts unless renewed; jobs of a process that died are submitted again (or failed) about this long after its last renewal."),
+    Key("submit-claim-renew-interval", 3.0, _float, "Seconds between renewals of a live process's submission claims, and between its looks for `created` jobs whose claim lapsed; below `submit-claim-seconds`."),
+    Key("http-threads", 8, _positive_int, "Request threads per gunicorn worker (gthread); more requests wait in the queue."),
+    Key("http-keepalive", 5.0, _float, "Seconds an idle kept-alive connection is held open; a connection that sends nothing is closed after about this plus 5 s."),
+    Key("http-worker-timeout", 120.0, _float, "Seconds a gunicorn worker may stay unresponsive before gunicorn restarts it."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
