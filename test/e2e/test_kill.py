@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from e2e.harness import (
-    TERMINAL, Launcher, Service, app_pid, demo_app_pids, pid_alive, processes_under, runner_pid,
+    TERMINAL, Launcher, Service, app_pid, demo_app_pids, pid_alive, runner_pid, runner_pids,
     wait_for_job, wait_for_jobs, wait_until,
 )
 from execution_engine2.config import Config
@@ -222,8 +222,8 @@ def test_sigkill_of_the_whole_service_under_load_loses_no_job(launch: Launcher):
     assert stuck == [], [(record["_id"], record["status"]) for record in stuck]
     assert len(every) >= len(ids)
     # Every runner and app has exited: only the server and its worker are left.
-    wait_until(lambda: processes_under(service.root) <= {service.process.pid, service.worker_pid}, 15,
-               lambda: f"left running: {processes_under(service.root)}")
+    wait_until(lambda: not runner_pids(service.root) | demo_app_pids(service.root), 15,
+               lambda: f"left running: {runner_pids(service.root) | demo_app_pids(service.root)}")
     print(f"\n{load.total} jobs, {len(at_kill)} ids before the kill, {len(killed)} processes "
           f"killed, {len(orphaned)} jobs left running, {load.unreachable} calls repeated, "
           f"ended: { {status: len(ids) for status, ids in by_status.items()} }, "
