@@ -84,12 +84,15 @@ class ClaimKeeper:
         if not held:
             return []
         kept = set(self.store.renew_claims(self.kind, self.owner, held, self.lease_seconds, self.clock()))
-        lost = [job_id for job_id in held if job_id not in kept]
+        with self._lock:
+            # Ids dropped while we renewed were released by our own work: not lost.
+            lost = [job_id for job_id in held if job_id not in kept and job_id in self._held]
+            self._held.difference_update(lost)
         if lost:
-            # Released by our own work meanwhile, or taken over after renewals failed for
-            # a whole lease; either way no longer ours to renew.
-            self.drop(lost)
-            logger.info("%s: %d claims no longer held (%s...)", self.owner, len(lost), lost[0])
+            # Taken over after renewals failed for a whole lease: whoever has them now
+            # settles them; our submission's compare-and-set will find them moved on.
+            logger.warning("%s: lost the %s claims of %d jobs (%s...)", self.owner, self.kind,
+                           len(lost), lost[0])
         return lost
 
     # --- thread ---------------------------------------------------------------------------

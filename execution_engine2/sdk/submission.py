@@ -108,6 +108,8 @@ class _Submission:
         # the jobs may already be in the scheduler; recovery then finds them queued or,
         # still ``created``, submits them (``_record``'s compare-and-set settles a race).
         ids = [r["_id"] for r in records]
+        if self.keeper is not None:
+            self.keeper.drop(ids)  # before the release, so a renewal racing it is not a loss
         try:
             self.store.release_claims(CLAIM_KIND, self.owner, ids)
         except EE2Error as err:
