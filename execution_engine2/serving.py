@@ -34,6 +34,11 @@ WORKER_RESTART_SECONDS = 5.0
 # gunicorn's graceful_timeout (60 s) plus room to exit.
 SERVER_STOP_SECONDS = 75.0
 LISTEN_BACKLOG = 2048
+# Handed by the standalone ``ee2 serve`` to gunicorn (read by ``server/gunicorn_conf.py``):
+# the socket it bound (so the port is known before gunicorn starts) and its own pid
+# (gunicorn stops gracefully when that process is gone).
+LISTEN_FD_ENV = "EE2_SERVE_LISTEN_FD"
+PARENT_PID_ENV = "EE2_SERVE_PARENT_PID"
 
 
 def env_name(key: str) -> str:
@@ -141,8 +146,6 @@ class GunicornProcess(_Child):
     name = "gunicorn"
 
     def __init__(self, config: Config, listener: socket.socket) -> None:
-        from execution_engine2.server.gunicorn_conf import LISTEN_FD_ENV, PARENT_PID_ENV
-
         # Every key, resolved here: gunicorn and its workers load exactly this config.
         env = child_environment(config.with_values(workers=1), [key.name for key in KEYS])
         env.pop("KB_DEPLOYMENT_CONFIG", None)

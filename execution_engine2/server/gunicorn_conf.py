@@ -17,12 +17,7 @@ import time
 from typing import Any
 
 from execution_engine2.config import load
-
-# Set by ``ee2 serve`` in standalone mode (``execution_engine2.serving``): the socket it
-# bound (so it knows the port before gunicorn starts) and its pid (gunicorn stops when
-# that process is gone).
-LISTEN_FD_ENV = "EE2_SERVE_LISTEN_FD"
-PARENT_PID_ENV = "EE2_SERVE_PARENT_PID"
+from execution_engine2.serving import LISTEN_FD_ENV, PARENT_PID_ENV
 
 _config = load()
 _listen_fd = os.environ.get(LISTEN_FD_ENV)
