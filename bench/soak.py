@@ -293,7 +293,7 @@ def run_load(server: Server, options: Options, registry: Registry, stats: Stats)
 
 def print_load(stats: Stats, elapsed: float, options: Options) -> None:
     total = sum(len(v) for v in stats.latency.values())
-    served_by = ("standalone `ee2 serve` (werkzeug, a thread per request)" if options.standalone
+    served_by = ("standalone `ee2 serve` (gunicorn, one gthread worker)" if options.standalone
                  else f"{options.workers} gunicorn workers x 8 threads")
     print(f"soak: {elapsed:.1f} s, {options.threads} client threads, {options.users} users, {served_by}, "
           f"local worker with {options.slots} slots, job budget {options.job_rate:g}/s")

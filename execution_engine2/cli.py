@@ -5,10 +5,10 @@
     ee2 worker [--data-dir DIR] [--slots N]
     ee2 reap | repair | held | maintain [--config deploy.cfg | --data-dir DIR]
 
-Without a configuration file (``--config`` or ``KB_DEPLOYMENT_CONFIG``), ``serve``
-runs the standalone service in this process (SQLite, local tokens, local
-catalog) and the local worker in a child process. With one, it replaces itself
-with gunicorn serving ``execution_engine2.server.wsgi:app``. Command-line
+``serve`` always serves through gunicorn (``execution_engine2.serving``): with a
+configuration file (``--config`` or ``KB_DEPLOYMENT_CONFIG``) it replaces itself
+with gunicorn; without one it runs the standalone service (SQLite, local tokens,
+local catalog) as gunicorn plus the local worker, both child processes. Command-line
 options override the configuration (they are handed to child processes as
 ``EE2_*`` variables, which ``config.load`` reads).
 """
@@ -18,31 +18,22 @@ import argparse
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from execution_engine2 import __version__
 from execution_engine2.config import KEYS_BY_NAME, Config, load
 from execution_engine2.errors import EE2Error
+from execution_engine2.serving import serve_standalone, serve_with_gunicorn, stop_on_signals
 
 logger = logging.getLogger("execution_engine2.cli")
 
-GUNICORN_CONF = "python:execution_engine2.server.gunicorn_conf"
-WSGI_APP = "execution_engine2.server.wsgi:app"
-WORKER_RESTART_SECONDS = 5.0
 MAINTENANCE_COMMANDS = ("reap", "repair", "held", "workdirs", "maintain")
 
 
 # --- configuration ----------------------------------------------------------------
-
-def env_name(key: str) -> str:
-    return "EE2_" + key.upper().replace("-", "_")
-
 
 def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
     """Config keys set on the command line (None = not given)."""
@@ -66,30 +57,6 @@ def load_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def child_environment(config: Config, keys: Sequence[str]) -> dict[str, str]:
-    """This process's environment plus ``EE2_*`` for ``keys``, so a child loads the same config."""
-    env = dict(os.environ)
-    for key in keys:
-        value = config[key]
-        env[env_name(key)] = "" if value is None else str(value)
-    return env
-
-
-# --- signals ------------------------------------------------------------------------
-
-def stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT set ``stop``; a second one exits at once."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise SystemExit(128 + signum)
-        logger.info("Received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 def stop_when_orphaned(stop: threading.Event, parent_pid: int) -> None:
     """Set ``stop`` if ``parent_pid`` stops being this process's parent."""
 
@@ -104,134 +71,13 @@ def stop_when_orphaned(stop: threading.Event, parent_pid: int) -> None:
 
 # --- serve --------------------------------------------------------------------------
 
-class WorkerProcess:
-    """``ee2 worker`` as a child process of the standalone server.
-
-    It runs in its own session, so a Ctrl-C meant for the server reaches it only
-    through ``stop`` (after the server stopped taking requests), and its crash
-    never touches the server: ``check`` restarts it.
-    """
-
-    def __init__(self, config: Config) -> None:
-        self._env = child_environment(config, ["data-dir", "external-url", "host", "port",
-                                               "local-slots", "catalog-file"])
-        self._env.pop("KB_DEPLOYMENT_CONFIG", None)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._started = 0.0
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def start(self) -> None:
-        argv = [sys.executable, "-m", "execution_engine2.cli", "worker", "--parent-pid", str(os.getpid())]
-        self._process = subprocess.Popen(argv, env=self._env, start_new_session=True)
-        self._started = time.monotonic()
-
-    def check(self) -> None:
-        """Restart the worker if it died (at most once per WORKER_RESTART_SECONDS)."""
-        if self._process is None or self._process.poll() is None:
-            return
-        if time.monotonic() - self._started < WORKER_RESTART_SECONDS:
-            return
-        logger.error("Local worker exited with status %s; restarting it", self._process.returncode)
-        self.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            logger.warning("Local worker did not stop within %.0f s; killing it", timeout)
-            self._process.kill()
-            self._process.wait()
-
-
-def _not_ready(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    start_response("503 Service Unavailable", [("Content-Type", "application/json")])
-    return [b'{"version": "1.1", "error": {"name": "Server error", "code": -32000, '
-            b'"message": "The service is starting", "error": null}}']
-
-
-def _callback_url(host: str, port: int) -> str:
-    # Jobs call back on this URL: a wildcard bind address is not one they can reach.
-    reachable = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
-    return f"http://{reachable}:{port}/"
-
-
-def serve_standalone(config: Config) -> int:
-    """Serve ``config`` in this process until SIGTERM/SIGINT; returns the exit status."""
-    from werkzeug.serving import make_server
-
-    from execution_engine2.server.app import close_app, create_app, start_background
-
-    stop = threading.Event()
-    stop_on_signals(stop)
-    server = make_server(config["host"], int(config["port"]), _not_ready, threaded=True)
-    port = server.server_port
-    updates: dict[str, Any] = {"port": port}
-    if not config["external-url"]:
-        updates["external-url"] = _callback_url(config["host"], port)
-    config = config.with_values(**updates)
-    app = create_app(config)
-    server.app = app
-    thread = threading.Thread(target=server.serve_forever, name="ee2-http", daemon=True)
-    thread.start()
-    start_background(app)
-    worker = WorkerProcess(config) if config["start-worker"] and config["scheduler"] == "local" else None
-    if worker is not None:
-        worker.start()
-    _print_banner(config, port, worker)
-    try:
-        while not stop.wait(1.0):
-            if worker is not None:
-                worker.check()
-    finally:
-        # The worker first: its runners still need the server to stop cleanly.
-        if worker is not None:
-            worker.stop()
-        server.shutdown()
-        thread.join(30)
-        close_app(app)
-        server.server_close()
-        logger.info("Stopped")
-    return 0
-
-
-def _print_banner(config: Config, port: int, worker: WorkerProcess | None) -> None:
-    host = config["host"] or "0.0.0.0"
-    data_dir = config["data-dir"]
-    lines = [
-        f"execution_engine2 {__version__} (standalone) listening on http://{host}:{port}/",
-        f"  data directory: {data_dir}",
-        f"  local worker:   {'pid ' + str(worker.pid) if worker else 'not started'}",
-        f"  create a token: ee2 token create --user <name> [--admin] --data-dir {data_dir}",
-        "  then POST JSON-RPC 1.1 with the token in the Authorization header, or use",
-        f"  execution_engine2_client.Client('http://{host}:{port}/', token=...)",
-    ]
-    print("\n".join(lines), flush=True)
-
-
-def serve_with_gunicorn(args: argparse.Namespace, config: Config, path: str) -> int:
-    """Replace this process with gunicorn serving the configured service."""
-    env = child_environment(config, list(overrides_of(args)))
-    env["KB_DEPLOYMENT_CONFIG"] = str(Path(path).resolve())
-    argv = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, WSGI_APP]
-    print(f"execution_engine2 {__version__}: starting gunicorn on {config['host']}:{config['port']} "
-          f"with {config['workers']} worker(s), configuration {env['KB_DEPLOYMENT_CONFIG']}", flush=True)
-    os.execvpe(sys.executable, argv, env)
-    return 1  # not reached
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args)  # validates the file before anything starts
     if args.no_worker:
         config = config.with_values(**{"start-worker": False})
     path = config_file(args)
     if path:
-        return serve_with_gunicorn(args, config, path)
+        return serve_with_gunicorn(config, path, list(overrides_of(args)))
     return serve_standalone(config)
 
 

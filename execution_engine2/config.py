@@ -128,6 +128,13 @@ KEYS: tuple[Key, ...] = (
     Key("local-scheduling", "fair", _choice("fair", "fifo"), "How the local worker shares its slots: `fair` (round robin between users with queued jobs) or `fifo` (oldest job first)."),
     Key("local-user-slots", 0, _positive_int, "Most local jobs one user may run at once, across all local workers; 0 = no limit."),
     Key("job-dir-retention", 7 * 86400.0, _float, "Seconds a finished local job's work directory (`<data-dir>/jobs/<job id>`) is kept before maintenance removes it; 0 keeps them forever."),
+    # claims (issue 9: submission claims with a heartbeat; gunicorn for every `ee2 serve`)
+    Key("submit-claim-seconds", 15.0, _float, "Seconds a submission claim on `created` jobs lasts unless renewed; jobs of a process that died are submitted again (or failed) about this long after its last renewal."),
+    Key("submit-claim-renew-interval", 3.0, _float, "Seconds between renewals of a live process's submission claims, and between its looks for `created` jobs whose claim lapsed; below `submit-claim-seconds`."),
+    Key("http-threads", 8, _positive_int, "Request threads per gunicorn worker (gthread); more requests wait in the queue."),
+    Key("http-keepalive", 5, _positive_int, "Seconds an idle kept-alive connection is held open; a connection that sends nothing is closed after about this plus 5 s."),
+    Key("http-worker-timeout", 120, _positive_int, "Seconds a gunicorn worker may stay unresponsive before gunicorn restarts it."),
+    Key("http-read-timeout", 30.0, _float, "Seconds a connection may send nothing in the middle of a request before it is closed (a stalled or vanished client holds a request thread no longer)."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

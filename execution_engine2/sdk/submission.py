@@ -2,15 +2,18 @@
 
 The work to do lives in the store: a ``created`` job without ``scheduler_id`` that is
 not a batch container and whose retry lifecycle is complete. Before submitting, the
-submitter claims the jobs in the store (claim kind ``submit``, with a lease), so two
-submitters (threads, processes, instances) never submit one job twice. Each call
+submitter claims the jobs in the store (claim kind ``submit``), so two submitters
+(threads, processes, instances) never submit one job twice. A claim is short
+(``submit-claim-seconds``) and renewed by the holder's heartbeat (``sdk.claims``)
+while the jobs wait and while the scheduler works on them. Each call
 makes one ``Scheduler.submit`` for all its jobs and one ``transition_many``: the number
 of store round trips does not grow with the number of jobs.
 
 A failed submission ends the jobs in ``error`` with ``ErrorCode.SUBMISSION_FAILED`` and
 ``Cannot submit to <scheduler>: <reason>``: a job never stays ``created`` because the
 scheduler refused it. A process that dies between claim and submission leaves jobs
-whose claim expires; ``recover_orphans`` finds them.
+whose claim lapses one lease after its last renewal; every live submitter looks for
+such jobs each renewal interval (``recover_orphans``), and so does ``ee2 repair``.
 """
 from __future__ import annotations
 
@@ -26,12 +29,14 @@ from execution_engine2.db.store import JobQuery, JobStore, Record, Transition
 from execution_engine2.errors import EE2Error, SubmissionFailed
 from execution_engine2.job import ErrorCode, JobStatus, is_batch_container
 from execution_engine2.scheduler.base import PreparedJob, Scheduler, SubmitOutcome
+from execution_engine2.sdk.claims import ClaimKeeper
 from execution_engine2.sdk.prepare import prepared_job
 
 logger = logging.getLogger(__name__)
 
 CLAIM_KIND = "submit"
-DEFAULT_LEASE_SECONDS = 600.0
+LEASE_KEY = "submit-claim-seconds"
+RENEW_KEY = "submit-claim-renew-interval"
 INTERRUPTED = "Submission was interrupted by a service restart; retry the job"
 # Schedulers that start jobs without the owner's token (the local executor).
 TOKENLESS_SCHEDULERS = frozenset({"local"})
@@ -53,9 +58,9 @@ class _Submission:
     """Claim, submit and record for one owner; every method a fixed number of round trips."""
 
     def __init__(self, store: JobStore, scheduler: Scheduler, clock: Clock, owner: str,
-                 lease_seconds: float) -> None:
+                 lease_seconds: float, keeper: ClaimKeeper | None = None) -> None:
         self.store, self.scheduler, self.clock = store, scheduler, clock
-        self.owner, self.lease_seconds = owner, lease_seconds
+        self.owner, self.lease_seconds, self.keeper = owner, lease_seconds, keeper
 
     def claim(self, job_ids: Sequence[str]) -> list[Record]:
         """Claim the submittable jobs among ``job_ids``, in the order given."""
@@ -69,6 +74,8 @@ class _Submission:
             # Retries whose bookkeeping is not done wait for the repair pass.
             self.store.release_claims(CLAIM_KIND, self.owner, unfinished)
         by_id = {r["_id"]: r for r in claimed if lifecycle_complete(r)}
+        if self.keeper is not None:
+            self.keeper.hold(by_id)
         return [by_id[job_id] for job_id in dict.fromkeys(job_ids) if job_id in by_id]
 
     def reclaim(self, job_ids: Sequence[str]) -> list[Record]:
@@ -86,13 +93,23 @@ class _Submission:
         write. Returns ``{job_id: error message}`` for the jobs that ended in error."""
         if not records:
             return {}
+        try:
+            return self._submit(records, token)
+        finally:
+            if self.keeper is not None:
+                self.keeper.drop(r["_id"] for r in records)
+
+    def _submit(self, records: Sequence[Record], token: str | None) -> dict[str, str]:
         prepared, failures = self._prepare(records, token)
         outcomes = self._scheduler_submit(prepared) if prepared else []
         failures.update({o.job_id: o.error or "no reason given" for o in outcomes if not o.ok})
         self._record([o for o in outcomes if o.ok], failures)
-        # On a failed write above the claims stay until their lease lapses: the jobs may
-        # already be in the scheduler, and recovery must not pick them up at once.
+        # On a failed write above the claims stay, unrenewed, until their lease lapses:
+        # the jobs may already be in the scheduler; recovery then finds them queued or,
+        # still ``created``, submits them (``_record``'s compare-and-set settles a race).
         ids = [r["_id"] for r in records]
+        if self.keeper is not None:
+            self.keeper.drop(ids)  # before the release, so a renewal racing it is not a loss
         try:
             self.store.release_claims(CLAIM_KIND, self.owner, ids)
         except EE2Error as err:
@@ -179,8 +196,9 @@ def recover_orphans(store: JobStore, scheduler: Scheduler, config: Config, clock
     """Submit or fail ``created`` jobs nobody is submitting (their process died).
 
     Candidates: ``created``, not a container, no ``scheduler_id``, lifecycle complete,
-    older than ``grace_seconds`` (default ``repair-grace-seconds``), no live ``submit``
-    claim; restricted to ``job_ids`` when given. The owner's token is gone (tokens are
+    older than ``grace_seconds`` (default ``submit-claim-seconds``: a job is claimed
+    within moments of its insert, so one without a live claim a whole lease later has
+    lost its submitter), no live ``submit`` claim; restricted to ``job_ids`` when given. The owner's token is gone (tokens are
     never stored), so with a scheduler that needs none (``local``) they are submitted;
     otherwise they end in ``error`` (``SUBMISSION_FAILED``, ``INTERRUPTED``) so the user
     can retry them. Returns ``{"submitted": [...], "failed": [...]}``.
@@ -188,13 +206,13 @@ def recover_orphans(store: JobStore, scheduler: Scheduler, config: Config, clock
     if job_ids is not None and not job_ids:
         return {"submitted": [], "failed": []}
     now = clock()
-    grace = config["repair-grace-seconds"] if grace_seconds is None else grace_seconds
+    grace = float(config[LEASE_KEY]) if grace_seconds is None else grace_seconds
     query = JobQuery(job_ids=list(job_ids) if job_ids is not None else None,
                      statuses=[JobStatus.CREATED], batch_job=False, has_scheduler_id=False,
                      created_before=now - grace, claimable=(CLAIM_KIND, now), limit=limit)
     found = store.find_jobs(query, projection=["retry_parent", "retry_saved_toggle", "batch_job"])
     candidates = [r["_id"] for r in found if lifecycle_complete(r) and not is_batch_container(r)]
-    work = _Submission(store, scheduler, clock, owner or _new_owner("recovery"), DEFAULT_LEASE_SECONDS)
+    work = _Submission(store, scheduler, clock, owner or _new_owner("recovery"), float(config[LEASE_KEY]))
     claimed = work.claim(candidates)
     if not claimed:
         return {"submitted": [], "failed": []}
@@ -223,19 +241,28 @@ class StoreSubmitter:
     background thread of this process.
 
     ``submit_later`` claims the jobs in the store before returning (a few round trips,
-    never one per job), so they are this process's work even before the thread runs;
-    if the process dies, the claims lapse after ``lease_seconds`` and
-    ``recover_once`` (any instance) takes the jobs over. The thread starts on demand,
-    exits after ``idle_seconds`` without work, and ``stop`` finishes what is queued
-    (bounded by its timeout).
+    never one per job), so they are this process's work even before the thread runs.
+    ``heartbeat`` renews the claims every ``renew_interval`` (default
+    ``submit-claim-renew-interval``) until the jobs are submitted; if the process dies,
+    the claims lapse after ``lease_seconds`` (default ``submit-claim-seconds``) and any
+    submitter's ``recover_once`` takes the jobs over. Between ``start`` and ``stop``
+    the heartbeat runs ``recover_once`` after every renewal. The submission thread
+    starts on demand, exits after ``idle_seconds`` without work, and ``stop`` finishes
+    what is queued (bounded by its timeout).
     """
 
     def __init__(self, store: JobStore, scheduler: Scheduler, config: Config, clock: Clock = time.time,
-                 *, lease_seconds: float = DEFAULT_LEASE_SECONDS, idle_seconds: float = 1.0) -> None:
+                 *, lease_seconds: float | None = None, renew_interval: float | None = None,
+                 idle_seconds: float = 1.0) -> None:
         self.store, self.scheduler, self.config, self.clock = store, scheduler, config, clock
         self.owner = _new_owner("submitter")
         self.idle_seconds = idle_seconds
-        self._work = _Submission(store, scheduler, clock, self.owner, lease_seconds)
+        self.lease_seconds = float(config[LEASE_KEY] if lease_seconds is None else lease_seconds)
+        self.heartbeat = ClaimKeeper(
+            store, CLAIM_KIND, self.owner, self.lease_seconds,
+            float(config[RENEW_KEY] if renew_interval is None else renew_interval), clock,
+            tick=self._recover_quietly)
+        self._work = _Submission(store, scheduler, clock, self.owner, self.lease_seconds, self.heartbeat)
         self._queue: queue.Queue[tuple[list[str], str | None] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -263,19 +290,22 @@ class StoreSubmitter:
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        """Start the background thread now (it also starts on the first submit_later)."""
+        """Start the background thread now (it also starts on the first submit_later),
+        and the heartbeat with its periodic recovery of orphaned jobs."""
         with self._lock:
             self._ensure_thread()
+        self.heartbeat.start()
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Finish the queued work and end the thread; False if it did not end in time."""
+        """Finish the queued work and end the threads; False if they did not end in time."""
         with self._lock:
             thread = self._thread
-            if thread is None:
-                return True
-            self._queue.put(None)
-        thread.join(timeout)
-        return not thread.is_alive()
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join(timeout)
+        heartbeat_ended = self.heartbeat.stop(timeout)
+        return (thread is None or not thread.is_alive()) and heartbeat_ended
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every submit_later so far has been handled; False on timeout."""
@@ -283,9 +313,15 @@ class StoreSubmitter:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     def recover_once(self, grace_seconds: float | None = None) -> dict[str, list[str]]:
-        """One pass of ``recover_orphans`` for the jobs nobody is submitting."""
+        """One pass of ``recover_orphans`` for the jobs nobody is submitting (by default
+        those unclaimed for one of this submitter's leases)."""
+        grace = self.lease_seconds if grace_seconds is None else grace_seconds
         return recover_orphans(self.store, self.scheduler, self.config, self.clock,
-                               grace_seconds=grace_seconds, owner=self.owner)
+                               grace_seconds=grace, owner=self.owner)
+
+    def _recover_quietly(self) -> None:
+        # The heartbeat's tick: the recovery logs what it did; an empty pass says nothing.
+        self.recover_once()
 
     # --- background thread --------------------------------------------------------------
     def _ensure_thread(self) -> None:
@@ -319,6 +355,7 @@ class StoreSubmitter:
         except Exception:  # noqa: BLE001 - thread boundary: the worker must outlive one bad batch
             logger.exception("background submission of %d jobs (%s...) failed", len(job_ids), job_ids[0])
         finally:
+            self.heartbeat.drop(job_ids)
             with self._idle:
                 self._pending -= 1
                 self._idle.notify_all()

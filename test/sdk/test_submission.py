@@ -255,3 +255,73 @@ def test_recovery_leaves_claimed_containers_and_unfinished_retries_alone(service
     assert result == {"submitted": [], "failed": []}
     for job_id in claimed + container + unfinished:
         assert stored(services, job_id)["status"] == "created"
+
+
+# --- short claims kept alive by a heartbeat ---------------------------------------
+
+def _claim_holders(services, job_ids: Sequence[str]) -> set[str]:
+    """Who holds a live ``submit`` claim on any of these jobs."""
+    records = services.store.get_jobs(job_ids)
+    now = time.time()
+    return {claim["owner"] for record in records.values()
+            for kind, claim in (record.get("claims") or {}).items()
+            if kind == "submit" and claim["expires"] > now}
+
+
+def test_a_slow_submission_keeps_its_claims_alive_past_the_lease(services):
+    # The scheduler takes four leases: without renewals, recovery would take the jobs.
+    slow = RecordingScheduler(latency=2.0)
+    slow.scheduler_type = "local"
+    submitter = StoreSubmitter(services.store, slow, services.config, lease_seconds=0.5,
+                               renew_interval=0.1)
+    job_ids = _created(services, 3, created=time.time() - 3600)
+    try:
+        submitter.submit_later(job_ids, "tok")
+        time.sleep(1.2)
+        assert _claim_holders(services, job_ids) == {submitter.owner}
+        assert recover_orphans(services.store, slow, services.config, grace_seconds=0) == {
+            "submitted": [], "failed": []}
+        assert submitter.flush(10)
+    finally:
+        assert submitter.stop()
+    assert len(slow.submissions) == 1 and [job.job_id for job in slow.submitted] == job_ids
+    assert {stored(services, j)["status"] for j in job_ids} == {"queued"}
+    assert submitter.heartbeat.held == frozenset()
+
+
+def test_jobs_of_a_dead_submitter_are_submitted_by_a_live_one_within_seconds(services, scheduler):
+    scheduler.scheduler_type = "local"
+    job_ids = _created(services, 4)
+    # A submitter that claimed the jobs, then died: nobody renews its 0.5 s claims.
+    services.store.claim_jobs("submit", "dead-submitter", JobQuery(job_ids=job_ids), 0.5, time.time())
+    live = StoreSubmitter(services.store, scheduler, services.config, lease_seconds=0.5,
+                          renew_interval=0.1)
+    began = time.monotonic()
+    live.start()
+    try:
+        deadline = time.monotonic() + 10
+        while {stored(services, j)["status"] for j in job_ids} != {"queued"}:
+            assert time.monotonic() < deadline, [stored(services, j)["status"] for j in job_ids]
+            time.sleep(0.05)
+    finally:
+        assert live.stop()
+    assert time.monotonic() - began < 3
+    assert sorted(job.job_id for job in scheduler.submitted) == sorted(job_ids)
+    assert {job.token for job in scheduler.submitted} == {None}
+
+
+def test_recovery_waits_one_claim_lease_for_a_fresh_job_to_be_claimed(services, scheduler):
+    scheduler.scheduler_type = "local"
+    lease = services.config["submit-claim-seconds"]
+    just_written = _created(services, 1, created=time.time() - lease / 2)
+    unclaimed_for_a_lease = _created(services, 1, created=time.time() - lease - 1)
+
+    result = recover_orphans(services.store, scheduler, services.config)
+
+    assert result == {"submitted": unclaimed_for_a_lease, "failed": []}
+    assert stored(services, just_written[0])["status"] == "created"
+
+
+def test_a_renewal_interval_not_below_the_lease_is_refused(services, scheduler):
+    with pytest.raises(ValueError, match="renewal interval"):
+        StoreSubmitter(services.store, scheduler, services.config, lease_seconds=5, renew_interval=5)

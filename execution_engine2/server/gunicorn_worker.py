@@ -1,0 +1,108 @@
+"""The gunicorn worker class of every ``ee2 serve``: gthread, with three changes.
+
+* Requests the HTTP layer cannot parse (a malformed request line, a request line over
+  ``limit_request_line``, too many or too large headers...) are answered by gunicorn
+  itself, before the app sees them. gunicorn writes an HTML page there; this worker
+  writes a JSON-RPC 1.1 error instead (``-32600``, gunicorn's status and message, the
+  connection closed), so no caller ever gets HTML from the service.
+* A new connection waits for its first bytes in the worker's poller, not in a request
+  thread (gunicorn gives it a thread for up to 5 s first, so a few hundred silent
+  connections would delay every real request); one that sends nothing is closed after
+  ``http-keepalive`` seconds, as an idle kept-alive connection is.
+* A connection that stalls in the middle of a request (a client that vanished without
+  closing, or one sending a byte now and then) holds a request thread. gunicorn waits
+  for such a read forever; here a read that gets nothing for ``http-read-timeout``
+  seconds ends the connection.
+
+Together: request threads are only ever busy with requests whose bytes are arriving.
+The parts of gunicorn used here (``enqueue_req``, the pending-connection poller, the
+module's ``util.write_error``) are those of gunicorn 27, pinned in ``pyproject.toml``.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import selectors
+import socket
+import time
+from functools import partial
+from typing import Any
+
+from gunicorn import util
+from gunicorn.workers.gthread import ThreadWorker
+
+from execution_engine2.config import load
+from execution_engine2.server.jsonrpc import InvalidRequest, error_response
+
+DEFAULT_READ_TIMEOUT = 30.0
+
+
+def json_error_response(status: int, reason: str, message: str) -> bytes:
+    """The whole HTTP response for a request gunicorn refused before the app saw it."""
+    body = json.dumps(error_response(InvalidRequest.code, InvalidRequest.name,
+                                     f"HTTP {status} {reason}: {message}")).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """Replaces ``gunicorn.util.write_error`` (same arguments) in this worker process."""
+    util.write_nonblock(sock, json_error_response(status_int, reason, mesg))
+
+
+class _StallLimitedSocket(socket.socket):
+    """A client socket whose blocking mode has a timeout: a read that waits longer than
+    ``read_timeout`` seconds fails as a reset connection, which gunicorn closes quietly."""
+
+    __slots__ = ()
+    read_timeout = DEFAULT_READ_TIMEOUT
+
+    def setblocking(self, flag: bool) -> None:
+        if flag:
+            self.settimeout(self.read_timeout)
+        else:
+            super().setblocking(False)
+
+    def recv(self, *args: Any) -> bytes:
+        try:
+            return super().recv(*args)
+        except TimeoutError:
+            raise ConnectionResetError(errno.ECONNRESET, "the client sent nothing for "
+                                       f"{self.read_timeout:g} s in the middle of a request") from None
+
+    def recv_into(self, *args: Any) -> int:
+        try:
+            return super().recv_into(*args)
+        except TimeoutError:
+            raise ConnectionResetError(errno.ECONNRESET, "the client sent nothing for "
+                                       f"{self.read_timeout:g} s in the middle of a request") from None
+
+
+class EE2ThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker with JSON error pages and a read timeout (see module doc)."""
+
+    def init_process(self) -> None:
+        util.write_error = write_json_error  # type: ignore[assignment]  # this process only
+        _StallLimitedSocket.read_timeout = float(load()["http-read-timeout"])
+        super().init_process()
+
+    def enqueue_req(self, conn: Any) -> None:
+        """Runs in the worker's main thread (accept and poller callbacks)."""
+        if type(conn.sock) is socket.socket:
+            # Same object layout, so the class can change in place (gunicorn made the socket).
+            conn.sock.__class__ = _StallLimitedSocket
+        if not conn.initialized and not conn.data_ready:
+            self._wait_for_first_bytes(conn)
+            return
+        super().enqueue_req(conn)
+
+    def _wait_for_first_bytes(self, conn: Any) -> None:
+        # What gunicorn does with a connection whose first bytes are late, done at once:
+        # readable -> on_pending_socket_readable hands it to a thread; after keepalive
+        # seconds murder_pending closes it.
+        conn.sock.setblocking(False)
+        conn.timeout = time.monotonic() + self.cfg.keepalive
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ,
+                             partial(self.on_pending_socket_readable, conn))
