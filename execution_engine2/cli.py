@@ -3,7 +3,7 @@
     ee2 serve [--host H] [--port P] [--data-dir DIR] [--workers N] [--config deploy.cfg]
     ee2 token create --user NAME [--admin | --admin-ro] [--data-dir DIR]
     ee2 worker [--data-dir DIR] [--slots N]
-    ee2 reap | repair | held | maintain [--config deploy.cfg | --data-dir DIR]
+    ee2 reap | repair | held | orphans | maintain [--config deploy.cfg | --data-dir DIR]
 
 Without a configuration file (``--config`` or ``KB_DEPLOYMENT_CONFIG``), ``serve``
 runs the standalone service in this process (SQLite, local tokens, local
@@ -35,7 +35,7 @@ logger = logging.getLogger("execution_engine2.cli")
 GUNICORN_CONF = "python:execution_engine2.server.gunicorn_conf"
 WSGI_APP = "execution_engine2.server.wsgi:app"
 WORKER_RESTART_SECONDS = 5.0
-MAINTENANCE_COMMANDS = ("reap", "repair", "held", "maintain")
+MAINTENANCE_COMMANDS = ("reap", "repair", "held", "orphans", "maintain")
 
 
 # --- configuration ----------------------------------------------------------------

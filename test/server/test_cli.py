@@ -133,16 +133,16 @@ def test_admin_flags_exclude_each_other():
 
 # --- housekeeping ------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", ["maintain", "reap"])
+@pytest.mark.parametrize("command", ["maintain", "reap", "orphans"])
 def test_maintenance_commands_print_a_json_summary(tmp_path, command):
     done = subprocess.run(ee2(command, "--data-dir", str(tmp_path)), capture_output=True, text=True,
                           env=clean_env(), timeout=60)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     if command == "maintain":
-        assert set(summary) == {"repair", "reap", "held"}
+        assert set(summary) == {"repair", "reap", "held", "orphans"}
     else:
-        assert summary["pass"] == "reap" and summary["status"] == "done"
+        assert summary["pass"] == command and summary["status"] == "done"
 
 
 # --- serve -------------------------------------------------------------------------

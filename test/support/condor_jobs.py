@@ -1,6 +1,8 @@
 """``PreparedJob`` factory and job-description helpers for the HTCondor scheduler tests."""
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from execution_engine2.job import new_job_id
@@ -24,3 +26,11 @@ def env_of(description: dict[str, str]) -> dict[str, str]:
     """The quoted ``environment`` of an expanded description, as a dict."""
     text = description["environment"].strip('"')
     return dict(pair.split("=", 1) for pair in text.split(" "))
+
+
+def wait_for_condor_threads(timeout: float = 5.0) -> None:
+    """Wait until no schedd helper thread runs (a late submit answer is handled)."""
+    deadline = time.monotonic() + timeout
+    while any(t.name.startswith("ee2-condor") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "condor helper thread still running"
+        time.sleep(0.01)
