@@ -107,8 +107,9 @@ class Scheduler(Protocol):
     scheduler_type: str  # stored on records as scheduler_type
 
     def submit(self, jobs: Sequence[PreparedJob]) -> list[SubmitOutcome]:
-        """Submit all ``jobs`` in one scheduler transaction; one outcome per job, in
-        order. Raises ``errors.SubmissionFailed`` when nothing could be submitted."""
+        """Submit all ``jobs`` (in one scheduler transaction, or as few as the scheduler
+        allows); one outcome per job, in order. Raises ``errors.SubmissionFailed`` when
+        nothing could be submitted; a scheduler must then leave none of them running."""
 
     def cancel(self, scheduler_ids: Sequence[str]) -> None:
         """Stop and remove these jobs; unknown or finished ids are ignored."""

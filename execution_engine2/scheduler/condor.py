@@ -64,6 +64,10 @@ PROJECTION: tuple[str, ...] = (
     "JobCurrentStartTransferInputDate", "JobCurrentStartTransferOutputDate",
 )
 
+# What labelled_jobs() reads: a scan of the whole queue, so only what it needs.
+LABEL_PROJECTION: tuple[str, ...] = (
+    "ClusterId", "ProcId", "JobStatus", "KB_JOB_ID", "HoldReason", "HoldReasonCode")
+
 _SCHEDULER_ID = re.compile(r"^(\d+)(?:\.(\d+))?$")
 # Job states of a job that may still run (or be held): neither removed nor completed.
 LIVE_CONSTRAINT = "JobStatus =!= 3 && JobStatus =!= 4"
@@ -276,7 +280,8 @@ class CondorScheduler:
             return {}
         constraint = "KB_JOB_ID =!= undefined" if job_ids is None else \
             condor_submit.job_id_constraint(job_ids)
-        ads = self._query(f"({constraint}) && {LIVE_CONSTRAINT}", "query jobs by job id")
+        ads = self._query(f"({constraint}) && {LIVE_CONSTRAINT}", "query jobs by job id",
+                          LABEL_PROJECTION)
         found: dict[str, list[SchedulerJobState]] = {}
         for ad in ads:
             job_id = ad.get("KB_JOB_ID")
@@ -370,10 +375,11 @@ class CondorScheduler:
 
         self._schedd_call(call, what, len(ids))
 
-    def _query(self, constraint: str, what: str) -> list[Any]:
+    def _query(self, constraint: str, what: str,
+               projection: Sequence[str] = PROJECTION) -> list[Any]:
         def call() -> Any:
             return self._schedd_factory().query(constraint=constraint,
-                                                projection=list(PROJECTION))
+                                                projection=list(projection))
 
         return list(self._schedd_call(call, what, 0))
 
