@@ -159,7 +159,7 @@ class CondorScheduler:
         self._timeout = float(config["condor-submit-timeout"])
         self._max_per_submit = int(config["condor-max-jobs-per-submit"])
         self._credentials = (
-            CredentialFiles(credential_dir(config), config["catalog-token"])
+            CredentialFiles(credential_dir(config), config["catalog-token"], config["pool_user"])
             if config["condor-token-delivery"] == condor_submit.TOKENS_IN_FILE else None)
 
     # --- the submit description ------------------------------------------------

@@ -8,12 +8,18 @@ written to ``<condor-credential-dir>/<job id>.cred`` (directory 0700, file 0600,
 (``execution_engine2.runner.credentials``). Anyone who can ``condor_q -l`` sees the
 file's name, not its content. The service deletes a job's file when its submission
 fails and when the job has ended (the ``orphans`` housekeeping pass).
+
+HTCondor reads a job's input files as the job's owner, which the description sets to
+``pool_user``. A service running as root therefore hands the directory and the files
+to that user (when it exists here); otherwise they belong to the service's user, who
+must then be the one HTCondor reads them as.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import pwd
 from pathlib import Path
 from typing import Sequence
 
@@ -34,9 +40,11 @@ def credential_dir(config: Config) -> Path:
 class CredentialFiles:
     """The credential files of one service, in one private directory."""
 
-    def __init__(self, directory: Path, catalog_token: str | None) -> None:
+    def __init__(self, directory: Path, catalog_token: str | None,
+                 owner: str | None = None) -> None:
         self.directory = Path(directory)
         self._catalog_token = catalog_token
+        self._owner_ids = _ids_of(owner) if os.geteuid() == 0 and owner else None
 
     def __repr__(self) -> str:  # the catalog token never reaches a log or traceback
         return f"CredentialFiles({str(self.directory)!r})"
@@ -53,6 +61,9 @@ class CredentialFiles:
                               "KB_ADMIN_AUTH_TOKEN": self._catalog_token or ""})
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            if self._owner_ids is not None:  # before the content: never readable by others
+                os.fchown(handle.fileno(), *self._owner_ids)
+                os.chown(self.directory, *self._owner_ids)
             handle.write(content)
         return str(path.resolve())
 
@@ -75,3 +86,13 @@ class CredentialFiles:
                 continue
             deleted.append(job_id)
         return deleted
+
+
+def _ids_of(user: str) -> tuple[int, int] | None:
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        logger.warning("pool_user %r is no local user; credential files stay the service's",
+                       user)
+        return None
+    return entry.pw_uid, entry.pw_gid

@@ -3,6 +3,8 @@ file per job, sent with the job and deleted when it is no longer needed."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import stat
 
 import htcondor2
@@ -97,3 +99,19 @@ def test_environment_mode_keeps_no_files(scheduler):
 
     assert scheduler.credential_job_ids() == []
     assert scheduler.discard_credentials(["x"]) == []
+
+
+def test_the_files_belong_to_the_user_htcondor_reads_them_as(config, schedd, tmp_path):
+    """HTCondor reads input files as the job's owner (``pool_user``): a service running
+    as root hands the files to that user; otherwise they stay the service's."""
+    scheduler = CondorScheduler(
+        config.with_values(condor_token_delivery="file", pool_user="nobody",
+                           condor_credential_dir=str(tmp_path / "creds")),
+        schedd_factory=lambda: schedd)
+    job = make_job(token=TOKEN)
+
+    scheduler.submit([job])
+
+    owner = pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else os.geteuid()
+    for path in (tmp_path / "creds", tmp_path / "creds" / f"{job.job_id}.cred"):
+        assert path.stat().st_uid == owner
