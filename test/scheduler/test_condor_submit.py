@@ -6,6 +6,8 @@ from __future__ import annotations
 import classad2
 import htcondor2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from execution_engine2.config import Config
 from execution_engine2.errors import SubmissionFailed
@@ -78,6 +80,38 @@ def test_no_user_string_reads_a_macro(scheduler, schedd, monkeypatch, value):
         assert env["PARENT_JOB_ID"] == value
         assert env["CLIENTGROUP"] == f"njs{value}"
         assert description["concurrency_limits"] == f"bill{value}"
+
+
+# Pieces of the macro language, glued at random: every combination must stay data.
+MACRO_PIECES = st.sampled_from([
+    "$", "$$", "(", ")", "[", "]", "{", "}", ",", "DOLLAR", "ENV", "EE2_TEST_SECRET",
+    "SUBSTR", "environment", "ee2_token", "Cluster", "F", "INT", "RANDOM_CHOICE", "\\",
+    '"', "'", " ", "x", ".", "=", "#", ":",
+])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.lists(MACRO_PIECES, min_size=1, max_size=12).map("".join))
+def test_no_combination_of_macro_syntax_reads_anything(scheduler, schedd, monkeypatch, value):
+    monkeypatch.setenv("EE2_TEST_SECRET", SECRET)
+    job = make_job(token=TOKEN, app_id=value, parent_job_id=value, source_ws_objects=[value],
+                   requirements=Requirements("njs", 1, 100, 1,
+                                             scheduler_requirements={"attr": value}))
+
+    [outcome] = scheduler.submit([job])
+
+    description = schedd.job_description(outcome.scheduler_id)
+    ad = schedd.jobs[outcome.scheduler_id].ad()
+    assert (ad["KB_APP_ID"], ad["KB_PARENT_JOB_ID"], ad["KB_SOURCE_WS_OBJECTS"]) == (value,) * 3
+    assert classad2.ExprTree(description["requirements"]).eval(
+        classad2.ClassAd({"CLIENTGROUP": "njs", "attr": value})) is True
+    parent = env_of(description)["PARENT_JOB_ID"] if " " not in value else None
+    for key, expanded in description.items():
+        assert SECRET not in expanded, key
+        assert TOKEN not in expanded or key == "environment", key
+    if parent is not None:
+        assert TOKEN not in parent and SECRET not in parent
 
 
 def test_the_catalog_token_is_inert_too(config, schedd, monkeypatch):
