@@ -9,7 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from execution_engine2.auth.base import Caller
+from execution_engine2.catalog.kbase import KBaseCatalog
 from execution_engine2.config import Config
+from execution_engine2.runner.rpc import JsonRpcClient, ServiceClient
+from execution_engine2.runner.runner import RunnerSettings
 from execution_engine2.errors import SubmissionFailed
 from execution_engine2.scheduler.base import Requirements
 from execution_engine2.scheduler.condor import CondorScheduler
@@ -198,10 +202,19 @@ def test_no_repr_or_str_carries_a_token(config, tmp_path):
                                        mongo_password="MONGO0SECRET",
                                        mongo_uri="mongodb://u:MONGO0SECRET@db/")
     files = CredentialFiles(tmp_path, "CATALOG0SECRET")
+    carriers = [
+        job, secret_config, files, Caller("alice", TOKEN),
+        RunnerSettings(job_id=job.job_id, workdir=tmp_path, token=TOKEN),
+        JsonRpcClient("http://127.0.0.1:1/", TOKEN, "Catalog"),
+        KBaseCatalog("http://127.0.0.1:1/", "CATALOG0SECRET"),
+    ]
+    service_client = ServiceClient("http://127.0.0.1:1/", TOKEN)
+    carriers.append(service_client)
 
-    for thing in (job, secret_config, files):
+    for thing in carriers:
         for text in (repr(thing), str(thing)):
             for secret in (TOKEN, "CATALOG0SECRET", "MONGO0SECRET"):
                 assert secret not in text, type(thing).__name__
     assert job.job_id in repr(job)
     assert "<hidden>" in repr(secret_config)
+    service_client.close()
