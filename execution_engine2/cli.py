@@ -3,7 +3,7 @@
     ee2 serve [--host H] [--port P] [--data-dir DIR] [--workers N] [--config deploy.cfg]
     ee2 token create --user NAME [--admin | --admin-ro] [--data-dir DIR]
     ee2 worker [--data-dir DIR] [--slots N]
-    ee2 reap | repair | held | maintain [--config deploy.cfg | --data-dir DIR]
+    ee2 reap | repair | held | orphans | maintain [--config deploy.cfg | --data-dir DIR]
 
 ``serve`` always serves through gunicorn (``execution_engine2.serving``): with a
 configuration file (``--config`` or ``KB_DEPLOYMENT_CONFIG``) it replaces itself
@@ -30,7 +30,7 @@ from execution_engine2.serving import serve_standalone, serve_with_gunicorn, sto
 
 logger = logging.getLogger("execution_engine2.cli")
 
-MAINTENANCE_COMMANDS = ("reap", "repair", "held", "workdirs", "maintain")
+MAINTENANCE_COMMANDS = ("reap", "repair", "held", "workdirs", "orphans", "maintain")
 
 
 # --- configuration ----------------------------------------------------------------

@@ -110,8 +110,8 @@ KEYS: tuple[Key, ...] = (
     # HTCondor submit file
     Key("executable", "execute_runner.sh", _str, "Job runner executable (relative to `initialdir`)."),
     Key("initialdir", "/condor_shared", _str, "Submit `initialdir`."),
-    Key("transfer_input_files", None, _optional_str, "Submit `transfer_input_files` (runner tarball)."),
-    Key("docker_timeout", 604805, _positive_int, "DOCKER_JOB_TIMEOUT handed to jobs (seconds)."),
+    Key("transfer_input_files", "/condor_shared/JobRunner.tgz", _optional_str, "Submit `transfer_input_files` (runner tarball); empty: send none."),
+    Key("docker_timeout", 604801, _positive_int, "DOCKER_JOB_TIMEOUT handed to jobs (seconds)."),
     Key("leavejobinqueue", "True", _str, "Submit `leave_in_queue`."),
     Key("pool_user", "condor_pool", _str, "Submit `+Owner`."),
     Key("condor-submit-timeout", 60.0, _float, "Seconds one schedd submit may take before it counts as failed."),
@@ -135,6 +135,10 @@ KEYS: tuple[Key, ...] = (
     Key("http-keepalive", 5, _positive_int, "Seconds an idle kept-alive connection is held open; a connection that sends nothing is closed after about this plus 5 s."),
     Key("http-worker-timeout", 120, _positive_int, "Seconds a gunicorn worker may stay unresponsive before gunicorn restarts it."),
     Key("http-read-timeout", 30.0, _float, "Seconds a connection may send nothing in the middle of a request before it is closed (a stalled or vanished client holds a request thread no longer)."),
+    # condor: submission size, token delivery
+    Key("condor-max-jobs-per-submit", 10_000, _positive_int, "Most jobs in one schedd submit transaction (a cluster); larger sets are split (0: never). Keep it under the schedd's MAX_JOBS_PER_SUBMISSION (default 20000)."),
+    Key("condor-token-delivery", "environment", _choice("environment", "file"), "How HTCondor jobs get the user's and the catalog token: in the job's `environment` (visible to `condor_q -l`), or in a per-job 0600 credential `file` sent with the job."),
+    Key("condor-credential-dir", None, _optional_str, "Private directory (0700) for the per-job credential files; default `<data-dir>/condor-credentials`."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
@@ -148,6 +152,9 @@ LIST_CONFIG_KEYS: tuple[str, ...] = (
 )
 
 DEFAULT_CLIENT_GROUP = "njs"
+
+# Keys whose values are credentials (a MongoDB URI may carry a password).
+SECRET_KEYS = frozenset({"catalog-token", "mongo-password", "mongo-uri"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +191,11 @@ class Config:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
+
+    def __repr__(self) -> str:  # secrets never reach a log or a traceback
+        shown = {key: "<hidden>" if key in SECRET_KEYS and value else value
+                 for key, value in self.values.items()}
+        return f"Config(values={shown!r}, default_client_group={self.default_client_group!r})"
 
     @property
     def external_url(self) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from execution_engine2.maintenance import reaper
 from execution_engine2.maintenance.held import handle_held
 from execution_engine2.maintenance.workdirs import clean_workdirs
+from execution_engine2.maintenance.orphans import remove_orphans
 from execution_engine2.sdk.services import Services
 
 logger = logging.getLogger(__name__)
@@ -65,16 +66,22 @@ def workdirs(services: Services, now: float | None = None,
              lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
     """Remove local jobs' work directories kept past ``job-dir-retention`` (``maintenance.workdirs``)."""
     return _run_pass("workdirs", _workdirs_body, services, now, lease_seconds)
+def orphans(services: Services, now: float | None = None,
+            lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
+    """Remove scheduler jobs whose record forbids them (``maintenance.orphans``)."""
+    return _run_pass("orphans", _orphans_body, services, now, lease_seconds)
 
 
 def maintain(services: Services, now: float | None = None,
              lease_seconds: float = LEASE_SECONDS) -> dict[str, dict[str, Any]]:
-    """Every pass, in order (repair first so repaired retries are not reaped as stuck)."""
+    """Every pass, in order (repair first so repaired retries are not reaped as stuck;
+    orphans after reap and held, so it sees the records they ended)."""
     return {
         "repair": repair(services, now, lease_seconds),
         "reap": reap(services, now, lease_seconds),
         "held": held(services, now, lease_seconds),
         "workdirs": workdirs(services, now, lease_seconds),
+        "orphans": orphans(services, now, lease_seconds),
     }
 
 
@@ -88,6 +95,8 @@ def _held_body(services: Services, now: float) -> Any:
 
 def _workdirs_body(services: Services, now: float) -> Any:
     return clean_workdirs(services, now)
+def _orphans_body(services: Services, now: float) -> Any:
+    return remove_orphans(services, now)
 
 
 def _repair_body(services: Services, now: float) -> Any:

@@ -1,6 +1,7 @@
 """``ee2-runner JOB_ID SERVICE_URL``: run one job and report it to the service.
 
-Environment: ``KB_AUTH_TOKEN`` (the job owner's token, required),
+Environment: ``KB_AUTH_TOKEN`` (the job owner's token, required; or
+``EE2_CREDENTIALS_FILE``, a file holding it, see ``runner.credentials``),
 ``EE2_APP_COMMAND`` (JSON argv of the app: local mode; unset: docker mode),
 ``DOCKER_JOB_TIMEOUT`` (seconds the app may run). The working directory is the
 job's: ``input.json`` and ``output.json`` are written there.
@@ -15,10 +16,11 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, MutableMapping, Sequence
 
 from execution_engine2.errors import ServiceUnavailable
 from execution_engine2.job import is_job_id
+from execution_engine2.runner.credentials import load_credentials
 from execution_engine2.runner.rpc import RpcError, ServiceClient
 from execution_engine2.runner.runner import JobRunner, RunnerSettings
 
@@ -55,12 +57,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:
     """Run the job; the exit status (0: the job reached a final state)."""
     args = _parse_args(argv)
-    environ = os.environ if environ is None else environ
+    environ = os.environ if environ is None else dict(environ)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        load_credentials(environ, Path.cwd())
+    except ValueError as err:
+        logger.error("Job %s: %s", args.job_id, err)
+        return 2
     token = environ.get("KB_AUTH_TOKEN")
     if not token:
         logger.error("KB_AUTH_TOKEN is not set; cannot call the service for job %s", args.job_id)

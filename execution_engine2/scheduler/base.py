@@ -7,7 +7,7 @@ No caller knows which one it talks to.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +57,11 @@ class Requirements:
 @dataclasses.dataclass(frozen=True)
 class PreparedJob:
     """Everything a scheduler needs to start one job. ``token`` is the owner's
-    token, handed to the runner through its environment, never stored."""
+    token, handed to the runner, never stored (and never in the repr)."""
 
     job_id: str
     user: str
-    token: str | None
+    token: str | None = dataclasses.field(repr=False)
     method: str  # Module.function
     app_id: str | None
     wsid: int | None
@@ -107,8 +107,9 @@ class Scheduler(Protocol):
     scheduler_type: str  # stored on records as scheduler_type
 
     def submit(self, jobs: Sequence[PreparedJob]) -> list[SubmitOutcome]:
-        """Submit all ``jobs`` in one scheduler transaction; one outcome per job, in
-        order. Raises ``errors.SubmissionFailed`` when nothing could be submitted."""
+        """Submit all ``jobs`` (in one scheduler transaction, or as few as the scheduler
+        allows); one outcome per job, in order. Raises ``errors.SubmissionFailed`` when
+        nothing could be submitted; a scheduler must then leave none of them running."""
 
     def cancel(self, scheduler_ids: Sequence[str]) -> None:
         """Stop and remove these jobs; unknown or finished ids are ignored."""
@@ -121,3 +122,22 @@ class Scheduler(Protocol):
 
     def remove_held(self, scheduler_ids: Sequence[str]) -> None:
         """Remove held jobs from the scheduler's queue."""
+
+
+@runtime_checkable
+class LabellingScheduler(Scheduler, Protocol):
+    """A scheduler whose jobs carry their job id, so that jobs it holds without a
+    record saying so (a submission given up, then accepted) can be found and removed,
+    and which may keep per-job credential files until a job ends
+    (``scheduler.condor.CondorScheduler``; used by ``maintenance.orphans``)."""
+
+    def labelled_jobs(self, job_ids: Sequence[str] | None = None
+                      ) -> dict[str, list[SchedulerJobState]]:
+        """Jobs not completed nor removed, by the job id they carry (all, or only
+        ``job_ids``)."""
+
+    def credential_job_ids(self) -> list[str]:
+        """Jobs whose credential file is still kept."""
+
+    def discard_credentials(self, job_ids: Sequence[str]) -> list[str]:
+        """Delete these jobs' credential files; the ids that had one."""

@@ -1,13 +1,18 @@
 """HTCondor scheduler: one ``Submit`` with item data per set of jobs, through ``htcondor2``.
 
-Each call to the schedd is one transaction: ``submit`` queues a whole set of jobs as
-the procs of one cluster (job ``i`` of the set is ``<cluster>.<i>``), ``cancel`` and
-``remove_held`` are one ``act`` each. The submit description is fixed per service;
-everything that varies per job travels as item data referenced as ``$(ee2_*)``
-macros, so a thousand jobs cost one round trip.
+Each call to the schedd is one transaction: ``submit`` queues a set of jobs as the
+procs of one cluster (job ``i`` of the set is ``<cluster>.<i>``), at most
+``condor-max-jobs-per-submit`` jobs per transaction (the schedd refuses a whole
+submission over its ``MAX_JOBS_PER_SUBMISSION``); ``cancel`` and ``remove_held`` are
+one ``act`` each. The submit description and item data are built in ``condor_submit``.
 
 Blocking schedd calls run in a helper thread bounded by ``condor-submit-timeout``:
-a schedd that does not answer must not hold an RPC (or the submitter) forever.
+a schedd that does not answer must not hold an RPC (or the submitter) forever. A
+submit given up that way, or one that failed, may still have queued jobs (the schedd
+answers late, or fails after committing): every job carries its job id as
+``KB_JOB_ID``, and the scheduler removes whatever the schedd holds under the ids of a
+failed submission (``reconcile``), at once and again when a late answer arrives; the
+``orphans`` housekeeping pass catches the rest (``labelled_jobs``).
 """
 from __future__ import annotations
 
@@ -20,14 +25,13 @@ import htcondor2
 
 from execution_engine2.config import Config
 from execution_engine2.errors import ServiceUnavailable, SubmissionFailed
+from execution_engine2.scheduler import condor_submit
 from execution_engine2.scheduler.base import PreparedJob, SchedulerJobState, SubmitOutcome
+from execution_engine2.scheduler.condor_credentials import CredentialFiles, credential_dir
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# The existing JobRunner's launcher reads this; upstream's default, no config key.
-PYTHON_EXECUTABLE = "/miniconda/bin/python"
 
 # HTCondor's JobStatus numbers (htcondor2.JobStatus) as scheduler states.
 STATE_NAMES: Mapping[int, str] = {
@@ -60,117 +64,13 @@ PROJECTION: tuple[str, ...] = (
     "JobCurrentStartTransferInputDate", "JobCurrentStartTransferOutputDate",
 )
 
-# The per-job item keys, in the order the item rows carry them. The description
-# refers to each as $(name); names are prefixed so they never collide with submit
-# commands or their aliases (``request_memory`` is an alias of ``RequestMemory``).
-ITEM_KEYS: tuple[str, ...] = (
-    "ee2_job_id",
-    "ee2_token",
-    "ee2_client_group",
-    "ee2_debug_mode",
-    "ee2_parent_job_id",
-    "ee2_requirements",
-    "ee2_request_cpus",
-    "ee2_request_memory",
-    "ee2_request_disk",
-    "ee2_accounting_group",
-    "ee2_concurrency_limits",
-    "ee2_kb_client_group",
-    "ee2_kb_job_id",
-    "ee2_kb_parent_job_id",
-    "ee2_kb_module_name",
-    "ee2_kb_function_name",
-    "ee2_kb_app_id",
-    "ee2_kb_app_module_name",
-    "ee2_kb_wsid",
-    "ee2_kb_source_ws_objects",
-)
+# What labelled_jobs() reads: a scan of the whole queue, so only what it needs.
+LABEL_PROJECTION: tuple[str, ...] = (
+    "ClusterId", "ProcId", "JobStatus", "KB_JOB_ID", "HoldReason", "HoldReasonCode")
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _SCHEDULER_ID = re.compile(r"^(\d+)(?:\.(\d+))?$")
-# Item rows are split on newlines and the unit separator; other control characters
-# have no business in a job's labels either.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def classad_string(value: str) -> str:
-    """``value`` as a quoted ClassAd string literal."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
-
-
-def _label(value: Any) -> str:
-    """A job-ad label: a quoted string, or ``undefined`` when there is nothing to say."""
-    if value is None or value == "":
-        return "undefined"
-    return classad_string(str(value))
-
-
-def _attribute_name(name: str) -> str:
-    """A ClassAd attribute reference; odd names are single-quoted, not spliced raw."""
-    if _IDENTIFIER.match(name):
-        return name
-    escaped = name.replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{escaped}'"
-
-
-def _env_value(value: str) -> str:
-    """A value for the quoted (new) ``environment`` syntax: spaces or single quotes
-    need single-quoting, double quotes are doubled."""
-    value = value.replace('"', '""')
-    if any(ch.isspace() for ch in value) or "'" in value:
-        value = "'" + value.replace("'", "''") + "'"
-    return value
-
-
-def requirements_expression(job: PreparedJob) -> str:
-    """The ``requirements`` expression: the client group (a regular expression unless
-    ``client_group_regex`` is false) and then each scheduler requirement, by name."""
-    reqs = job.requirements
-    group = classad_string(reqs.client_group)
-    if reqs.client_group_regex is False:
-        clauses = [f"(CLIENTGROUP == {group})"]
-    else:
-        clauses = [f"regexp({group},CLIENTGROUP)"]
-    for key in sorted(reqs.scheduler_requirements):
-        value = classad_string(str(reqs.scheduler_requirements[key]))
-        clauses.append(f"({_attribute_name(key)} == {value})")
-    return " && ".join(clauses)
-
-
-def _app_module(app_id: str | None) -> str | None:
-    if not app_id:
-        return None
-    return re.split(r"[/.]", app_id, maxsplit=1)[0]
-
-
-def _item(job: PreparedJob) -> dict[str, str]:
-    reqs = job.requirements
-    accounting_user = reqs.bill_to_user or job.user
-    values = {
-        "ee2_job_id": job.job_id,
-        "ee2_token": _env_value(job.token or ""),
-        "ee2_client_group": _env_value(reqs.client_group),
-        "ee2_debug_mode": str(bool(reqs.debug_mode)),
-        "ee2_parent_job_id": _env_value(job.parent_job_id or ""),
-        "ee2_requirements": requirements_expression(job),
-        "ee2_request_cpus": str(int(reqs.request_cpus)),
-        "ee2_request_memory": str(int(reqs.request_memory)),
-        "ee2_request_disk": str(int(reqs.request_disk)),
-        "ee2_accounting_group": classad_string(accounting_user),
-        # An empty value leaves the job without a limit.
-        "ee2_concurrency_limits": "" if reqs.ignore_concurrency_limits else accounting_user,
-        "ee2_kb_client_group": classad_string(reqs.client_group),
-        "ee2_kb_job_id": classad_string(job.job_id),
-        "ee2_kb_parent_job_id": _label(job.parent_job_id),
-        "ee2_kb_module_name": _label(job.module_name),
-        "ee2_kb_function_name": _label(job.function_name),
-        "ee2_kb_app_id": _label(job.app_id),
-        "ee2_kb_app_module_name": _label(_app_module(job.app_id)),
-        "ee2_kb_wsid": _label(job.wsid),
-        "ee2_kb_source_ws_objects": _label(",".join(job.source_ws_objects)),
-    }
-    return {key: _CONTROL.sub(" ", values[key]) for key in ITEM_KEYS}
+# Job states of a job that may still run (or be held): neither removed nor completed.
+LIVE_CONSTRAINT = "JobStatus =!= 3 && JobStatus =!= 4"
 
 
 def _parse_scheduler_id(scheduler_id: str) -> tuple[int, int] | None:
@@ -205,14 +105,17 @@ def _state(ad: Mapping[str, Any], scheduler_id: str) -> SchedulerJobState:
     )
 
 
-def _with_timeout(call: Callable[[], T], timeout: float, what: str) -> T:
+def _with_timeout(call: Callable[[], T], timeout: float, what: str,
+                  after_abandoned: Callable[[], None] | None = None) -> T:
     """Run a blocking binding call in a helper thread; TimeoutError after ``timeout``.
 
     The thread is a daemon: a schedd call cannot be interrupted, and one that never
-    returns must not keep the process alive at exit.
+    returns must not keep the process alive at exit. When the call returns (or fails)
+    after the caller gave up, the helper thread runs ``after_abandoned``.
     """
     outcome: dict[str, Any] = {}
     done = threading.Event()
+    lock = threading.Lock()
 
     def target() -> None:
         try:
@@ -220,11 +123,21 @@ def _with_timeout(call: Callable[[], T], timeout: float, what: str) -> T:
         except BaseException as err:  # handed to the waiting thread, which re-raises
             outcome["error"] = err
         finally:
-            done.set()
+            with lock:
+                done.set()
+                abandoned = outcome.get("abandoned", False)
+        if abandoned and after_abandoned is not None:
+            try:
+                after_abandoned()
+            except Exception:  # noqa: BLE001 - nobody waits on this thread any more
+                logger.exception("Clean-up after the late answer to %s failed", what)
 
     threading.Thread(target=target, name=f"ee2-condor-{what}", daemon=True).start()
     if not done.wait(timeout):
-        raise TimeoutError(f"the schedd did not answer {what} within {timeout:g} s")
+        with lock:
+            outcome["abandoned"] = not done.is_set()
+        if outcome["abandoned"]:
+            raise TimeoutError(f"the schedd did not answer {what} within {timeout:g} s")
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -244,96 +157,78 @@ class CondorScheduler:
         self._config = config
         self._schedd_factory = schedd_factory
         self._timeout = float(config["condor-submit-timeout"])
+        self._max_per_submit = int(config["condor-max-jobs-per-submit"])
+        self._credentials = (
+            CredentialFiles(credential_dir(config), config["catalog-token"], config["pool_user"])
+            if config["condor-token-delivery"] == condor_submit.TOKENS_IN_FILE else None)
 
     # --- the submit description ------------------------------------------------
     def description(self) -> dict[str, str]:
         """The submit commands shared by every job; per-job values are ``$(ee2_*)``."""
-        config = self._config
-        initial_dir = config["initialdir"]
-        out, err = "runner_logs/$(ee2_job_id).out", "runner_logs/$(ee2_job_id).err"
-        environment = " ".join([
-            f"DOCKER_JOB_TIMEOUT={_env_value(str(config['docker_timeout']))}",
-            f"KB_ADMIN_AUTH_TOKEN={_env_value(config['catalog-token'] or '')}",
-            "KB_AUTH_TOKEN=$(ee2_token)",
-            "CLIENTGROUP=$(ee2_client_group)",
-            "JOB_ID=$(ee2_job_id)",
-            "CONDOR_ID=$(Cluster).$(Process)",
-            f"PYTHON_EXECUTABLE={PYTHON_EXECUTABLE}",
-            "DEBUG_MODE=$(ee2_debug_mode)",
-            "PARENT_JOB_ID=$(ee2_parent_job_id)",
-        ])
-        description = {
-            "universe": "vanilla",
-            "executable": f"{initial_dir}/{config['executable']}",
-            "initial_dir": initial_dir,
-            "arguments": f'"$(ee2_job_id) {config.external_url}"',
-            "environment": f'"{environment}"',
-            "getenv": "false",
-            "JobBatchName": "$(ee2_job_id)",
-            "ShouldTransferFiles": "YES",
-            "When_To_Transfer_Output": "ON_EXIT_OR_EVICT",
-            "on_exit_hold": "ExitCode =!= 0",
-            "JobLeaseDuration": "43200",
-            "MaxJobRetirementTime": "43200",
-            "Periodic_Hold": "( RemoteWallClockTime > 604800 )",
-            "leave_in_queue": str(config["leavejobinqueue"]),
-            "log": "runner_logs/$(Cluster).$(Process).log",
-            "output": out,
-            "error": err,
-            "transfer_output_remaps": (
-                f'"{err}=cluster_logs/$(ee2_job_id).err;{out}=cluster_logs/$(ee2_job_id).out"'
-            ),
-            "+Owner": classad_string(config["pool_user"]),
-            "request_cpus": "$(ee2_request_cpus)",
-            "request_memory": "$(ee2_request_memory)MB",
-            "request_disk": "$(ee2_request_disk)GB",
-            "requirements": "$(ee2_requirements)",
-            "+AccountingGroup": "$(ee2_accounting_group)",
-            "concurrency_limits": "$(ee2_concurrency_limits)",
-            "+KB_CLIENTGROUP": "$(ee2_kb_client_group)",
-            "+KB_JOB_ID": "$(ee2_kb_job_id)",
-            "+KB_PARENT_JOB_ID": "$(ee2_kb_parent_job_id)",
-            "+KB_MODULE_NAME": "$(ee2_kb_module_name)",
-            "+KB_FUNCTION_NAME": "$(ee2_kb_function_name)",
-            "+KB_APP_ID": "$(ee2_kb_app_id)",
-            "+KB_APP_MODULE_NAME": "$(ee2_kb_app_module_name)",
-            "+KB_WSID": "$(ee2_kb_wsid)",
-            "+KB_SOURCE_WS_OBJECTS": "$(ee2_kb_source_ws_objects)",
-        }
-        if config["transfer_input_files"]:
-            description["transfer_input_files"] = config["transfer_input_files"]
-        return description
+        return condor_submit.description(self._config)
 
-    def build_submit(self, jobs: Sequence[PreparedJob]
+    def build_submit(self, jobs: Sequence[PreparedJob],
+                     credential_files: Mapping[str, str] | None = None,
                      ) -> tuple[htcondor2.Submit, list[dict[str, str]]]:
         """One ``Submit`` for the whole set and one item (``{ee2_*: value}``) per job,
         in order. The description has no queue statement: the items go to
-        ``Schedd.submit(itemdata=...)``, which queues one proc per item."""
-        return htcondor2.Submit(self.description()), [_item(job) for job in jobs]
+        ``Schedd.submit(itemdata=...)``, which queues one proc per item.
+        ``credential_files`` maps job ids to their credential file (token delivery
+        ``file``)."""
+        files = credential_files or {}
+        items = [condor_submit.job_item(job, files.get(job.job_id)) for job in jobs]
+        return htcondor2.Submit(self.description()), items
 
     # --- Scheduler ---------------------------------------------------------------
     def submit(self, jobs: Sequence[PreparedJob]) -> list[SubmitOutcome]:
-        """Queue every job as one cluster in one schedd transaction.
+        """Queue the jobs, one cluster (one schedd transaction) per
+        ``condor-max-jobs-per-submit`` jobs, in order. When a later transaction fails,
+        the jobs already queued stay queued; that one and the rest get its error.
 
         Raises:
-            SubmissionFailed: the schedd refused, failed or did not answer in
-                ``condor-submit-timeout`` seconds; no job of the set was queued.
+            SubmissionFailed: the first transaction failed (the schedd refused,
+                failed or did not answer in ``condor-submit-timeout`` seconds);
+                no job was queued.
         """
-        if not jobs:
-            return []
-        description, items = self.build_submit(jobs)
+        outcomes: list[SubmitOutcome] = []
+        size = self._max_per_submit or len(jobs)  # 0: never split
+        for start in range(0, len(jobs), size):
+            chunk = jobs[start:start + size]
+            try:
+                outcomes += self._submit_cluster(chunk)
+            except SubmissionFailed as err:
+                if not outcomes:
+                    raise
+                outcomes += [SubmitOutcome(job.job_id, error=err.message) for job in jobs[start:]]
+                break
+        return outcomes
+
+    def _submit_cluster(self, jobs: Sequence[PreparedJob]) -> list[SubmitOutcome]:
+        """One schedd transaction; on any failure nothing of it is left in the pool."""
+        job_ids = [job.job_id for job in jobs]
+        files = self._write_credentials(jobs)
+        description, items = self.build_submit(jobs, files)
 
         def call() -> Any:
             return self._schedd_factory().submit(description, itemdata=iter(items))
 
+        def late_answer() -> None:
+            # The jobs already ended in error: whatever the schedd queued must not run.
+            removed = self.reconcile(job_ids)
+            logger.warning("The schedd answered a submit given up on; removed %d of its "
+                           "jobs (first job %s)", len(removed), job_ids[0])
+
         try:
-            result = _with_timeout(call, self._timeout, "submit")
+            result = _with_timeout(call, self._timeout, "submit", after_abandoned=late_answer)
         # The bindings raise HTCondorException, RuntimeError, ValueError or OSError
-        # depending on where a submission breaks; every one of them means the set
-        # was not queued and each job must end in error rather than stay created.
+        # depending on where a submission breaks; every one of them means the jobs
+        # must end in error rather than stay created, and must not run unseen.
         except Exception as err:
             logger.exception("Cannot submit %d jobs to condor (first job %s)",
                              len(jobs), jobs[0].job_id)
+            if not isinstance(err, TimeoutError):  # a late answer is handled by late_answer
+                self._reconcile_quietly(job_ids)
+            self.discard_credentials(job_ids)
             # The submitter words the job's message ("Cannot submit to condor: <this>").
             raise SubmissionFailed(str(err) or type(err).__name__) from err
         cluster = int(result.cluster())
@@ -347,6 +242,71 @@ class CondorScheduler:
                                             f"only {procs} of {len(jobs)} jobs")
             for index, job in enumerate(jobs)
         ]
+
+    def reconcile(self, job_ids: Sequence[str]) -> list[str]:
+        """Remove every job the schedd holds (idle, running or held) under these job
+        ids: a submission that failed must leave nothing behind. The scheduler ids
+        removed.
+
+        Raises:
+            ServiceUnavailable: the schedd failed or did not answer.
+        """
+        found = [state.scheduler_id for states in self.labelled_jobs(job_ids).values()
+                 for state in states]
+        if found:
+            self._act(found, "Submission failed; removed by execution_engine2",
+                      "remove jobs of a failed submission")
+        return found
+
+    def _reconcile_quietly(self, job_ids: Sequence[str]) -> None:
+        try:
+            removed = self.reconcile(job_ids)
+        except ServiceUnavailable as err:  # the orphans pass tries again later
+            logger.error("Could not check the schedd for jobs of a failed submission: %s", err)
+            return
+        if removed:
+            logger.warning("Removed %d jobs a failed submission had queued: %s",
+                           len(removed), removed)
+
+    def labelled_jobs(self, job_ids: Sequence[str] | None = None
+                      ) -> dict[str, list[SchedulerJobState]]:
+        """Jobs in the schedd's queue (not completed, not removed) labelled with a
+        job id (``KB_JOB_ID``), by job id; only ``job_ids`` when given (one query).
+
+        Raises:
+            ServiceUnavailable: the schedd failed or did not answer.
+        """
+        if job_ids is not None and not job_ids:
+            return {}
+        constraint = "KB_JOB_ID =!= undefined" if job_ids is None else \
+            condor_submit.job_id_constraint(job_ids)
+        ads = self._query(f"({constraint}) && {LIVE_CONSTRAINT}", "query jobs by job id",
+                          LABEL_PROJECTION)
+        found: dict[str, list[SchedulerJobState]] = {}
+        for ad in ads:
+            job_id = ad.get("KB_JOB_ID")
+            if isinstance(job_id, str):
+                scheduler_id = f"{int(ad['ClusterId'])}.{int(ad['ProcId'])}"
+                found.setdefault(job_id, []).append(_state(ad, scheduler_id))
+        return found
+
+    # --- credential files (condor-token-delivery = file) ------------------------------
+    def _write_credentials(self, jobs: Sequence[PreparedJob]) -> dict[str, str]:
+        if self._credentials is None:
+            return {}
+        try:
+            return {job.job_id: self._credentials.write(job) for job in jobs}
+        except OSError as err:
+            self.discard_credentials([job.job_id for job in jobs])
+            raise SubmissionFailed(f"cannot write the job's credential file: {err}") from err
+
+    def credential_job_ids(self) -> list[str]:
+        """Jobs whose credential file is still waiting (none without token files)."""
+        return self._credentials.job_ids() if self._credentials is not None else []
+
+    def discard_credentials(self, job_ids: Sequence[str]) -> list[str]:
+        """Delete these jobs' credential files; the ids that had one."""
+        return self._credentials.discard(job_ids) if self._credentials is not None else []
 
     def cancel(self, scheduler_ids: Sequence[str]) -> None:
         """Remove these jobs in one ``act``; malformed ids are skipped.
@@ -415,10 +375,11 @@ class CondorScheduler:
 
         self._schedd_call(call, what, len(ids))
 
-    def _query(self, constraint: str, what: str) -> list[Any]:
+    def _query(self, constraint: str, what: str,
+               projection: Sequence[str] = PROJECTION) -> list[Any]:
         def call() -> Any:
             return self._schedd_factory().query(constraint=constraint,
-                                                projection=list(PROJECTION))
+                                                projection=list(projection))
 
         return list(self._schedd_call(call, what, 0))
 

@@ -77,7 +77,7 @@ def runner_crashed(status: int | None) -> str:
 class _Child:
     job_id: str
     process: subprocess.Popen[bytes]
-    token: str | None  # None once revoked
+    token: str | None = dataclasses.field(repr=False)  # None once revoked
     workdir: Path
     log: IO[bytes]
     kill_deadline: float | None = None  # monotonic; set once SIGTERM was sent

@@ -2,67 +2,23 @@
 data go in; assertions are on each job's expanded submit description."""
 from __future__ import annotations
 
-import threading
 import time
 
 import classad2
 import htcondor2
 import pytest
 
-from execution_engine2.config import Config
 from execution_engine2.errors import ServiceUnavailable, SubmissionFailed
-from execution_engine2.job import new_job_id
-from execution_engine2.scheduler.base import PreparedJob, Requirements
+from execution_engine2.scheduler.base import Requirements
 from execution_engine2.scheduler.condor import CondorScheduler
+from support.condor_jobs import URL, env_of, make_job
 from support.fake_schedd import FakeSchedd
-
-URL = "https://ee2.example.org/services/ee2"
-
-
-def make_job(token: str = "tok-owner", **changes) -> PreparedJob:
-    requirements = changes.pop("requirements", None) or Requirements(
-        client_group="njs", request_cpus=4, request_memory=2000, request_disk=30)
-    values = dict(job_id=new_job_id(), user="alice", token=token, method="Demo.echo",
-                  app_id="Demo/echo_app", wsid=42, parent_job_id=None,
-                  source_ws_objects=["1/2/3", "4/5/6"], service_ver="a" * 40,
-                  requirements=requirements)
-    values.update(changes)
-    return PreparedJob(**values)
-
-
-@pytest.fixture
-def config() -> Config:
-    return Config.standalone(scheduler="condor", external_url=URL, catalog_token="catalog-tok",
-                             condor_submit_timeout=2.0)
-
-
-@pytest.fixture
-def schedd() -> FakeSchedd:
-    fake = FakeSchedd()
-    yield fake
-    fake.release()
-    # A hung submit's helper thread returns once released; wait so nothing leaks.
-    deadline = time.monotonic() + 5
-    while any(t.name.startswith("ee2-condor") for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "condor helper thread still running"
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def scheduler(config, schedd) -> CondorScheduler:
-    return CondorScheduler(config, schedd_factory=lambda: schedd)
 
 
 def submit_one(scheduler, schedd, job):
     [outcome] = scheduler.submit([job])
     assert outcome.ok, outcome.error
     return schedd.job_description(outcome.scheduler_id)
-
-
-def env_of(description):
-    """The quoted ``environment`` as a dict."""
-    text = description["environment"].strip('"')
-    return dict(pair.split("=", 1) for pair in text.split(" "))
 
 
 def test_a_thousand_jobs_are_one_submit_of_one_cluster(scheduler, schedd):
@@ -125,10 +81,11 @@ def test_each_job_gets_the_reference_submit_description(scheduler, schedd, confi
         "MY.KB_APP_MODULE_NAME": '"Demo"',
         "MY.KB_WSID": '"42"',
         "MY.KB_SOURCE_WS_OBJECTS": '"1/2/3,4/5/6"',
+        "transfer_input_files": "/condor_shared/JobRunner.tgz",
     }
     assert {key: description.get(key) for key in expected} == expected
     assert env_of(description) == {
-        "DOCKER_JOB_TIMEOUT": "604805",
+        "DOCKER_JOB_TIMEOUT": "604801",
         "KB_ADMIN_AUTH_TOKEN": "catalog-tok",
         "KB_AUTH_TOKEN": "tok-owner",
         "CLIENTGROUP": "njs",
@@ -216,7 +173,8 @@ def test_failure_mid_submit_queues_nothing(config):
     with pytest.raises(SubmissionFailed, match="Failed to queue job 3"):
         scheduler.submit([make_job() for _ in range(10)])
     assert schedd.jobs == {}
-    assert schedd.transactions == 1
+    # One submit, then one query for jobs carrying these ids (none: nothing to remove).
+    assert [call[0] for call in schedd.calls] == ["submit", "query"]
 
 
 def test_a_schedd_that_does_not_answer_times_out(config, schedd):

@@ -30,7 +30,7 @@ def test_list_config_echoes_the_runner_keys(tmp_path):
     assert config["external-url"] == "https://ee2.example.org/services/ee2"
     assert config["kbase-endpoint"] == "https://kb.example.org"
     assert config["shock-url"] is None
-    assert config["docker_timeout"] == "604805"
+    assert config["docker_timeout"] == "604801"
     assert config["executable"] == "execute_runner.sh"
     assert set(config) == {
         "external-url", "kbase-endpoint", "workspace-url", "catalog-url", "shock-url",

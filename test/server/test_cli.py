@@ -133,14 +133,14 @@ def test_admin_flags_exclude_each_other():
 
 # --- housekeeping ------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", ["maintain", "reap", "workdirs"])
+@pytest.mark.parametrize("command", ["maintain", "reap", "workdirs", "orphans"])
 def test_maintenance_commands_print_a_json_summary(tmp_path, command):
     done = subprocess.run(ee2(command, "--data-dir", str(tmp_path)), capture_output=True, text=True,
                           env=clean_env(), timeout=60)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     if command == "maintain":
-        assert set(summary) == {"repair", "reap", "held", "workdirs"}
+        assert set(summary) == {"repair", "reap", "held", "workdirs", "orphans"}
     else:
         assert summary["pass"] == command and summary["status"] == "done"
 

@@ -9,7 +9,11 @@ description is then expanded by the real macro engine (``job_description``).
 Knobs: ``latency`` (seconds per call), ``fail_submit`` (an exception to raise),
 ``fail_after_items`` (raise once that many items were read: a failure mid-submit,
 nothing queued, as the real transaction), ``hang`` (submit blocks until
-``release()``; call it in teardown).
+``release()``; call it in teardown), ``accept_after`` (submit waits that many seconds,
+then queues the jobs: a schedd that answers after the caller gave up),
+``fail_after_commit`` (an exception raised after the jobs were queued: a connection
+lost before the answer), ``max_jobs_per_submission`` (the schedd's
+``MAX_JOBS_PER_SUBMISSION``: a larger submission fails whole).
 """
 from __future__ import annotations
 
@@ -71,12 +75,19 @@ class FakeJob:
         return expanded
 
     def ad(self) -> classad2.ClassAd:
+        description = self.description()
         ad = classad2.ClassAd({
             "ClusterId": self.cluster, "ProcId": self.proc, "JobStatus": self.status,
-            "JobBatchName": self.item.get("ee2_job_id", ""),
+            "JobBatchName": description.get("JobBatchName", ""),
             # As in a real job ad: the environment, token included.
-            "Environment": self.description().get("environment", "").strip('"'),
+            "Environment": description.get("environment", "").strip('"'),
+            "TransferInput": description.get("transfer_input_files", ""),
+            "Requirements": classad2.ExprTree(description.get("requirements") or "true"),
         })
+        # Custom attributes (``+NAME`` / ``MY.NAME``) are ClassAd expressions.
+        for key, value in description.items():
+            if key.startswith("MY.") and value:
+                ad[key[3:]] = classad2.ExprTree(value)
         if self.hold_reason is not None:
             ad["HoldReason"] = self.hold_reason
         if self.hold_reason_code is not None:
@@ -89,11 +100,16 @@ class FakeSchedd:
 
     def __init__(self, latency: float = 0.0, fail_submit: Exception | None = None,
                  fail_after_items: int | None = None, hang: bool = False,
-                 first_cluster: int = 100) -> None:
+                 first_cluster: int = 100, accept_after: float = 0.0,
+                 fail_after_commit: Exception | None = None,
+                 max_jobs_per_submission: int = 20_000) -> None:
         self.latency = latency
         self.fail_submit = fail_submit
         self.fail_after_items = fail_after_items
         self.hang = hang
+        self.accept_after = accept_after
+        self.fail_after_commit = fail_after_commit
+        self.max_jobs_per_submission = max_jobs_per_submission
         self.calls: list[tuple[Any, ...]] = []
         self.jobs: dict[str, FakeJob] = {}
         self.submit_texts: list[str] = []
@@ -116,14 +132,21 @@ class FakeSchedd:
                queue: str | None = None) -> FakeSubmitResult:
         if not isinstance(description, htcondor2.Submit):
             raise TypeError("description must be an htcondor2.Submit object")
+        index = len(self.calls)
         self.calls.append(("submit",))
         self._pause()
         if self.hang:
             self._released.wait()
             raise htcondor2.HTCondorException("Failed to connect to schedd (released)")
+        if self.accept_after:
+            time.sleep(self.accept_after)
         if self.fail_submit is not None:
             raise self.fail_submit
         items = self._read_items(itemdata)
+        if len(items) > self.max_jobs_per_submission:
+            raise htcondor2.HTCondorException(
+                f"Failed to queue job: the submission has {len(items)} jobs, more than "
+                f"MAX_JOBS_PER_SUBMISSION ({self.max_jobs_per_submission})")
         text = self._submit_text(description, items)
         # The round trip through the submit language, as the real schedd gets it.
         parsed = htcondor2.Submit(text)
@@ -136,7 +159,9 @@ class FakeSchedd:
                 job = FakeJob(cluster, proc, base, dict(item))
                 self.jobs[job.scheduler_id] = job
             self.submit_texts.append(text)
-        self.calls[-1] = ("submit", len(parsed_items or [{}]))
+        self.calls[index] = ("submit", len(parsed_items or [{}]))
+        if self.fail_after_commit is not None:
+            raise self.fail_after_commit
         return FakeSubmitResult(cluster, 0, len(parsed_items or [{}]))
 
     def act(self, action: htcondor2.JobAction, job_spec: list[str] | str,
