@@ -47,6 +47,18 @@ def _describe_time(value: Any) -> str:
     return describe(value)
 
 
+def _numeric_text(value: Any) -> bool:
+    """Whether ``value`` is text of a number ('-5', '1e308', 'nan'): a time out
+    of range, not text that is no time."""
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def line_time(value: Any, index: int, now: float) -> float:
     """A line's ``ts`` as epoch seconds: ``now`` when absent, a boolean or text
     that is no time (the existing service's default); a number or date outside
@@ -58,9 +70,7 @@ def line_time(value: Any, index: int, now: float) -> float:
     if value is None or isinstance(value, bool):
         return now
     seconds = parse_time(value)
-    is_number = isinstance(value, (int, float)) or (
-        isinstance(value, str) and value.strip().isascii() and value.strip().replace(".", "", 1).isdigit())
-    if seconds is None and not is_number:
+    if seconds is None and not (isinstance(value, (int, float)) or _numeric_text(value)):
         return now
     if seconds is None or not MIN_TS <= seconds < MAX_TS:
         raise InvalidParams(
