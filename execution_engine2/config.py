@@ -124,10 +124,11 @@ KEYS: tuple[Key, ...] = (
     Key("held-job-action", "error", _choice("error", "remove"), "What the held-job pass does: `error` the job, or also `remove` it from HTCondor."),
     Key("maintenance-interval", 60.0, _float, "Seconds between in-service housekeeping passes; 0 turns them off."),
     Key("debug", False, _bool, "Verbose logging."),
-    # Logs
+    # Logs and request memory (area: logs)
     Key("max-log-lines-per-call", 10_000, _positive_int, "Most lines one `add_job_logs` call may send (more is refused); 0 = no limit."),
     Key("max-log-lines-per-job", 100_000, _positive_int, "Most lines a job's log keeps; later lines are dropped and counted (`original_line_count`); 0 = no limit."),
     Key("max-log-page-lines", 10_000, _positive_int, "Most lines one `get_job_logs` page returns, whatever `limit` asks; 0 = no limit."),
+    Key("max-request-containers", 250_000, _positive_int, "Most JSON objects and arrays one request body may hold (refused unparsed beyond); 0 = no limit."),
     Key("max-log-page-bytes", 8 * 1024 * 1024, _positive_int, "Most bytes of line text in one `get_job_logs` page (a page always has its first line); 0 = no limit."),
 )
 
