@@ -37,11 +37,9 @@ _OPS = "_ee2_ops"
 _OPS_KEPT = 8
 _DUPLICATE_KEY = 11000
 _INSERT_ATTEMPTS = 3
-# Logs: compare-and-set attempts per append; lines per slice a page read fetches
-# (bounds one reply at _LOG_CHUNK x max-log-line-bytes); MongoDB's codes for "the
-# document would be over 16 MiB".
+# Logs: compare-and-set attempts per append; MongoDB's codes for "the document
+# would be over 16 MiB".
 _LOG_ATTEMPTS = 50
-_LOG_CHUNK = 200
 _MAX_INT32 = 2**31 - 1
 _TOO_LARGE = frozenset({10334, 17419, 17420})
 
@@ -419,25 +417,18 @@ class MongoJobStore:
     @_store_errors
     def get_logs(self, job_id: str, first_line: int, limit: int | None,
                  max_bytes: int | None = None) -> tuple[list[dict[str, Any]], int] | None:
-        """See ``JobStore.get_logs``: slices of the document's ``lines`` of at most
-        ``_LOG_CHUNK`` lines each, until the page is full (one round trip per
-        slice; the server never sends the whole document)."""
+        """See ``JobStore.get_logs``: one aggregation slices the document's ``lines``
+        on the server; the reply is at most the document (16 MiB) however long the
+        page asked for, and the byte budget then trims it."""
         oid = _oid(job_id)
-        if oid is None:
+        found = None if oid is None else self._log_slice(oid, first_line, _MAX_INT32 if limit is None else limit)
+        if found is None:
             return None
+        count, raw = found
         page: list[dict[str, Any]] = []
-        used, position, count = 0, first_line, None
-        while True:
-            wanted = _LOG_CHUNK if limit is None else min(_LOG_CHUNK, limit - len(page))
-            chunk = self._log_slice(oid, position, wanted)
-            if chunk is None:
-                return None
-            count, raw = chunk
-            lines = [legacy_logs.stored_line(doc, position + i) for i, doc in enumerate(raw)]
-            used, full = legacy_logs.take_page(lines, max_bytes, page, used)
-            position = first_line + len(page)
-            if full or len(raw) < wanted or (limit is not None and len(page) >= limit):
-                return page, count
+        legacy_logs.take_page((legacy_logs.stored_line(doc, first_line + i) for i, doc in enumerate(raw)),
+                              max_bytes, page, 0)
+        return page, count
 
     def _log_slice(self, oid: ObjectId, position: int, wanted: int
                    ) -> tuple[int, list[Any]] | None:
