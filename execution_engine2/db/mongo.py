@@ -436,7 +436,7 @@ class MongoJobStore:
         lines = {"$ifNull": ["$lines", []]}
         project: dict[str, Any] = {"_id": 0, "count": {"$size": lines}}
         if wanted > 0:
-            project["page"] = {"$slice": [lines, min(position, _MAX_INT32), wanted]}
+            project["page"] = {"$slice": [lines, min(position, _MAX_INT32), min(wanted, _MAX_INT32)]}
         docs = list(self._logs.aggregate([{"$match": {"_id": oid}}, {"$project": project}]))
         if not docs:
             return None
