@@ -6,7 +6,7 @@ grow with the number of jobs. Each call is charged its nominal cost from
 (``transition_many`` 2: bulk write and read-back; ``claim_jobs`` 3: find,
 claim, read-back; every other method 1; ``close`` 0). The count is per call,
 not measured on the wire: ``MongoJobStore`` spends a second, still constant,
-round trip in ``renew_claims``, ``append_logs``, ``get_logs``, a conflicting
+round trip in ``renew_claims``, ``append_logs`` (more when appends race), a conflicting
 ``transition`` and an ``insert_jobs`` that refuses live retries. What matters
 to its users is that no method's cost depends on how many jobs it is given.
 """

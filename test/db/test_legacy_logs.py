@@ -18,7 +18,7 @@ from execution_engine2.db.legacy_logs import legacy_log_problems
 from execution_engine2.db.mongo import MongoJobStore
 from execution_engine2.db.store import LogLine
 from execution_engine2.job import new_job_id
-from support.legacy_log_docs import OLD_TS, upstream_line, upstream_log
+from support.legacy_log_docs import OLD_TS, existing_service_page, upstream_line, upstream_log
 from support.stores import SerializedDatabase
 
 NOW = 1_700_000_000.0
@@ -119,6 +119,23 @@ def test_every_document_written_fits_the_existing_model(database: Any, store: Mo
     assert all_problems(database) == []
     doc = database["ee2_logs"].find_one({"_id": bson.ObjectId(capped)})
     assert (doc["stored_line_count"], doc["original_line_count"], len(doc["lines"])) == (2, 7, 2)
+
+
+def test_after_a_rollback_the_existing_service_shows_every_line(database: Any, store: MongoJobStore) -> None:
+    old_job = old_log(database, ["old 0", "old 1"])
+    new_job = new_job_id()
+    for job_id in (old_job, new_job):
+        store.append_logs(job_id, new_lines("ours a", "ours b", error=True), NOW)
+        store.append_logs(job_id, new_lines("ours c"), NOW + 0.25)
+    ours = store.get_logs(old_job, 0, None)
+    assert ours is not None
+    assert existing_service_page(database["ee2_logs"].find_one({"_id": bson.ObjectId(old_job)})) == [
+        {"line": line["line"], "linepos": line["linepos"], "is_error": int(line["error"]),
+         "ts": int(line["ts"] * 1000)} for line in ours[0]]
+    assert [line["line"] for line in ours[0]] == ["old 0", "old 1", "ours a", "ours b", "ours c"]
+    shown = existing_service_page(database["ee2_logs"].find_one({"_id": bson.ObjectId(new_job)}))
+    assert [(l["line"], l["linepos"], l["is_error"]) for l in shown] == [
+        ("ours a", 0, 1), ("ours b", 1, 1), ("ours c", 2, 0)]
 
 
 @pytest.mark.parametrize("change, problem", [

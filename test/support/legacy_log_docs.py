@@ -34,3 +34,18 @@ def upstream_log(job_id: str, texts: Sequence[str], *, errors: Sequence[int] = (
         doc["stored_line_count"] = len(texts)
     doc["lines"] = [upstream_line(n, text, error=n in errors, ts=ts) for n, text in enumerate(texts)]
     return doc
+
+
+def existing_service_page(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the existing service's ``get_job_logs`` (no skip, no limit) shows of a
+    ``JobLog`` document: every element of ``lines`` in array order as ``{line,
+    linepos, is_error}`` (1 only for ``error`` true) plus ``ts`` in epoch ms. It
+    reads fields by name and multiplies ``ts``: a line lacking ``line``/``linepos``
+    or with a non-numeric ``ts`` would break its page."""
+    page = []
+    for stored in doc.get("lines", []):
+        line = {"line": stored["line"], "linepos": stored["linepos"],
+                "is_error": 1 if stored.get("error") is True else 0}
+        line["ts"] = int(stored.get("ts", 0) * 1000)
+        page.append(line)
+    return page
