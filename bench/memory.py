@@ -11,7 +11,8 @@ data dir, and runs it:
   the case issue 9 reports): refused unparsed by ``max-request-containers``;
 * a job filled to ``max-log-lines-per-job`` lines of 1 KB, then 4
   simultaneous ``get_job_logs`` without ``limit``: each answers one bounded page;
-* one ``run_job_batch`` of ``--batch`` children (default 10,000).
+* one ``run_job_batch`` of ``--batch`` children (default 10,000, the default
+  ``max-batch-size``), their params padded to fill a body under ``max-request-bytes``.
 
 For each it prints the server worker's resident memory before and its peak during
 the scenario (``VmHWM`` from /proc, reset between scenarios through
@@ -21,7 +22,7 @@ allowed), the time taken and what the calls answered. Linux only (/proc).
     .venv/bin/python bench/memory.py [--batch 10000] [--fill-lines N] [--scale 1.0]
 
 For a quick run, ``--fill-lines`` fills the ``get_job_logs`` job with fewer lines
-than the cap and ``--scale`` shrinks the ``add_job_logs`` bodies.
+than the cap and ``--scale`` shrinks the ``add_job_logs`` and batch bodies.
 """
 from __future__ import annotations
 
@@ -218,8 +219,11 @@ def get_full(url: str, token: str, worker: int, fill_lines: int) -> Row:
                    lambda: _at_once([lambda: _post(url, token, body)] * 4))
 
 
-def batch(url: str, token: str, worker: int, size: int) -> Row:
-    body = _body("run_job_batch", [[dict(ECHO, params=[{"n": n}]) for n in range(size)], {}])
+def batch(url: str, token: str, worker: int, size: int, scale: float) -> Row:
+    """Children whose params fill the body up to max-request-bytes (times ``scale``)."""
+    overhead = len(_body("run_job_batch", [[dict(ECHO, params=[{"n": n, "pad": ""}]) for n in range(size)], {}]))
+    width = max(0, int(scale * (MAX_REQUEST - overhead - 1024) // max(size, 1)))
+    body = _body("run_job_batch", [[dict(ECHO, params=[{"n": n, "pad": "p" * width}]) for n in range(size)], {}])
     return measure(worker, f"run_job_batch of {size:,} children ({len(body) / MB:.1f} MB)",
                    lambda: [_post(url, token, body)])
 
@@ -238,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fill = min(args.fill_lines, LINES_PER_JOB or args.fill_lines)
     scenarios: list[Callable[[str, str, int], Row]] = [
         idle, lambda *a: add_max(*a, args.scale), lambda *a: add_issue(*a, args.scale),
-        lambda *a: get_full(*a, fill), lambda *a: batch(*a, args.batch)]
+        lambda *a: get_full(*a, fill), lambda *a: batch(*a, args.batch, args.scale)]
     rows = []
     for scenario in scenarios:  # each on a fresh server: no scenario inherits another's memory
         with server() as (url, token, worker):
