@@ -286,11 +286,13 @@ def _parse(jsondata: bytes | str) -> Any:
         data = json.loads(jsondata, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
         raise ParseError(str(err) or type(err).__name__) from None
-    raw = jsondata.encode("utf-8", "surrogatepass") if isinstance(jsondata, str) else jsondata
-    # Only a \uD800-\uDFFF escape makes a lone surrogate, and nesting needs brackets:
-    # most bodies need no walk at all, or one without string checks.
-    strings = _SURROGATE_ESCAPE.search(raw) is not None
-    if strings or raw.count(b"[") + raw.count(b"{") >= MAX_NESTING:
+    if isinstance(jsondata, str):  # in-process callers: check everything
+        _check_values(data)
+        return data
+    # In a body of bytes only a \uD800-\uDFFF escape makes a lone surrogate, and
+    # nesting needs brackets: most bodies need no walk, or one without string checks.
+    strings = _SURROGATE_ESCAPE.search(jsondata) is not None
+    if strings or jsondata.count(b"[") + jsondata.count(b"{") >= MAX_NESTING:
         _check_values(data, strings)
     return data
 

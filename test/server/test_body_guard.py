@@ -1,5 +1,6 @@
 """Bodies with more JSON objects and arrays than ``max-request-containers`` are refused
-unparsed; brackets inside strings do not count."""
+unparsed; brackets inside strings do not count. The envelope check after parsing
+skips what cannot fail but still refuses lone surrogates and deep nesting."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from execution_engine2.config import Config
 from execution_engine2.server import body_guard
 from execution_engine2.server.app import build_app
 from execution_engine2.server.body_guard import too_many_containers
+from execution_engine2.server.jsonrpc import ParseError, _parse
 from support.live_server import LiveServer
 from support.rpc_methods import make_dispatcher
 
@@ -65,3 +67,27 @@ def test_brackets_in_text_are_served(url):
     params = {"lines": [{"line": "{json: [1, 2]}" * 10}] * 16}  # envelope, params, 2 + 16 lines: 20
     response = requests.post(url, data=rpc(params), timeout=30)
     assert response.status_code == 200 and response.json()["result"] == [params]
+
+
+# --- the envelope check after parsing: no walk unless it can find something -----------
+
+@pytest.mark.parametrize("raw", [
+    b'["\\ud800"]', b'{"\\uDBFF": 1}', b'[1, 2, {"a": ["x\\udc00y"]}]', '["\ud800"]', '["\\udfff"]'])
+def test_lone_surrogates_are_still_refused(raw):
+    with pytest.raises(ParseError, match="lone surrogate"):
+        _parse(raw)
+
+
+@pytest.mark.parametrize("raw", [b'["\\ud83d\\ude00"]', b'["\\\\ud800 is text"]', b'[0, 1.5, "x"]'])
+def test_pairs_and_plain_values_pass(raw):
+    _parse(raw)
+
+
+@pytest.mark.parametrize("depth, refused", [(100, False), (101, True)])
+def test_nesting_is_still_limited(depth, refused):
+    raw = b"[" * depth + b"1" + b"]" * depth
+    if refused:
+        with pytest.raises(ParseError, match="nested more than 100 levels"):
+            _parse(raw)
+    else:
+        _parse(raw)
