@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/submit.py
 	$(BIN)/python bench/retry.py
+	$(BIN)/python bench/memory.py
 
 clean:
 	rm -rf $(VENV) ee2-data .pytest_cache

@@ -139,6 +139,12 @@ KEYS: tuple[Key, ...] = (
     Key("condor-max-jobs-per-submit", 10_000, _positive_int, "Most jobs in one schedd submit transaction (a cluster); larger sets are split (0: never). Keep it under the schedd's MAX_JOBS_PER_SUBMISSION (default 20000)."),
     Key("condor-token-delivery", "environment", _choice("environment", "file"), "How HTCondor jobs get the user's and the catalog token: in the job's `environment` (visible to `condor_q -l`), or in a per-job 0600 credential `file` sent with the job."),
     Key("condor-credential-dir", None, _optional_str, "Private directory (0700) for the per-job credential files; default `<data-dir>/condor-credentials`."),
+    # Logs and request memory (area: logs)
+    Key("max-log-lines-per-call", 10_000, _positive_int, "Most lines one `add_job_logs` call may send (more is refused); 0 = no limit."),
+    Key("max-log-lines-per-job", 100_000, _positive_int, "Most lines a job's log keeps; later lines are dropped and counted (`original_line_count`); 0 = no limit."),
+    Key("max-log-page-lines", 10_000, _positive_int, "Most lines one `get_job_logs` page returns, whatever `limit` asks; 0 = no limit."),
+    Key("max-request-containers", 250_000, _positive_int, "Most JSON objects and arrays one request body may hold (refused unparsed beyond); 0 = no limit."),
+    Key("max-log-page-bytes", 8 * 1024 * 1024, _positive_int, "Most bytes of line text in one `get_job_logs` page (a page always has its first line); 0 = no limit."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

@@ -6,7 +6,7 @@ grow with the number of jobs. Each call is charged its nominal cost from
 (``transition_many`` 2: bulk write and read-back; ``claim_jobs`` 3: find,
 claim, read-back; every other method 1; ``close`` 0). The count is per call,
 not measured on the wire: ``MongoJobStore`` spends a second, still constant,
-round trip in ``renew_claims``, ``append_logs``, ``get_logs``, a conflicting
+round trip in ``renew_claims``, ``append_logs`` (more when appends race), ``get_logs``, a conflicting
 ``transition`` and an ``insert_jobs`` that refuses live retries, and a few more
 reading its own collections beside ``ee2_jobs``. What matters to its users is
 that no method's cost depends on how many jobs it is given, with one exception:
@@ -21,7 +21,7 @@ from collections import Counter
 from typing import Any, Mapping, Sequence
 
 from execution_engine2.db.fair import Share
-from execution_engine2.db.store import JobQuery, JobStore, LogLine, Record, Transition, TransitionResult
+from execution_engine2.db.store import JobQuery, JobStore, LogAppend, LogLine, Record, Transition, TransitionResult
 
 COSTS: Mapping[str, int] = {"transition_many": 2, "claim_jobs": 3, "close": 0}
 
@@ -106,14 +106,15 @@ class CountingStore:
         self._count("release_claims")
         self.inner.release_claims(kind, owner, job_ids)
 
-    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float) -> int:
+    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float,
+                    max_lines: int | None = None) -> LogAppend:
         self._count("append_logs")
-        return self.inner.append_logs(job_id, lines, now)
+        return self.inner.append_logs(job_id, lines, now, max_lines)
 
-    def get_logs(self, job_id: str, first_line: int, limit: int | None
-                 ) -> tuple[list[dict[str, Any]], int] | None:
+    def get_logs(self, job_id: str, first_line: int, limit: int | None,
+                 max_bytes: int | None = None) -> tuple[list[dict[str, Any]], int] | None:
         self._count("get_logs")
-        return self.inner.get_logs(job_id, first_line, limit)
+        return self.inner.get_logs(job_id, first_line, limit, max_bytes)
 
     def acquire_lease(self, name: str, owner: str, seconds: float, now: float) -> bool:
         self._count("acquire_lease")

@@ -7,10 +7,9 @@ document holds only what the existing service's document model knows
 or alongside this one. The rest of a record (fields the model cannot hold,
 claims, the one-live-retry-per-root guard) lives in collections of our own keyed
 by job id (``db.mongo_own``), joined back on every read.
-Log lines are one document each in ``<logs>_lines`` (unique ``job_id`` +
-``linepos``); the logs collection keeps one counter document per job (``_id``
-the job's ObjectId, as the existing service), from which appends reserve their
-line numbers atomically. Leases are documents of their own collection.
+A job's log is one document of the logs collection in the existing service's
+layout (``db.legacy_logs``), lines embedded, so either service reads what the
+other wrote. Leases are documents of their own collection.
 
 Works with a real ``pymongo`` Database and with a ``mongomock`` one; every
 driver error leaves as ``errors.ServiceUnavailable``.
@@ -18,12 +17,16 @@ driver error leaves as ``errors.ServiceUnavailable``.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from dataclasses import replace as dataclass_replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError, DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError, WriteError,
+)
 
 from execution_engine2 import errors
 from execution_engine2.db.fair import Share, fair_picks
@@ -34,11 +37,17 @@ from execution_engine2.db.query import (
     check_distinct, check_kind, check_records, field_updates, group_additions, project,
     split_live_retries, status_values, transition_update, translate_errors,
 )
-from execution_engine2.db.store import JobQuery, LogLine, Record, Transition, TransitionResult
+from execution_engine2.db import legacy_logs
+from execution_engine2.db.store import JobQuery, LogAppend, LogLine, Record, Transition, TransitionResult
 from execution_engine2.job import INTERNAL_FIELDS, JobStatus, is_job_id
 
 _DUPLICATE_KEY = 11000
 _INSERT_ATTEMPTS = 3
+# Logs: compare-and-set attempts per append; MongoDB's codes for "the document
+# would be over 16 MiB".
+_LOG_ATTEMPTS = 50
+_MAX_INT32 = 2**31 - 1
+_TOO_LARGE = frozenset({10334, 17419, 17420})
 
 # The jobs collection's indexes (all ascending); none unique, so data the existing
 # service wrote (several live retries of one root...) never stops the start.
@@ -94,7 +103,6 @@ class MongoJobStore:
         self._jobs = database[jobs_collection]
         self._own = OwnCollections(database, jobs_collection)
         self._logs = database[logs_collection]
-        self._lines = database[f"{logs_collection}_lines"]
         self._leases = database[leases_collection]
         self._owns_client = owns_client
         self.ensure_indexes()
@@ -113,8 +121,6 @@ class MongoJobStore:
                     raise
                 logger.warning("jobs index %s %s not created: %s", name, keys, err)
         self._own.ensure_indexes()
-        self._lines.create_index([("job_id", ASCENDING), ("linepos", ASCENDING)],
-                                 name="job_linepos", unique=True)
 
     def legacy_documents(self) -> Iterable[Mapping[str, Any]]:
         """Every document of the jobs collection as stored (for checks and tests)."""
@@ -384,46 +390,98 @@ class MongoJobStore:
 
     # --- logs -------------------------------------------------------------------
     @_store_errors
-    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float) -> int:
-        """See ``JobStore.append_logs``: reserve the numbers on the counter, then
-        insert the lines (a failed insert leaves a gap, never a duplicate)."""
+    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float,
+                    max_lines: int | None = None) -> LogAppend:
+        """See ``JobStore.append_logs``: the log is the existing service's one
+        document per job; an append reads its length, then pushes the lines only
+        if neither the length nor ``original_line_count`` changed meanwhile
+        (compare-and-set), else reads again. Two round trips without contention."""
         oid = _oid(job_id)
         if oid is None:
             raise errors.ValidationError(f"Invalid job id: {errors.describe(job_id)}")
-        count = self._reserve_lines(oid, len(lines), now)
-        first = count - len(lines)
-        if lines:
-            self._lines.insert_many([
-                {"job_id": oid, "linepos": first + i, "line": line.line, "error": bool(line.is_error),
-                 "ts": line.ts} for i, line in enumerate(lines)], ordered=True)
-        return count
+        for attempt in range(_LOG_ATTEMPTS):
+            if attempt:  # lost a race: let the winner's burst pass
+                time.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
+            state = self._log_state(oid)
+            stored = 0 if state is None else state.stored
+            kept = legacy_logs.kept_lines(len(lines), stored, max_lines)
+            done = self._try_append(oid, state, lines[:kept], len(lines), now)
+            if done is None and kept:
+                # The document would pass MongoDB's size limit: the log is full.
+                done = self._try_append(oid, state, (), len(lines), now)
+                kept = 0
+            if done:
+                original = legacy_logs.original_count(None if state is None else state.original, stored)
+                return LogAppend(stored + kept, original + len(lines), len(lines) - kept)
+        raise errors.ServiceUnavailable(f"The log of job {job_id} is changing too fast; try again")
 
-    def _reserve_lines(self, oid: ObjectId, count: int, now: float) -> int:
-        update = {"$inc": {"stored_line_count": count, "original_line_count": count},
-                  "$set": {"updated": now}}
+    def _log_state(self, oid: ObjectId) -> legacy_logs.LogState | None:
+        """The log's length (of ``lines``, which old documents may lack) and its
+        ``original_line_count`` as stored (any type); None without a document."""
+        docs = list(self._logs.aggregate([
+            {"$match": {"_id": oid}},
+            {"$project": {"_id": 0, "original_line_count": 1,
+                          "stored": {"$size": {"$ifNull": ["$lines", []]}}}}]))
+        if not docs:
+            return None
+        return legacy_logs.LogState(int(docs[0]["stored"]), docs[0].get("original_line_count"))
+
+    def _try_append(self, oid: ObjectId, state: legacy_logs.LogState | None,
+                    lines: Sequence[LogLine], sent: int, now: float) -> bool | None:
+        """One compare-and-set append of ``lines`` (``sent`` lines counted as
+        sent): True when written, False when the log changed meanwhile, None
+        when the document would be too large for MongoDB."""
+        stored = 0 if state is None else state.stored
+        docs = [legacy_logs.line_document(stored + i, line) for i, line in enumerate(lines)]
+        original = legacy_logs.original_count(None if state is None else state.original, stored) + sent
         try:
-            doc = self._logs.find_one_and_update({"_id": oid}, update, upsert=True,
-                                                 return_document=ReturnDocument.AFTER)
+            if state is None:
+                self._logs.insert_one(legacy_logs.log_document(oid, docs, original, now))
+                return True
+            condition: dict[str, Any] = {"lines": {"$size": stored}}
+            if not stored:  # an empty log may have no ``lines`` at all
+                condition = {"$or": [condition, {"lines": {"$exists": False}}]}
+            update: dict[str, Any] = {"$set": {"stored_line_count": stored + len(docs),
+                                               "original_line_count": original, "updated": float(now)}}
+            if docs:
+                update["$push"] = {"lines": {"$each": docs}}
+            result = self._logs.update_one(
+                {"_id": oid, "original_line_count": state.original, **condition}, update)
+            return result.matched_count == 1
         except DuplicateKeyError:
-            # Two first appends raced to create the counter: it exists now.
-            doc = self._logs.find_one_and_update({"_id": oid}, update, return_document=ReturnDocument.AFTER)
-        return int(doc["stored_line_count"])
+            return False  # another first append created the document
+        except (DocumentTooLarge, WriteError) as err:
+            if isinstance(err, WriteError) and err.code not in _TOO_LARGE:
+                raise
+            return None
 
     @_store_errors
-    def get_logs(self, job_id: str, first_line: int, limit: int | None
-                 ) -> tuple[list[dict[str, Any]], int] | None:
+    def get_logs(self, job_id: str, first_line: int, limit: int | None,
+                 max_bytes: int | None = None) -> tuple[list[dict[str, Any]], int] | None:
+        """See ``JobStore.get_logs``: one aggregation slices the document's ``lines``
+        on the server; the reply is at most the document (16 MiB) however long the
+        page asked for, and the byte budget then trims it."""
         oid = _oid(job_id)
-        counter = None if oid is None else self._logs.find_one({"_id": oid}, {"stored_line_count": 1})
-        if counter is None:
+        found = None if oid is None else self._log_slice(oid, first_line, _MAX_INT32 if limit is None else limit)
+        if found is None:
             return None
-        lines: list[dict[str, Any]] = []
-        if limit is None or limit > 0:
-            docs = self._lines.find({"job_id": oid, "linepos": {"$gte": first_line}},
-                                    {"_id": 0, "line": 1, "linepos": 1, "error": 1, "ts": 1},
-                                    sort=[("linepos", ASCENDING)], limit=limit or 0)
-            lines = [{"line": d["line"], "linepos": d["linepos"], "error": d["error"], "ts": d["ts"]}
-                     for d in docs]
-        return lines, int(counter.get("stored_line_count", 0))
+        count, raw = found
+        page: list[dict[str, Any]] = []
+        legacy_logs.take_page((legacy_logs.stored_line(doc, first_line + i) for i, doc in enumerate(raw)),
+                              max_bytes, page, 0)
+        return page, count
+
+    def _log_slice(self, oid: ObjectId, position: int, wanted: int
+                   ) -> tuple[int, list[Any]] | None:
+        """``(number of lines, up to wanted lines from position)``; None without a log."""
+        lines = {"$ifNull": ["$lines", []]}
+        project: dict[str, Any] = {"_id": 0, "count": {"$size": lines}}
+        if wanted > 0:
+            project["page"] = {"$slice": [lines, min(position, _MAX_INT32), min(wanted, _MAX_INT32)]}
+        docs = list(self._logs.aggregate([{"$match": {"_id": oid}}, {"$project": project}]))
+        if not docs:
+            return None
+        return int(docs[0]["count"]), list(docs[0].get("page") or [])
 
     # --- leases -----------------------------------------------------------------
     @_store_errors

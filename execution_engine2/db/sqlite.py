@@ -28,7 +28,8 @@ from execution_engine2.db.query import (
     check_distinct, check_kind, check_records, created_bounds, extra_conditions, field_updates,
     group_additions, project, status_values, time_condition, transition_update, translate_errors,
 )
-from execution_engine2.db.store import JobQuery, LogLine, Record, Transition, TransitionResult
+from execution_engine2.db import legacy_logs
+from execution_engine2.db.store import JobQuery, LogAppend, LogLine, Record, Transition, TransitionResult
 from execution_engine2.job import JobStatus
 
 # (column, type): each is json_extract(doc, '$.<column>').
@@ -65,7 +66,8 @@ CREATE TABLE IF NOT EXISTS claims (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS claims_owner ON claims (kind, owner);
 CREATE TABLE IF NOT EXISTS logs (
-    job_id TEXT PRIMARY KEY, count INTEGER NOT NULL, updated REAL NOT NULL
+    job_id TEXT PRIMARY KEY, count INTEGER NOT NULL, updated REAL NOT NULL,
+    original INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log_lines (
     job_id TEXT NOT NULL, linepos INTEGER NOT NULL, line TEXT NOT NULL,
@@ -84,6 +86,7 @@ _SELECT = """SELECT j.doc, (SELECT json_group_object(c.kind, json_object('owner'
 _IDS = "(SELECT value FROM json_each(?))"  # a JSON list parameter: no limit on its length
 
 _store_errors = translate_errors(sqlite3.Error, "SQLite")
+_MAX_INT64 = 2**63 - 1
 
 _USERS_WITH_STATUS = """WITH RECURSIVE u(user) AS (
     SELECT min(user) FROM jobs INDEXED BY jobs_status_user WHERE status = ?
@@ -215,6 +218,13 @@ def _appended(wanted: Mapping[str, Sequence[Any]], stored: Mapping[str, str | No
     return sets
 
 
+def _add_log_original_column(conn: sqlite3.Connection) -> None:
+    """Files written before logs counted the lines ever sent gain the column."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(logs)")}
+    if "original" not in columns:
+        conn.execute("ALTER TABLE logs ADD COLUMN original INTEGER NOT NULL DEFAULT 0")
+
+
 def _record(doc: str, claims: str | None) -> Record:
     record = json.loads(doc)
     if claims and claims != "{}":
@@ -263,6 +273,7 @@ class SqliteJobStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _add_log_original_column(conn)
 
     # --- connections and transactions -----------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -513,22 +524,29 @@ class SqliteJobStore:
 
     # --- logs -------------------------------------------------------------------
     @_store_errors
-    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float) -> int:
+    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float,
+                    max_lines: int | None = None) -> LogAppend:
         with self._write() as conn:
-            conn.execute("INSERT INTO logs (job_id, count, updated) VALUES (?, ?, ?) ON CONFLICT (job_id)"
-                         " DO UPDATE SET count = count + excluded.count, updated = excluded.updated",
-                         (job_id, len(lines), now))
-            count = conn.execute("SELECT count FROM logs WHERE job_id = ?", (job_id,)).fetchone()[0]
-            first = count - len(lines)
+            row = conn.execute("SELECT count, original FROM logs WHERE job_id = ?", (job_id,)).fetchone()
+            stored = 0 if row is None else row[0]
+            original = legacy_logs.original_count(None if row is None else row[1], stored) + len(lines)
+            kept = legacy_logs.kept_lines(len(lines), stored, max_lines)
+            conn.execute("INSERT INTO logs (job_id, count, original, updated) VALUES (?, ?, ?, ?)"
+                         " ON CONFLICT (job_id) DO UPDATE SET count = excluded.count,"
+                         " original = excluded.original, updated = excluded.updated",
+                         (job_id, stored + kept, original, now))
             conn.executemany(
                 "INSERT INTO log_lines (job_id, linepos, line, error, ts) VALUES (?, ?, ?, ?, ?)",
-                [(job_id, first + i, line.line, bool(line.is_error), line.ts)
-                 for i, line in enumerate(lines)])
-        return count
+                [(job_id, stored + i, line.line, bool(line.is_error), line.ts)
+                 for i, line in enumerate(lines[:kept])])
+        return LogAppend(stored + kept, original, len(lines) - kept)
 
     @_store_errors
-    def get_logs(self, job_id: str, first_line: int, limit: int | None
-                 ) -> tuple[list[dict[str, Any]], int] | None:
+    def get_logs(self, job_id: str, first_line: int, limit: int | None,
+                 max_bytes: int | None = None) -> tuple[list[dict[str, Any]], int] | None:
+        """See ``JobStore.get_logs``: rows are read one at a time, so a page never
+        holds more than its budget."""
+        page: list[dict[str, Any]] = []
         with self._read() as conn:
             row = conn.execute("SELECT count FROM logs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
@@ -536,10 +554,10 @@ class SqliteJobStore:
             rows = conn.execute(
                 "SELECT line, linepos, error, ts FROM log_lines WHERE job_id = ? AND linepos >= ?"
                 " ORDER BY linepos LIMIT ?",
-                (job_id, first_line, -1 if limit is None else max(limit, 0)))
-            lines = [{"line": line, "linepos": pos, "error": bool(error), "ts": ts}
-                     for line, pos, error, ts in rows]
-        return lines, row[0]
+                (job_id, min(first_line, _MAX_INT64), -1 if limit is None else max(limit, 0)))
+            legacy_logs.take_page(({"line": line, "linepos": pos, "error": bool(error), "ts": ts}
+                                   for line, pos, error, ts in rows), max_bytes, page, 0)
+        return page, row[0]
 
     # --- leases -----------------------------------------------------------------
     @_store_errors

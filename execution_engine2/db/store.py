@@ -15,7 +15,7 @@ except ``transition_many`` on MongoDB. Driver failures are raised as
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 from execution_engine2.db.fair import Share
 from execution_engine2.job import JobStatus
@@ -101,6 +101,16 @@ class LogLine:
     ts: float  # epoch seconds
 
 
+class LogAppend(NamedTuple):
+    """What ``append_logs`` did: the log's ``stored`` lines and ``original``
+    lines (ever sent) after it, and how many of its lines were ``dropped``
+    because the log was full."""
+
+    stored: int
+    original: int
+    dropped: int
+
+
 class JobStore(Protocol):
     # --- jobs -----------------------------------------------------------------
     def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
@@ -180,15 +190,21 @@ class JobStore(Protocol):
         """Drop ``owner``'s claims of ``kind`` on these jobs."""
 
     # --- logs -----------------------------------------------------------------
-    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float) -> int:
+    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float,
+                    max_lines: int | None = None) -> LogAppend:
         """Append lines, numbering them after the lines already stored (atomic under
-        concurrent appends: no two lines share a number). Returns the count after."""
+        concurrent appends: no two lines share a number). A log keeps at most
+        ``max_lines`` lines (None: no cap); lines beyond are dropped but counted
+        in ``original``, as the existing service's ``original_line_count`` does.
+        MongoDB also drops (and counts) the lines of an append that would take
+        the log's document over its 16 MiB limit."""
 
-    def get_logs(self, job_id: str, first_line: int, limit: int | None
-                 ) -> tuple[list[dict[str, Any]], int] | None:
-        """Lines with ``linepos >= first_line`` (each ``{line, linepos, error, ts}``),
-        at most ``limit``, and the count of all stored lines; None when the job has
-        no log."""
+    def get_logs(self, job_id: str, first_line: int, limit: int | None,
+                 max_bytes: int | None = None) -> tuple[list[dict[str, Any]], int] | None:
+        """The stored lines from position ``first_line`` on, in order (each
+        ``{line, linepos, error, ts}``, ``ts`` as stored), at most ``limit`` of
+        them and, after the first, no more than ``max_bytes`` of line text; and
+        the count of all stored lines. None when the job has no log."""
 
     # --- leases: one housekeeping pass at a time across processes -------------
     def acquire_lease(self, name: str, owner: str, seconds: float, now: float) -> bool:

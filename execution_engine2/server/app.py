@@ -17,7 +17,9 @@ HTTP behaviour (compatible with the existing service, section 1.6):
   ``Access-Control-Allow-Headers`` (the request's
   ``Access-Control-Request-Headers``, else ``authorization``), plus
   ``X-Request-Id`` naming the log entries of the request.
-* Bodies above ``max-request-bytes`` (0 = no limit) are refused unread.
+* Bodies above ``max-request-bytes`` (0 = no limit) are refused unread, and
+  bodies of more than ``max-request-containers`` JSON objects and arrays
+  unparsed (``server.body_guard``): parsing them would take far more memory.
 * The ``Authorization`` header is the raw token; surrounding whitespace is
   ignored and an empty header counts as none.
 """
@@ -32,6 +34,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from execution_engine2.config import Config
 from execution_engine2.sdk.services import Services
+from execution_engine2.server.body_guard import too_many_containers
 from execution_engine2.server.jsonrpc import (
     Dispatcher, InvalidRequest, ParseError, error_response, new_request_id, unexpected_error,
 )
@@ -40,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 SERVICES_KEY = "ee2"
 DISPATCHER_KEY = "ee2.dispatcher"
+MAX_CONTAINERS_KEY = "EE2_MAX_REQUEST_CONTAINERS"
 BACKGROUND_KEY = "ee2.background"
 ALL_VERBS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -122,6 +126,7 @@ def build_app(dispatcher: Dispatcher, config: Config) -> flask.Flask:
     app = flask.Flask(__name__)
     limit = int(config["max-request-bytes"])
     app.config["MAX_CONTENT_LENGTH"] = limit or None
+    app.config[MAX_CONTAINERS_KEY] = int(config["max-request-containers"])
     app.extensions[DISPATCHER_KEY] = dispatcher
     for rule in ("/", "/<path:_path>"):
         app.add_url_rule(rule, "rpc", _entry, methods=ALL_VERBS, provide_automatic_options=False)
@@ -162,6 +167,11 @@ def _entry(_path: str = "") -> flask.Response:
     if limit is not None and request.content_length is None and len(body) >= limit:
         # A streamed (chunked) body is cut at the limit without an error: refuse it here.
         raise RequestEntityTooLarge()
+    most = flask.current_app.config[MAX_CONTAINERS_KEY]
+    if too_many_containers(body, most):
+        message = (f"The request holds more than {most} JSON objects and arrays "
+                   "(max-request-containers)")
+        return _json_response(error_response(InvalidRequest.code, InvalidRequest.name, message), 500)
     dispatcher: Dispatcher = flask.current_app.extensions[DISPATCHER_KEY]
     reply = dispatcher.respond(body, _token(), _request_id())
     return _json_response(reply.body, reply.status)

@@ -268,6 +268,7 @@ class Dispatcher(jsonrpcbase.JSONRPCService):
 
 MAX_NESTING = 100  # MongoDB's limit on document nesting; deeper params could not be stored
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -285,29 +286,43 @@ def _parse(jsondata: bytes | str) -> Any:
         data = json.loads(jsondata, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
         raise ParseError(str(err) or type(err).__name__) from None
-    _check_values(data)
+    if isinstance(jsondata, str):  # in-process callers: check everything
+        _check_values(data)
+        return data
+    # In a body of bytes only a \uD800-\uDFFF escape makes a lone surrogate, and
+    # nesting needs brackets: most bodies need no walk, or one without string checks.
+    strings = _SURROGATE_ESCAPE.search(jsondata) is not None
+    if strings or jsondata.count(b"[") + jsondata.count(b"{") >= MAX_NESTING:
+        _check_values(data, strings)
     return data
 
 
-def _check_values(data: Any) -> None:
-    # Iterative, so a body nested deeper than the interpreter's recursion limit is fine.
-    pending: list[tuple[Any, int]] = [(data, 0)]
+def _check_values(data: Any, strings: bool = True) -> None:
+    # Iterative, so a body nested deeper than the interpreter's recursion limit is fine;
+    # only containers are queued, so a long list of numbers costs no memory here.
+    _check_string(data, strings)
+    pending: list[tuple[Any, int]] = [(data, 0)] if isinstance(data, (dict, list)) else []
     while pending:
         value, depth = pending.pop()
-        if isinstance(value, str):
-            if _LONE_SURROGATE.search(value):
-                raise ParseError(f"The request contains a string with a lone surrogate "
-                                 f"(not valid Unicode): {describe(value)}")
-            continue
-        if not isinstance(value, (dict, list)):
-            continue
         if depth >= MAX_NESTING:
             raise ParseError(f"The request is nested more than {MAX_NESTING} levels deep")
         if isinstance(value, dict):
-            pending.extend((key, depth) for key in value)
-            pending.extend((item, depth + 1) for item in value.values())
+            for key in value:
+                _check_string(key, strings)
+            items = value.values()
         else:
-            pending.extend((item, depth + 1) for item in value)
+            items = value
+        for item in items:
+            if isinstance(item, (dict, list)):
+                pending.append((item, depth + 1))
+            else:
+                _check_string(item, strings)
+
+
+def _check_string(value: Any, strings: bool) -> None:
+    if strings and isinstance(value, str) and _LONE_SURROGATE.search(value):
+        raise ParseError(f"The request contains a string with a lone surrogate "
+                         f"(not valid Unicode): {describe(value)}")
 
 
 def _valid_id(value: Any) -> bool:

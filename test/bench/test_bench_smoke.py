@@ -60,3 +60,15 @@ def test_soak_runs_briefly_and_finds_the_store_consistent(monkeypatch: pytest.Mo
     assert status == 0, out
     assert "integrity: OK" in out
     assert "UNEXPECTED" not in out
+
+
+def test_memory_benchmark_reports_every_scenario(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    status = _load("memory", monkeypatch).main(["--batch", "20", "--fill-lines", "30", "--scale", "0.01"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    table = out.split("answers\n", 1)[1]
+    assert "line_number 10000" in table  # the largest call a caller may make is stored
+    assert "Too many log lines in one call: 13900" in table  # the call, scaled, refused
+    assert "30 lines, last_line_number 30" in table and "20 children" in table
+    assert "peak RSS of the server worker over all scenarios" in out

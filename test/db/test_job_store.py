@@ -443,8 +443,8 @@ def lines(*texts: str, error: bool = False, ts: float = NOW) -> list[LogLine]:
 def test_log_numbering_continues_across_appends(store: JobStore) -> None:
     job_id = new_job_id()
     assert store.get_logs(job_id, 0, None) is None
-    assert store.append_logs(job_id, lines("a", "b", "c"), NOW) == 3
-    assert store.append_logs(job_id, lines("d", "e", error=True, ts=NOW + 1), NOW + 1) == 5
+    assert store.append_logs(job_id, lines("a", "b", "c"), NOW) == (3, 3, 0)
+    assert store.append_logs(job_id, lines("d", "e", error=True, ts=NOW + 1), NOW + 1) == (5, 5, 0)
     got = store.get_logs(job_id, 0, None)
     assert got == ([{"line": t, "linepos": n, "error": n >= 3, "ts": NOW + (n >= 3)}
                     for n, t in enumerate("abcde")], 5)
@@ -458,6 +458,48 @@ def test_get_logs_pages(store: JobStore) -> None:
     assert store.get_logs(job_id, 5, 10) == ([{"line": "f", "linepos": 5, "error": False, "ts": NOW}], 6)
     assert store.get_logs(job_id, 6, None) == ([], 6)
     assert store.get_logs(job_id, 0, 0) == ([], 6)
+
+
+def test_a_full_log_drops_and_counts_later_lines(store: JobStore) -> None:
+    job_id = new_job_id()
+    assert store.append_logs(job_id, lines("a", "b", "c"), NOW, max_lines=4) == (3, 3, 0)
+    assert store.append_logs(job_id, lines("d", "e", "f"), NOW, max_lines=4) == (4, 6, 2)
+    assert store.append_logs(job_id, lines("g"), NOW, max_lines=4) == (4, 7, 1)
+    got = store.get_logs(job_id, 0, None)
+    assert got is not None and [l["line"] for l in got[0]] == list("abcd") and got[1] == 4
+    # A cap lowered later keeps what is stored and drops what comes.
+    assert store.append_logs(job_id, lines("h"), NOW, max_lines=2) == (4, 8, 1)
+    assert store.append_logs(job_id, lines("i"), NOW) == (5, 9, 0)
+
+
+def test_a_first_append_over_the_cap_keeps_the_first_lines(store: JobStore) -> None:
+    job_id = new_job_id()
+    assert store.append_logs(job_id, lines(*"abcde"), NOW, max_lines=2) == (2, 5, 3)
+    assert store.get_logs(job_id, 0, None) == ([
+        {"line": "a", "linepos": 0, "error": False, "ts": NOW},
+        {"line": "b", "linepos": 1, "error": False, "ts": NOW}], 2)
+
+
+def test_a_page_stops_at_its_byte_budget(store: JobStore) -> None:
+    job_id = new_job_id()
+    store.append_logs(job_id, lines("x" * 10, "y" * 10, "z" * 10, "é" * 10), NOW)
+    page = store.get_logs(job_id, 0, None, max_bytes=25)
+    assert page is not None and [l["linepos"] for l in page[0]] == [0, 1] and page[1] == 4
+    page = store.get_logs(job_id, 3, None, max_bytes=5)  # the first line always comes
+    assert page is not None and [l["line"] for l in page[0]] == ["é" * 10]
+    page = store.get_logs(job_id, 2, None, max_bytes=29)  # 'é' is two bytes: 10 + 20 > 29
+    assert page is not None and [l["linepos"] for l in page[0]] == [2]
+
+
+def test_long_logs_page_in_order(store: JobStore) -> None:
+    job_id = new_job_id()
+    for start in range(0, 1100, 250):
+        store.append_logs(job_id, lines(*(f"line {n}" for n in range(start, min(start + 250, 1100)))), NOW)
+    got = store.get_logs(job_id, 0, None)
+    assert got is not None and [l["linepos"] for l in got[0]] == list(range(1100)) and got[1] == 1100
+    got = store.get_logs(job_id, 150, 700)
+    assert got is not None and [l["line"] for l in got[0]] == [f"line {n}" for n in range(150, 850)]
+    assert store.get_logs(job_id, 2**62, 10) == ([], 1100)
 
 
 # --- leases ------------------------------------------------------------------------
@@ -532,7 +574,7 @@ def test_reopening_a_finished_retry_takes_the_live_retry_place(store: JobStore) 
 
 def test_concurrent_log_appends_number_every_line_once(store: JobStore) -> None:
     job_id = new_job_id()
-    counts = run_threads(20, lambda i: [store.append_logs(job_id, lines(f"{i}-{k}-0", f"{i}-{k}-1"), NOW)
+    counts = run_threads(20, lambda i: [store.append_logs(job_id, lines(f"{i}-{k}-0", f"{i}-{k}-1"), NOW).stored
                                         for k in range(3)])
     flat = sorted(c for per_thread in counts for c in per_thread)
     assert flat == list(range(2, 121, 2))

@@ -3,11 +3,18 @@ from __future__ import annotations
 
 import threading
 
+import mongomock
 import pytest
+from bson import ObjectId
 
+from execution_engine2.db.legacy_logs import legacy_log_problems
+from execution_engine2.db.mongo import MongoJobStore
+from execution_engine2.db.store import LogLine
 from execution_engine2.errors import InvalidParams, NotFound, PermissionDenied, ValidationError
 from execution_engine2.sdk import logs
+from support.legacy_log_docs import OLD_TS, upstream_log
 from support.sdk_services import close_services, make_job, make_services
+from support.stores import SerializedDatabase
 
 NOW = 1_750_000_000.25
 
@@ -230,3 +237,131 @@ def test_reading_logs_needs_read(services, users, ten_lines):
     with pytest.raises(PermissionDenied, match="not an administrator"):
         _get(services, users["bob"], ten_lines["_id"], as_admin=True)
     assert _get(services, users["roadmin"], ten_lines["_id"], as_admin=True)["count"] == 10
+
+
+# --- limits ---------------------------------------------------------------------------
+
+@pytest.fixture
+def limited(tmp_path):
+    """A stack with small log limits, alice and a running job of hers."""
+    services = make_services(tmp_path, config_overrides={
+        "max-log-lines-per-call": 5, "max-log-lines-per-job": 8,
+        "max-log-page-lines": 4, "max-log-page-bytes": 30})
+    alice = services.auth.authenticate(services.auth.create_token("alice"))
+    yield services, alice, make_job(services, alice, "running")
+    close_services(services)
+
+
+def test_a_call_over_the_line_limit_is_refused_whole(limited):
+    services, alice, job = limited
+    with pytest.raises(InvalidParams, match=r"Too many log lines in one call: 6; at most 5 \(max-log-lines-per-call\)"):
+        _add(services, alice, job["_id"], [{"line": "x"}] * 6)
+    assert services.store.get_logs(job["_id"], 0, None) is None
+    assert _add(services, alice, job["_id"], [{"line": "x"}] * 5)["line_number"] == 5
+
+
+def test_lines_past_the_job_cap_are_dropped_and_counted(limited):
+    services, alice, job = limited
+    assert _add(services, alice, job["_id"], [{"line": str(n)} for n in range(5)]) == {
+        "success": True, "line_number": 5}
+    assert _add(services, alice, job["_id"], [{"line": str(n)} for n in range(5, 10)]) == {
+        "success": True, "line_number": 8, "dropped_lines": 2}
+    assert _add(services, alice, job["_id"], [{"line": "late"}]) == {
+        "success": True, "line_number": 8, "dropped_lines": 1}
+    page = _get(services, alice, job["_id"], skip_lines=6)
+    assert [(line["line"], line["linepos"]) for line in page["lines"]] == [("6", 6), ("7", 7)]
+    assert page["count"] == 8
+
+
+@pytest.mark.parametrize("paging, positions", [
+    ({}, [0, 1, 2, 3]),                       # everything asked: the first bounded page
+    ({"limit": 100}, [0, 1, 2, 3]),
+    ({"limit": 2}, [0, 1]),
+    ({"skip_lines": 4}, [4, 5, 6, 7]),
+    ({"offset": 6, "limit": 0}, [6, 7]),
+])
+def test_pages_are_bounded_by_lines(limited, paging, positions):
+    services, alice, job = limited
+    _add(services, alice, job["_id"], [{"line": str(n)} for n in range(5)])
+    _add(services, alice, job["_id"], [{"line": str(n)} for n in range(5, 8)])
+    page = _get(services, alice, job["_id"], **paging)
+    assert [line["linepos"] for line in page["lines"]] == positions
+    assert page["last_line_number"] == (positions[-1] + 1) and page["count"] == 8
+
+
+def test_pages_are_bounded_by_bytes_and_read_on_to_the_end(limited):
+    services, alice, job = limited
+    _add(services, alice, job["_id"], [{"line": "a" * 20}, {"line": "b" * 20}, {"line": "c" * 40}])
+    first = _get(services, alice, job["_id"])
+    assert [line["line"][0] for line in first["lines"]] == ["a"] and first["last_line_number"] == 1
+    second = _get(services, alice, job["_id"], skip_lines=1)
+    assert [line["line"][0] for line in second["lines"]] == ["b"]
+    third = _get(services, alice, job["_id"], skip_lines=2)  # one line over the budget still comes
+    assert [line["line"] for line in third["lines"]] == ["c" * 40] and third["last_line_number"] == 3
+
+
+# --- line times -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("ts", [
+    1e308, 1e300, -1, -0.5, 2**70, 10**400, 32_503_680_000.0, 1_700_000_000_000.0,
+    "-5", "1e308", "nan", "inf", "1" * 30, "1900-01-01T00:00:00Z", "3001-01-01",
+])
+def test_implausible_times_are_refused_naming_the_line(services, users, job, ts):
+    with pytest.raises(InvalidParams, match=r"^Log line 1: ts must be a time from 1970 to 3000 "):
+        _add(services, users["alice"], job["_id"], [{"line": "ok"}, {"line": "x", "ts": ts}])
+    assert services.store.get_logs(job["_id"], 0, None) is None
+
+
+@pytest.mark.parametrize("ts, expected_ms", [
+    (0, 0), (0.0, 0), ("2999-12-31T23:59:59Z", 32_503_679_999_000), (1_000.25, 1_000_250)])
+def test_edge_times_are_kept(services, users, job, ts, expected_ms):
+    _add(services, users["alice"], job["_id"], [{"line": "x", "ts": ts}])
+    assert _get(services, users["alice"], job["_id"])["lines"][0]["ts"] == expected_ms
+
+
+@pytest.mark.parametrize("stored", [1e308, float("inf"), -5.0, 1e300, 4e10])
+def test_odd_stored_times_read_without_ts(services, users, job, stored):
+    """Data an older version stored (or the existing service's) never breaks a page."""
+    services.store.append_logs(job["_id"], [LogLine("odd", False, stored), LogLine("fine", False, 1e9)], 1e9)
+    assert _get(services, users["alice"], job["_id"])["lines"] == [
+        {"line": "odd", "linepos": 0, "is_error": 0},
+        {"line": "fine", "linepos": 1, "is_error": 0, "ts": 1_000_000_000_000}]
+
+
+# --- cut-over: logs the existing service wrote, on MongoDB ------------------------------
+
+@pytest.fixture
+def mongo_services(tmp_path):
+    """The standalone stack with its store replaced by MongoJobStore on mongomock,
+    and that database, to write the existing service's documents into."""
+    services = make_services(tmp_path)
+    services.store.close()
+    client = mongomock.MongoClient()
+    database = SerializedDatabase(client["ee2"])
+    services.store = MongoJobStore(database)
+    alice = services.auth.authenticate(services.auth.create_token("alice"))
+    yield services, alice, database
+    close_services(services)
+
+
+def test_an_old_log_pages_across_the_cut_over(mongo_services):
+    services, alice, database = mongo_services
+    job = make_job(services, alice, "running")
+    database["ee2_logs"].insert_one(upstream_log(job["_id"], [f"old {n}" for n in range(50)], errors=[3]))
+    page = _get(services, alice, job["_id"], limit=5)
+    assert page == {"lines": [{"line": f"old {n}", "linepos": n, "is_error": int(n == 3),
+                               "ts": int(OLD_TS * 1000)} for n in range(5)],
+                    "last_line_number": 5, "count": 50}
+    assert _add(services, alice, job["_id"], [{"line": "new 50"}, {"line": "new 51", "is_error": 1}]) == {
+        "success": True, "line_number": 52}
+    for paging in ({"skip_lines": 48, "limit": 3}, {"offset": 48, "limit": 3}):
+        page = _get(services, alice, job["_id"], **paging)
+        assert [(l["line"], l["linepos"], l["is_error"]) for l in page["lines"]] == [
+            ("old 48", 48, 0), ("old 49", 49, 0), ("new 50", 50, 0)]
+        assert page["last_line_number"] == 51 and page["count"] == 52
+    everything = _get(services, alice, job["_id"])
+    assert [l["linepos"] for l in everything["lines"]] == list(range(52))
+    doc = database["ee2_logs"].find_one({"_id": ObjectId(job["_id"])})
+    assert legacy_log_problems(doc) == [] and doc["stored_line_count"] == 52
+    assert {**doc["lines"][51], "ts": int(doc["lines"][51]["ts"] * 1000)} == {
+        "line": "new 51", "linepos": 51, "error": True, "ts": everything["lines"][51]["ts"]}

@@ -139,7 +139,7 @@ def sqlite_worker(path: str, job_ids: list[str], log_job: str, appends: int, wor
                         queued.append(job_ids[i])
                 if i < appends:
                     lines = [LogLine(f"w{worker} a{i} l{n}", False, 2.0) for n in range(2)]
-                    counts.append(store.append_logs(log_job, lines, 2.0))
+                    counts.append(store.append_logs(log_job, lines, 2.0).stored)
         finally:
             store.close()
         results.put({"queued": queued, "counts": counts})
