@@ -124,6 +124,8 @@ KEYS: tuple[Key, ...] = (
     Key("held-job-action", "error", _choice("error", "remove"), "What the held-job pass does: `error` the job, or also `remove` it from HTCondor."),
     Key("maintenance-interval", 60.0, _float, "Seconds between in-service housekeeping passes; 0 turns them off."),
     Key("debug", False, _bool, "Verbose logging."),
+    # gaps: request size edges
+    Key("max-batch-size", 10_000, _positive_int, "Most child jobs one `run_job_batch` call may create."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

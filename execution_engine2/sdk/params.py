@@ -1,7 +1,11 @@
 """Reading RPC parameters: type checks with messages that name the bad value."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+import json
+import math
+from typing import Any, Iterator, Mapping
+
+import bson
 
 from execution_engine2.errors import InvalidParams, ValidationError, describe
 from execution_engine2.job import is_job_id
@@ -9,6 +13,9 @@ from execution_engine2.job import is_job_id
 
 # The largest integer MongoDB (BSON int64) and SQLite can store.
 MAX_INT64 = 2**63 - 1
+MIN_INT64 = -(2**63)
+# MongoDB's largest document; SQLite has no such limit, but both stores refuse the same.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 _QUOTE_LIMIT = 100
 
 
@@ -70,9 +77,15 @@ def optional_int(params: Mapping[str, Any], key: str, minimum: int | None = None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidParams(f"{key} must be an integer, not {describe(value)}")
     if minimum is not None and value < minimum:
-        raise ValidationError(f"{key} must be at least {minimum}, not {value}")
-    if value > MAX_INT64:
-        raise ValidationError(f"{key} must be at most {MAX_INT64}, not {describe(value)}")
+        raise ValidationError(f"{key} must be at least {minimum}, not {describe(value)}")
+    return int64(value, key)
+
+
+def int64(value: int, field: str) -> int:
+    """``value`` if a 64-bit signed integer (what both stores keep), else InvalidParams."""
+    if not MIN_INT64 <= value <= MAX_INT64:
+        raise InvalidParams(f"{field} must be between {MIN_INT64} and {MAX_INT64} "
+                            f"(a 64-bit integer), not {describe(value)}")
     return value
 
 
@@ -92,3 +105,70 @@ def string_list(params: Mapping[str, Any], key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise InvalidParams(f"{key} must be a list of strings, not {describe(value)}")
     return list(value)
+
+
+# --- values stored as given (job params, cell info, job output) --------------------------
+
+def storable(value: Any, field: str) -> None:
+    """Refuse what the stores cannot keep alike: an integer beyond 64 bits, a number that
+    is not finite (``1e400`` parses as infinity), a key holding a NUL character.
+
+    SQLite would keep all three and MongoDB refuse them, so both refuse here, naming
+    the first offending place (``params[0].n``) below ``field``.
+
+    Raises:
+        InvalidParams: naming the place and the problem.
+    """
+    try:
+        # C-speed checks first; the walk that names the place runs only on a failure.
+        bson.encode({"v": value})
+        json.dumps(value, allow_nan=False, check_circular=False)
+    except (OverflowError, ValueError, bson.errors.InvalidDocument):
+        pass
+    else:
+        return
+    for place, problem in _problems(value, field):
+        raise InvalidParams(f"{place} {problem}")
+    raise InvalidParams(f"{field} cannot be stored")  # pragma: no cover - a check above failed
+
+
+def _problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """``(place, problem)`` for each unstorable item under ``value``, depth first."""
+    pending: list[tuple[Any, str]] = [(value, path)]
+    while pending:
+        item, place = pending.pop()
+        if isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        if isinstance(item, int):
+            if not MIN_INT64 <= item <= MAX_INT64:
+                yield place, (f"is an integer beyond 64 bits ({describe(item)}); "
+                              f"integers must be between {MIN_INT64} and {MAX_INT64}")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                yield place, f"is not a finite number ({item!r})"
+        elif isinstance(item, Mapping):
+            for key in reversed(list(item)):
+                if isinstance(key, str) and "\x00" in key:
+                    yield f"{place}.{describe(key)}", "is a key with a NUL character"
+                pending.append((item[key], f"{place}.{key}" if place else str(key)))
+        elif isinstance(item, (list, tuple)):
+            pending.extend((sub, f"{place}[{i}]") for i, sub in reversed(list(enumerate(item))))
+
+
+def fits_in_document(record: Mapping[str, Any], what: str, parts: Mapping[str, Any]) -> None:
+    """Refuse a record larger than ``MAX_DOCUMENT_BYTES`` once stored (BSON size).
+
+    ``parts`` maps the caller's names for the free-form values in it (``params``,
+    ``job_output``) to those values; the message names the largest.
+
+    Raises:
+        InvalidParams: "<what> would take N bytes ... <largest part> takes M bytes".
+    """
+    size = len(bson.encode(dict(record)))
+    if size <= MAX_DOCUMENT_BYTES:
+        return
+    sizes = {name: len(bson.encode({"v": value})) for name, value in parts.items()}
+    largest = max(sizes, key=sizes.__getitem__) if sizes else None
+    detail = f"; {largest} takes {sizes[largest]} bytes" if largest is not None else ""
+    raise InvalidParams(f"{what} would take {size} bytes when stored, over the limit of "
+                        f"{MAX_DOCUMENT_BYTES} bytes (16 MiB) for one job record{detail}")
