@@ -1,7 +1,6 @@
 """Reading RPC parameters: type checks with messages that name the bad value."""
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Iterator, Mapping
 
@@ -120,16 +119,42 @@ def storable(value: Any, field: str) -> None:
         InvalidParams: naming the place and the problem.
     """
     try:
-        # C-speed checks first; the walk that names the place runs only on a failure.
+        # Fast checks first (BSON in C refuses big ints and NUL keys); the walk that
+        # names the place runs only on a failure.
         bson.encode({"v": value})
-        json.dumps(value, allow_nan=False, check_circular=False)
-    except (OverflowError, ValueError, bson.errors.InvalidDocument):
+        if not _has_non_finite(value):
+            return
+    except (OverflowError, bson.errors.InvalidDocument):
         pass
-    else:
-        return
     for place, problem in _problems(value, field):
         raise InvalidParams(f"{place} {problem}")
     raise InvalidParams(f"{field} cannot be stored")  # pragma: no cover - a check above failed
+
+
+_CONTAINERS = frozenset({dict, list, tuple})  # what parsed JSON holds (plus tuples)
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether a float under ``value`` is infinite or NaN; a tight loop, as request
+    values may hold millions of numbers."""
+    isfinite = math.isfinite
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            item = item.values()
+        elif not isinstance(item, (list, tuple)):
+            if type(item) is float and not isfinite(item):
+                return True
+            continue
+        for sub in item:
+            kind = type(sub)
+            if kind is float:
+                if not isfinite(sub):
+                    return True
+            elif kind in _CONTAINERS:
+                pending.append(sub)
+    return False
 
 
 def _problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -164,7 +189,12 @@ def fits_in_document(record: Mapping[str, Any], what: str, parts: Mapping[str, A
     Raises:
         InvalidParams: "<what> would take N bytes ... <largest part> takes M bytes".
     """
-    size = len(bson.encode(dict(record)))
+    try:
+        size = len(bson.encode(dict(record)))
+    except (OverflowError, bson.errors.InvalidDocument):
+        # A value that did not come through ``storable`` (e.g. one derived from it).
+        storable(record, what.lower().replace(" ", "_"))
+        raise
     if size <= MAX_DOCUMENT_BYTES:
         return
     sizes = {name: len(bson.encode({"v": value})) for name, value in parts.items()}

@@ -72,6 +72,8 @@ def run_job_concierge(services: Services, caller: Caller, params: Any, concierge
     params = p.mapping(params)
     if concierge_params is not None and not isinstance(concierge_params, Mapping):
         raise InvalidParams(f"concierge params must be a mapping, not {describe(concierge_params)}")
+    if concierge_params is not None:
+        p.storable(concierge_params, "concierge_params")
     spec = dataclasses.replace(parse_spec(params), job_requirements=None)
     _authorize(services, caller, spec.wsid, as_admin=False)
     if not concierge_params:

@@ -100,6 +100,23 @@ def test_fail_ends_in_error_with_the_apps_message(alice, failed_job):
     assert logs["count"] == logs["last_line_number"] == 5
 
 
+def test_an_output_too_large_to_store_ends_the_job_in_error_saying_why(alice):
+    # ~11 MB stored as params, and echoed as output: together over the 16 MiB record limit.
+    job_id = alice.run_job(echo(list(range(900_000))))
+
+    # Polled by status: every check_job answer would carry the 11 MB of params.
+    wait_until(lambda: alice.get_job_status({"job_id": job_id})["status"] in ("completed", "error"),
+               60, "the job never finished")
+    state = alice.check_job({"job_id": job_id, "exclude_fields": ["job_input"]})
+
+    assert state["status"] == "error", state
+    assert state["error_code"] == 4
+    assert state["errormsg"].startswith("The service could not store the app's result: ")
+    assert "over the limit of 16777216 bytes (16 MiB)" in state["errormsg"]
+    assert "job_output takes" in state["errormsg"]
+    assert "job_output" not in state
+
+
 def test_cancelled_sleep_is_terminated_and_its_app_stopped(service, alice):
     job_id = alice.run_job(sleep(120))
     workdir = service.workdir(job_id)

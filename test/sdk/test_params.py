@@ -147,3 +147,15 @@ def test_the_error_code_of_finish_job_is_bounded(any_store):
     with pytest.raises(ValidationError, match="^99 is not a valid error_code"):
         status.finish_job(any_store, alice(any_store),
                           {"job_id": job["_id"], "error_message": "x", "error_code": 99})
+
+
+def test_concierge_resources_beyond_64_bits_are_invalid_params(any_store):
+    concierge = any_store.auth.authenticate(any_store.auth.create_token("kbaseconcierge"))
+    with pytest.raises(InvalidParams, match=r"^concierge_params\.request_cpus is an integer beyond 64 bits"):
+        run.run_job_concierge(any_store, concierge, run_params(), {"request_cpus": 10**30})
+    assert any_store.store.find_jobs(JobQuery()) == []
+
+
+def test_a_record_holding_an_unstorable_value_is_refused_naming_it():
+    with pytest.raises(InvalidParams, match=r"^the_job\.job_input\.requirements\.cpu is an integer beyond"):
+        params.fits_in_document({"job_input": {"requirements": {"cpu": 2**64}}}, "The job", {})
