@@ -13,8 +13,12 @@ from execution_engine2.job import is_job_id
 # The largest integer MongoDB (BSON int64) and SQLite can store.
 MAX_INT64 = 2**63 - 1
 MIN_INT64 = -(2**63)
-# MongoDB's largest document; SQLite has no such limit, but both stores refuse the same.
-MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+# MongoDB's largest document (SQLite has no such limit, but both stores refuse the same),
+# less room for what the service adds to a record later: scheduler ads, retry ids, the
+# child ids of a batch container.
+MONGO_DOCUMENT_BYTES = 16 * 1024 * 1024
+RECORD_HEADROOM_BYTES = 512 * 1024
+MAX_RECORD_BYTES = MONGO_DOCUMENT_BYTES - RECORD_HEADROOM_BYTES
 _QUOTE_LIMIT = 100
 
 
@@ -181,7 +185,7 @@ def _problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
 
 
 def fits_in_document(record: Mapping[str, Any], what: str, parts: Mapping[str, Any]) -> None:
-    """Refuse a record larger than ``MAX_DOCUMENT_BYTES`` once stored (BSON size).
+    """Refuse a record larger than ``MAX_RECORD_BYTES`` once stored (BSON size).
 
     ``parts`` maps the caller's names for the free-form values in it (``params``,
     ``job_output``) to those values; the message names the largest.
@@ -195,10 +199,11 @@ def fits_in_document(record: Mapping[str, Any], what: str, parts: Mapping[str, A
         # A value that did not come through ``storable`` (e.g. one derived from it).
         storable(record, what.lower().replace(" ", "_"))
         raise
-    if size <= MAX_DOCUMENT_BYTES:
+    if size <= MAX_RECORD_BYTES:
         return
     sizes = {name: len(bson.encode({"v": value})) for name, value in parts.items()}
     largest = max(sizes, key=sizes.__getitem__) if sizes else None
     detail = f"; {largest} takes {sizes[largest]} bytes" if largest is not None else ""
     raise InvalidParams(f"{what} would take {size} bytes when stored, over the limit of "
-                        f"{MAX_DOCUMENT_BYTES} bytes (16 MiB) for one job record{detail}")
+                        f"{MAX_RECORD_BYTES} bytes for one job record (MongoDB's 16 MiB "
+                        f"less 512 KiB for what the service adds later){detail}")

@@ -186,7 +186,7 @@ def finish_job(services: Services, caller: Caller | None, raw: Any) -> None:
         ValidationError: invalid ``job_output`` (after the job was marked error),
             unknown ``error_code``.
         InvalidParams: wrong types, a value no store can keep (``params.storable``) or
-            a record that would pass 16 MiB; nothing is written then.
+            a record over ``params.MAX_RECORD_BYTES``; nothing is written then.
         NotFound, PermissionDenied.
     """
     record, p = requested_job(services, caller, raw, Access.WRITE)

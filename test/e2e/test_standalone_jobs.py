@@ -112,7 +112,7 @@ def test_an_output_too_large_to_store_ends_the_job_in_error_saying_why(alice):
     assert state["status"] == "error", state
     assert state["error_code"] == 4
     assert state["errormsg"].startswith("The service could not store the app's result: ")
-    assert "over the limit of 16777216 bytes (16 MiB)" in state["errormsg"]
+    assert "over the limit of 16252928 bytes for one job record" in state["errormsg"]
     assert "job_output takes" in state["errormsg"]
     assert "job_output" not in state
 

@@ -69,7 +69,7 @@ def test_a_job_record_over_16_mib_is_invalid_params_on_both_stores(edge_stack, w
     body = run_body("[" + ",".join(["1"] * 1_700_000) + "]")
     error = refused(edge_stack, wire, "run_job", [], body=body)
     assert error["code"] == -32602, error
-    assert "over the limit of 16777216 bytes (16 MiB)" in error["message"], error
+    assert "over the limit of 16252928 bytes for one job record" in error["message"], error
     assert "params takes" in error["message"], error
 
 
