@@ -132,7 +132,8 @@ def storable(value: Any, field: str) -> None:
         pass
     for place, problem in _problems(value, field):
         raise InvalidParams(f"{place} {problem}")
-    raise InvalidParams(f"{field} cannot be stored")  # pragma: no cover - a check above failed
+    # A value no JSON request carries (a set, an object) handed in by the service itself.
+    raise InvalidParams(f"{field or 'the value'} cannot be stored")
 
 
 _CONTAINERS = frozenset({dict, list, tuple})  # what parsed JSON holds (plus tuples)
@@ -178,10 +179,14 @@ def _problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
         elif isinstance(item, Mapping):
             for key in reversed(list(item)):
                 if isinstance(key, str) and "\x00" in key:
-                    yield f"{place}.{describe(key)}", "is a key with a NUL character"
-                pending.append((item[key], f"{place}.{key}" if place else str(key)))
+                    yield _member(place, describe(key)), "is a key with a NUL character"
+                pending.append((item[key], _member(place, str(key))))
         elif isinstance(item, (list, tuple)):
             pending.extend((sub, f"{place}[{i}]") for i, sub in reversed(list(enumerate(item))))
+
+
+def _member(place: str, key: str) -> str:
+    return f"{place}.{key}" if place else key
 
 
 def fits_in_document(record: Mapping[str, Any], what: str, parts: Mapping[str, Any]) -> None:
@@ -195,9 +200,12 @@ def fits_in_document(record: Mapping[str, Any], what: str, parts: Mapping[str, A
     """
     try:
         size = len(bson.encode(dict(record)))
-    except (OverflowError, bson.errors.InvalidDocument):
+    except (OverflowError, bson.errors.InvalidDocument) as err:
         # A value that did not come through ``storable`` (e.g. one derived from it).
-        storable(record, what.lower().replace(" ", "_"))
+        try:
+            storable(record, "")
+        except InvalidParams as problem:
+            raise InvalidParams(f"{what} cannot be stored: {problem.message}") from err
         raise
     if size <= MAX_RECORD_BYTES:
         return

@@ -71,6 +71,7 @@ def test_storable_values_pass(value):
     ({"a": [1, {"b": [0, float("inf")]}]}, "a[1].b[1]", "is not a finite number"),
     ({"a": {"x": float("-inf")}}, "a.x", "is not a finite number"),
     ({"a": {"k\x00": 1}}, "a.'k\\x00'", "is a key with a NUL character"),
+    ({"k\x00": 1}, "'k\\x00'", "is a key with a NUL character"),
 ])
 def test_unstorable_values_are_invalid_params_naming_the_place(value, place, problem):
     with pytest.raises(InvalidParams, match=f"^{re.escape(place)} {problem}") as caught:
@@ -158,5 +159,5 @@ def test_concierge_resources_beyond_64_bits_are_invalid_params(any_store):
 
 
 def test_a_record_holding_an_unstorable_value_is_refused_naming_it():
-    with pytest.raises(InvalidParams, match=r"^the_job\.job_input\.requirements\.cpu is an integer beyond"):
+    with pytest.raises(InvalidParams, match=r"^The job cannot be stored: job_input\.requirements\.cpu is an integer beyond"):
         params.fits_in_document({"job_input": {"requirements": {"cpu": 2**64}}}, "The job", {})
