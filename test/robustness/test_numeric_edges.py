@@ -134,3 +134,21 @@ def test_check_workspace_jobs_takes_a_string_workspace_id(edge_stack):
     job_id = make_job(edge_stack.services, "alice", JobStatus.QUEUED, wsid=42)["_id"]
     answer = edge_stack.call("check_workspace_jobs", [{"workspace_id": "42"}], edge_stack.tokens["alice"])
     assert [state["job_id"] for state in answer["result"][0]["job_states"]] == [job_id]
+
+
+@pytest.mark.parametrize("method, params_json, message", [
+    ("run_job", '{"method": "Demo.echo", "wsid": 1e400}', "wsid must be an integer, not inf"),
+    ("check_workspace_jobs", '{"workspace_id": -1e400}', "workspace_id must be a workspace id"),
+    ("get_job_logs", '{"job_id": "%(job)s", "skip_lines": 1e400}', "skip_lines must be an integer"),
+    ("finish_job", '{"job_id": "%(job)s", "error_message": "x", "error_code": 1e400}',
+     "error_code is not a finite number"),
+    ("check_jobs_date_range_for_user", '{"start_time": 0, "end_time": 1000000000000, "limit": 1e400}',
+     "limit must be an integer"),
+], ids=["wsid", "workspace_id", "skip_lines", "error_code", "limit"])
+def test_a_non_finite_number_where_an_integer_is_stored_is_invalid_params(edge_stack, wire, method,
+                                                                         params_json, message):
+    job_id = make_job(edge_stack.services, "alice", JobStatus.RUNNING)["_id"]
+    body = ('{"version": "1.1", "id": "1", "method": "execution_engine2.%s", "params": [%s]}'
+            % (method, params_json % {"job": job_id}))
+    error = refused(edge_stack, wire, method, [], body=body)
+    assert error["code"] == -32602 and error["message"].startswith(message), error
