@@ -125,7 +125,7 @@ def test_cancelled_sleep_is_terminated_and_its_app_stopped(service, alice):
     runner = runner_pid(workdir)
     assert pid_alive(app) and runner is not None
     # Wait for the app's first line, so the log has something of its own.
-    wait_until(lambda: alice.get_job_logs({"job_id": job_id})["count"] >= 1, 15, "no log line from the app")
+    wait_until(lambda: app_lines(alice.get_job_logs({"job_id": job_id})), 15, "no log line from the app")
 
     alice.cancel_job({"job_id": job_id})
 
