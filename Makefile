@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench clean
+.PHONY: run test bench image clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/submit.py
 	$(BIN)/python bench/retry.py
 	$(BIN)/python bench/memory.py
+
+# The production image, stamped with this checkout's commit (reported by `status`).
+image:
+	docker build --build-arg GIT_COMMIT=$$(git rev-parse HEAD) -t execution_engine2 .
 
 clean:
 	rm -rf $(VENV) ee2-data .pytest_cache

@@ -7,7 +7,16 @@
    batches; poll ``check_job_canceled`` about once a second and stop the app when
    the job was cancelled (no ``finish_job`` then: the job is already finished).
 4. ``finish_job`` with ``output.json``, or with an error naming the exit status and
-   the app's last stderr lines.
+   the app's last stderr lines (also filling ``error.error`` of an app's own error
+   object when the app left it empty). Should the service refuse the output as
+   invalid params (too large, numbers it cannot store), the job ends in error
+   with the service's reason instead.
+
+Besides the app's output, the job's log gets the runner's own lines, prefixed
+``[ee2-runner] `` (``RUNNER_PREFIX``), as KBase's job runner writes them: the host
+and work directory, the app and its commit, when it started, and how it ended
+(exit status or signal, and after how long). An app that prints nothing still
+has a log that says what happened.
 
 Exit status: 0 when the job reached a final state (ours or a canceller's), 1 when
 the runner could not finish it (the local worker then marks it crashed).
@@ -15,9 +24,11 @@ the runner could not finish it (the local worker then marks it crashed).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import logging
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -34,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 OUTPUT_ERROR_MESSAGE = "Job output contains an error"
 CANCELLED_LINE = "Job was canceled; the app was stopped."
+RUNNER_PREFIX = "[ee2-runner] "
+INVALID_PARAMS = -32602
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +119,8 @@ class JobRunner:
         # The runner's process boundary: whatever broke, the job must not stay running.
         except Exception as err:
             logger.exception("Job %s: the runner failed", self.job_id)
+            self._note(f"the runner failed: {err}", is_error=True)
+            self._ship(force=True)
             return self._finish(error_message=f"Unexpected Job Error: {err}",
                                 error_code=int(ErrorCode.JOB_CRASHED),
                                 error=_error_object("Unexpected Job Error", str(err), []))
@@ -116,8 +131,13 @@ class JobRunner:
             return 143
         workdir = self._settings.workdir
         app.write_input(workdir, self.job_id, job_params)
+        self._note(f"job {self.job_id} running on host {socket.gethostname()} in {workdir}")
+        self._note(f"app {job_params.get('app_id') or '(no app id)'}: method "
+                   f"{job_params.get('method')}, commit {job_params.get('service_ver')}")
         argv, on_kill = self._command(job_params)
         process = AppProcess(argv, workdir, on_kill=on_kill)
+        started = self._clock()
+        self._note(f"app started at {_utc_now()} (process {process.pid})")
         logger.info("Job %s: app started as process %d", self.job_id, process.pid)
         result = None
         try:
@@ -125,6 +145,7 @@ class JobRunner:
         finally:
             process.close()
             self._take(process)
+            self._note(*_ending_line(result, self._clock() - started, self._settings.time_limit))
             if result is not None and result.ending is Ending.CANCELLED:
                 self._pending.append(OutputLine(CANCELLED_LINE, False, time.time()))
             self._ship(force=True)
@@ -200,6 +221,10 @@ class JobRunner:
         return bool(state.get("canceled") or state.get("finished"))
 
     # --- logs --------------------------------------------------------------------------
+    def _note(self, text: str, is_error: bool = False) -> None:
+        """One of the runner's own lines, shipped with the app's."""
+        self._pending.append(OutputLine(RUNNER_PREFIX + text, is_error, time.time()))
+
     def _take(self, process: AppProcess) -> None:
         self._pending.extend(process.drain())
 
@@ -230,6 +255,10 @@ class JobRunner:
             error = output["error"]
             if not isinstance(error, Mapping):
                 error = _error_object("App error", str(error), result.stderr_tail)
+            elif not error.get("error"):
+                # The Narrative shows an error only when error.error (the traceback) is
+                # set; an app that leaves it empty usually said why on stderr.
+                error = {**error, "error": "\n".join(result.stderr_tail) or str(error.get("message") or "")}
             return {"error_message": OUTPUT_ERROR_MESSAGE, "error": dict(error),
                     "error_code": int(ErrorCode.JOB_CRASHED)}
         if result.ending is Ending.TIMED_OUT:
@@ -252,11 +281,33 @@ class JobRunner:
     def _finish(self, **fields: Any) -> int:
         try:
             self._client.finish_job(self.job_id, **fields)
-        except (RpcError, ServiceUnavailable) as err:
+        except RpcError as err:
+            if err.code == INVALID_PARAMS:
+                return self._finish_refused(err.message)
+            logger.error("Job %s: finish_job failed: %s", self.job_id, err)
+            return 0 if self._is_finished() else 1
+        except ServiceUnavailable as err:
             logger.error("Job %s: finish_job failed: %s", self.job_id, err)
             return 0 if self._is_finished() else 1
         logger.info("Job %s finished%s", self.job_id,
                     " with an error" if "error_message" in fields else "")
+        return 0
+
+    def _finish_refused(self, reason: str) -> int:
+        """The service refused what the app produced (too large, numbers no store can
+        keep): end the job in error with the service's reason rather than leave it running."""
+        message = f"The service could not store the app's result: {reason}"
+        self._note(message, is_error=True)
+        self._ship(force=True)
+        error = {"name": "Output object is invalid", "code": int(ErrorCode.MISSING_OUTPUT),
+                 "message": message, "error": message}
+        try:
+            self._client.finish_job(self.job_id, error_message=message,
+                                    error_code=int(ErrorCode.MISSING_OUTPUT), error=error)
+        except (RpcError, ServiceUnavailable) as err:
+            logger.error("Job %s: finish_job failed: %s", self.job_id, err)
+            return 0 if self._is_finished() else 1
+        logger.info("Job %s finished with an error: its result was refused", self.job_id)
         return 0
 
     def _is_finished(self) -> bool:
@@ -277,6 +328,26 @@ def describe_status(status: int | None) -> str:
             name = str(-status)
         return f"was killed by signal {name}"
     return f"exited with code {status}"
+
+
+def _ending_line(result: AppResult | None, seconds: float,
+                 time_limit: float | None) -> tuple[str, bool]:
+    """The runner's last log line about the app, and whether it reports a failure."""
+    after = f"after {seconds:.1f} s"
+    if result is None:
+        return f"the runner failed while the app ran, {after}", True
+    how = describe_status(result.status)
+    if result.ending is Ending.EXITED:
+        return f"app {how} {after}", result.status != 0
+    if result.ending is Ending.TIMED_OUT:
+        return f"app stopped {after}, over its time limit of {time_limit or 0:g} s ({how})", True
+    if result.ending is Ending.CANCELLED:
+        return f"app stopped {after}: the job was cancelled ({how})", False
+    return f"app stopped {after}: the runner was asked to stop ({how})", False
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _error_object(name: str, message: str, stderr_tail: Sequence[str],

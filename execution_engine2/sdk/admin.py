@@ -6,7 +6,10 @@ no token (allowed for ver, status, list_config and get_client_groups).
 """
 from __future__ import annotations
 
+import functools
+import subprocess
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import execution_engine2
@@ -30,14 +33,39 @@ def require_caller(caller: Caller | None) -> Caller:
     return caller
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The commit this build came from: ``data/git_commit`` written at build
-    time, or ``unknown`` in a source checkout."""
+    """The commit this code came from: ``data/git_commit``, written into the package
+    when it was built (``setup.py``); for code run straight from a git checkout (an
+    editable install), that checkout's HEAD; else ``unknown``. Looked up once."""
+    return _stamped_commit() or _checkout_commit() or "unknown"
+
+
+def _stamped_commit() -> str | None:
     try:
         text = resources.files("execution_engine2").joinpath("data", "git_commit").read_text()
     except (FileNotFoundError, NotADirectoryError):
-        return "unknown"
-    return text.strip() or "unknown"
+        return None
+    return text.strip() or None
+
+
+def _checkout_commit() -> str | None:
+    source = Path(execution_engine2.__file__).resolve().parent.parent
+    top = _git(source, "--show-toplevel")
+    # Only when the package sits at the top of the checkout: an installed copy in a
+    # virtualenv inside some repository is not that repository's code.
+    if top is None or Path(top).resolve() != source:
+        return None
+    return _git(source, "HEAD")
+
+
+def _git(directory: Path, *rev_parse_args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", *rev_parse_args], cwd=directory,
+                              capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
 
 
 def ver(services: Services, caller: Caller | None) -> str:

@@ -1,7 +1,10 @@
 """Reading RPC parameters: type checks with messages that name the bad value."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, Iterator, Mapping
+
+import bson
 
 from execution_engine2.errors import InvalidParams, ValidationError, describe
 from execution_engine2.job import is_job_id
@@ -9,6 +12,13 @@ from execution_engine2.job import is_job_id
 
 # The largest integer MongoDB (BSON int64) and SQLite can store.
 MAX_INT64 = 2**63 - 1
+MIN_INT64 = -(2**63)
+# MongoDB's largest document (SQLite has no such limit, but both stores refuse the same),
+# less room for what the service adds to a record later: scheduler ads, retry ids, the
+# child ids of a batch container.
+MONGO_DOCUMENT_BYTES = 16 * 1024 * 1024
+RECORD_HEADROOM_BYTES = 512 * 1024
+MAX_RECORD_BYTES = MONGO_DOCUMENT_BYTES - RECORD_HEADROOM_BYTES
 _QUOTE_LIMIT = 100
 
 
@@ -70,9 +80,15 @@ def optional_int(params: Mapping[str, Any], key: str, minimum: int | None = None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidParams(f"{key} must be an integer, not {describe(value)}")
     if minimum is not None and value < minimum:
-        raise ValidationError(f"{key} must be at least {minimum}, not {value}")
-    if value > MAX_INT64:
-        raise ValidationError(f"{key} must be at most {MAX_INT64}, not {describe(value)}")
+        raise ValidationError(f"{key} must be at least {minimum}, not {describe(value)}")
+    return int64(value, key)
+
+
+def int64(value: int, field: str) -> int:
+    """``value`` if a 64-bit signed integer (what both stores keep), else InvalidParams."""
+    if not MIN_INT64 <= value <= MAX_INT64:
+        raise InvalidParams(f"{field} must be between {MIN_INT64} and {MAX_INT64} "
+                            f"(a 64-bit integer), not {describe(value)}")
     return value
 
 
@@ -92,3 +108,110 @@ def string_list(params: Mapping[str, Any], key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise InvalidParams(f"{key} must be a list of strings, not {describe(value)}")
     return list(value)
+
+
+# --- values stored as given (job params, cell info, job output) --------------------------
+
+def storable(value: Any, field: str) -> None:
+    """Refuse what the stores cannot keep alike: an integer beyond 64 bits, a number that
+    is not finite (``1e400`` parses as infinity), a key holding a NUL character.
+
+    SQLite would keep all three and MongoDB refuse them, so both refuse here, naming
+    the first offending place (``params[0].n``) below ``field``.
+
+    Raises:
+        InvalidParams: naming the place and the problem.
+    """
+    try:
+        # Fast checks first (BSON in C refuses big ints and NUL keys); the walk that
+        # names the place runs only on a failure.
+        bson.encode({"v": value})
+        if not _has_non_finite(value):
+            return
+    except (OverflowError, bson.errors.InvalidDocument):
+        pass
+    for place, problem in _problems(value, field):
+        raise InvalidParams(f"{place} {problem}")
+    # A value no JSON request carries (a set, an object) handed in by the service itself.
+    raise InvalidParams(f"{field or 'the value'} cannot be stored")
+
+
+_CONTAINERS = frozenset({dict, list, tuple})  # what parsed JSON holds (plus tuples)
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether a float under ``value`` is infinite or NaN; a tight loop, as request
+    values may hold millions of numbers."""
+    isfinite = math.isfinite
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            item = item.values()
+        elif not isinstance(item, (list, tuple)):
+            if type(item) is float and not isfinite(item):
+                return True
+            continue
+        for sub in item:
+            kind = type(sub)
+            if kind is float:
+                if not isfinite(sub):
+                    return True
+            elif kind in _CONTAINERS:
+                pending.append(sub)
+    return False
+
+
+def _problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """``(place, problem)`` for each unstorable item under ``value``, depth first."""
+    pending: list[tuple[Any, str]] = [(value, path)]
+    while pending:
+        item, place = pending.pop()
+        if isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        if isinstance(item, int):
+            if not MIN_INT64 <= item <= MAX_INT64:
+                yield place, (f"is an integer beyond 64 bits ({describe(item)}); "
+                              f"integers must be between {MIN_INT64} and {MAX_INT64}")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                yield place, f"is not a finite number ({item!r})"
+        elif isinstance(item, Mapping):
+            for key in reversed(list(item)):
+                if isinstance(key, str) and "\x00" in key:
+                    yield _member(place, describe(key)), "is a key with a NUL character"
+                pending.append((item[key], _member(place, str(key))))
+        elif isinstance(item, (list, tuple)):
+            pending.extend((sub, f"{place}[{i}]") for i, sub in reversed(list(enumerate(item))))
+
+
+def _member(place: str, key: str) -> str:
+    return f"{place}.{key}" if place else key
+
+
+def fits_in_document(record: Mapping[str, Any], what: str, parts: Mapping[str, Any]) -> None:
+    """Refuse a record larger than ``MAX_RECORD_BYTES`` once stored (BSON size).
+
+    ``parts`` maps the caller's names for the free-form values in it (``params``,
+    ``job_output``) to those values; the message names the largest.
+
+    Raises:
+        InvalidParams: "<what> would take N bytes ... <largest part> takes M bytes".
+    """
+    try:
+        size = len(bson.encode(dict(record)))
+    except (OverflowError, bson.errors.InvalidDocument) as err:
+        # A value that did not come through ``storable`` (e.g. one derived from it).
+        try:
+            storable(record, "")
+        except InvalidParams as problem:
+            raise InvalidParams(f"{what} cannot be stored: {problem.message}") from err
+        raise
+    if size <= MAX_RECORD_BYTES:
+        return
+    sizes = {name: len(bson.encode({"v": value})) for name, value in parts.items()}
+    largest = max(sizes, key=sizes.__getitem__) if sizes else None
+    detail = f"; {largest} takes {sizes[largest]} bytes" if largest is not None else ""
+    raise InvalidParams(f"{what} would take {size} bytes when stored, over the limit of "
+                        f"{MAX_RECORD_BYTES} bytes for one job record (MongoDB's 16 MiB "
+                        f"less 512 KiB for what the service adds later){detail}")

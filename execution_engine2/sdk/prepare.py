@@ -18,7 +18,7 @@ from execution_engine2.db.store import Record
 from execution_engine2.errors import EE2Error, InvalidParams, PermissionDenied, ValidationError, describe
 from execution_engine2.job import new_job_record
 from execution_engine2.scheduler.base import PreparedJob, Requirements
-from execution_engine2.sdk.params import MAX_INT64
+from execution_engine2.sdk import params as p
 from execution_engine2.sdk.services import Services
 
 # The narrative cell fields kept from ``meta``; other keys are dropped (reference 3.1).
@@ -68,13 +68,14 @@ def with_prefix(err: EE2Error, prefix: str) -> EE2Error:
 def parse_spec(params: Mapping[str, Any]) -> JobSpec:
     """Check a RunJobParams mapping's shape and syntax (method, app id, wsid, UPAs, meta).
 
-    Raises InvalidParams for wrong JSON types, ValidationError for refused values.
+    Raises InvalidParams for wrong JSON types and for values no store can keep
+    (``params.storable``), ValidationError for refused values.
     """
     method = _method(params.get("method"))
     job_requirements = params.get("job_requirements")
     if job_requirements is not None and not isinstance(job_requirements, Mapping):
         raise InvalidParams("job_requirements must be a mapping")
-    return JobSpec(
+    spec = JobSpec(
         method=method,
         params=params.get("params"),
         has_params="params" in params,
@@ -86,6 +87,8 @@ def parse_spec(params: Mapping[str, Any]) -> JobSpec:
         parent_job_id=_optional_text(params, "parent_job_id"),
         job_requirements=dict(job_requirements) if job_requirements else None,
     )
+    p.storable(params, "")
+    return spec
 
 
 def parse_wsid(value: Any) -> int | None:
@@ -96,9 +99,7 @@ def parse_wsid(value: Any) -> int | None:
         raise InvalidParams(f"wsid must be an integer, not {describe(value)}")
     if value < 1:
         raise ValidationError("wsid must be at least 1")
-    if value > MAX_INT64:
-        raise ValidationError(f"wsid must be at most {MAX_INT64}, not {describe(value)}")
-    return value
+    return p.int64(value, "wsid")
 
 
 def cell_info(meta: Any) -> dict[str, Any]:

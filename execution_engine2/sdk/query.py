@@ -67,8 +67,12 @@ _STATS: Mapping[str, tuple[str, ...]] = {
 
 
 def no_read_permission(job_id: str) -> dict[str, Any]:
-    """The entry check_jobs returns for a job the caller may not read."""
-    return {"job_id": job_id, "error": f"No read permissions for {job_id}"}
+    """The entry check_jobs and check_job_batch return for a job the caller may not read:
+    the existing service's ``{failure, check_job_error: true}`` (the Narrative merges
+    entries into its job states and expects ``error``, when present, to be an object),
+    plus ``job_id`` so a list entry says whose it is."""
+    return {"job_id": job_id, "failure": f"No read permissions for {job_id}",
+            "check_job_error": True}
 
 
 # --- check_job / check_jobs -------------------------------------------------------------
@@ -123,7 +127,8 @@ def check_jobs(services: Services, caller: Caller | None, raw: Any) -> dict[str,
 
     Params: ``{job_ids, exclude_fields, return_list=1, as_admin}``. Request
     order, duplicates collapsed, ids that do not exist left out; a job the
-    caller may not read gets ``{job_id, error}`` instead of failing the call.
+    caller may not read gets ``no_read_permission``'s ``{job_id, failure,
+    check_job_error}`` instead of failing the call.
 
     Raises:
         NotFound: none of the ids exists (``Cannot find job with ids: [...]``).
@@ -154,7 +159,7 @@ def check_job_batch(services: Services, caller: Caller | None, raw: Any) -> dict
 
     Params: ``{job_id, exclude_fields, as_admin}``. The container needs read
     access; each child is shown when the caller may read it (or with
-    ``as_admin``) and is a ``{job_id, error}`` entry otherwise. Children in
+    ``as_admin``) and is a ``no_read_permission`` entry otherwise. Children in
     ``child_jobs`` order; any job works (no children: ``[]``).
 
     Raises:
@@ -179,16 +184,26 @@ def check_job_batch(services: Services, caller: Caller | None, raw: Any) -> dict
 # --- check_workspace_jobs -------------------------------------------------------------
 
 def _workspace_id(p: Mapping[str, Any]) -> int:
+    """The spec types ``workspace_id`` as a string (the Narrative sends ``"123"``);
+    integers are accepted too, as before."""
     value = p.get("workspace_id")
-    if value is None:
+    if value is None or value == "":
         raise ValidationError("workspace_id is required")
+    if isinstance(value, str) and _is_decimal(value.strip()):
+        value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidParams(f"workspace_id must be an integer, not {describe(value)}")
+        raise InvalidParams(
+            f"workspace_id must be a workspace id (an integer or a string of digits), not {describe(value)}")
     if value < 1:
-        raise ValidationError(f"workspace_id must be at least 1, not {value}")
-    if value > params.MAX_INT64:
-        raise ValidationError(f"workspace_id must be at most {params.MAX_INT64}, not {value}")
-    return value
+        raise ValidationError(f"workspace_id must be at least 1, not {describe(value)}")
+    return params.int64(value, "workspace_id")
+
+
+def _is_decimal(text: str) -> bool:
+    """An optionally signed run of ASCII digits (``str.isdigit`` also takes ``'²'``),
+    short enough to convert (a 64-bit integer has at most 19 digits)."""
+    digits = text[1:] if text[:1] in ("-", "+") else text
+    return digits.isascii() and digits.isdigit() and len(digits) <= 100
 
 
 def check_workspace_jobs(services: Services, caller: Caller | None, raw: Any) -> dict[str, Any]:
@@ -252,12 +267,29 @@ def get_job_params(services: Services, caller: Caller | None, raw: Any) -> dict[
 
 # --- check_jobs_date_range_* --------------------------------------------------------------
 
+# The times a date-range filter accepts: what a calendar date can be (years 1-9999, UTC).
+EARLIEST_TIME = datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc).timestamp()
+LATEST_TIME = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc).timestamp()
+
+
 def _time_param(p: Mapping[str, Any], key: str, what: str) -> float:
+    """Epoch seconds of a time parameter.
+
+    Raises:
+        ValidationError: missing, or a string that is not a time (the existing wording).
+        InvalidParams: a number or numeric string that is not finite or names no date
+            between years 1 and 9999 (``1e300``, ``1e400``, ``2**70``).
+    """
     value = p.get(key)
     seconds = None if value is None else parse_time(value)
-    if seconds is None:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if seconds is None and not is_number:
         detail = "" if value is None else f": {describe(value)} is not a time"
         raise ValidationError(f"Please provide a valid {what} for when job was created{detail}")
+    if seconds is None or not EARLIEST_TIME <= seconds <= LATEST_TIME:
+        raise InvalidParams(
+            f"{key} must be a time between the years 1 and 9999 (integers are epoch "
+            f"milliseconds, other numbers epoch seconds), not {describe(value)}")
     return seconds
 
 
@@ -268,10 +300,10 @@ def _filter_value(key: str, value: Any) -> Any:
     if isinstance(value, (Mapping, list)) or value is None:
         raise ValidationError(f"Filter value for {key} must be a plain value, not {describe(value)}")
     if kind == "int":
+        if isinstance(value, str) and _is_decimal(value.strip()):
+            value = int(value.strip())
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
+            return params.int64(value, f"Filter value for {key}")
         raise ValidationError(f"Filter value for {key} must be an integer, not {describe(value)}")
     if kind == "bool":
         if isinstance(value, bool):

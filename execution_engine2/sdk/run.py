@@ -31,6 +31,8 @@ NOT_CONCIERGE = "You are not the concierge user. This method is not for you"
 BATCH_CHILD_WSID = "Workspace ids are not allowed in RunJobParams in Batch Mode"
 BATCH_CHILD_PARENT = "batch jobs may not specify a parent job ID"
 NO_BATCH_JOBS = "At least one job must be provided in a batch"
+BATCH_TOO_LARGE = ("A batch may have at most {limit} jobs (max-batch-size), not {count}; "
+                   "split it into several batches")
 
 
 def run_job(services: Services, caller: Caller, params: Any) -> str:
@@ -70,6 +72,8 @@ def run_job_concierge(services: Services, caller: Caller, params: Any, concierge
     params = p.mapping(params)
     if concierge_params is not None and not isinstance(concierge_params, Mapping):
         raise InvalidParams(f"concierge params must be a mapping, not {describe(concierge_params)}")
+    if concierge_params is not None:
+        p.storable(concierge_params, "concierge_params")
     spec = dataclasses.replace(parse_spec(params), job_requirements=None)
     _authorize(services, caller, spec.wsid, as_admin=False)
     if not concierge_params:
@@ -89,6 +93,8 @@ def run_job_batch(services: Services, caller: Caller, params_list: Any, batch_pa
     when there is more than one child). The container, with its ``child_jobs``, and all
     children are written by one insert; the children then go to
     ``submitter.submit_later`` as one submission. Returns ``{batch_id, child_job_ids}``.
+    At most ``max-batch-size`` children: a larger batch is refused before anything
+    else is checked, so a request's memory stays bounded by that limit.
     Raises as run_job (SubmissionFailed excepted: submission happens after the answer,
     and a failure ends the children in ``error``).
     """
@@ -98,6 +104,10 @@ def run_job_batch(services: Services, caller: Caller, params_list: Any, batch_pa
         raise InvalidParams("batch params must be a mapping")
     if not params_list:
         raise ValidationError(NO_BATCH_JOBS)
+    limit = int(services.config["max-batch-size"])
+    if len(params_list) > limit:
+        raise ValidationError(BATCH_TOO_LARGE.format(limit=limit, count=len(params_list)))
+    p.storable(batch_params, "batch_params")
     as_admin = p.as_admin(batch_params)
     wsid = parse_wsid(batch_params.get("wsid"))
     meta = cell_info(batch_params.get("meta"))
@@ -111,6 +121,7 @@ def run_job_batch(services: Services, caller: Caller, params_list: Any, batch_pa
     child_ids = [record["_id"] for record in children]
     container = container_record(job_id=batch_id, user=caller.user, wsid=wsid, meta=meta,
                                  child_ids=child_ids, now=now)
+    p.fits_in_document(container, "The batch container", {"child_job_ids": child_ids})
     services.store.insert_jobs([container, *children])
     logger.info("batch %s created with %d children by %s", batch_id, len(child_ids), caller.user)
     services.submitter.submit_later(child_ids, caller.token)
@@ -181,10 +192,18 @@ def _prepare(services: Services, caller: Caller, specs: Sequence[JobSpec],
     for i, spec in enumerate(specs):
         with _numbered(_prefix(i, len(specs))):
             commit = preparer.commit(spec)
-        records.append(job_record(spec, job_id=new_job_id(), user=caller.user, commit=commit,
-                                  requirements=resolved[i], job_requirements=job_requirements[i],
-                                  now=now, batch_id=batch_id))
+            record = job_record(spec, job_id=new_job_id(), user=caller.user, commit=commit,
+                                requirements=resolved[i], job_requirements=job_requirements[i],
+                                now=now, batch_id=batch_id)
+            p.fits_in_document(record, "The job", _free_form_parts(spec))
+        records.append(record)
     return records
+
+
+def _free_form_parts(spec: JobSpec) -> dict[str, Any]:
+    """The caller's free-form values in a job's record, by their parameter names."""
+    return {"params": spec.params, "meta": dict(spec.cell_info),
+            "job_requirements": spec.job_requirements}
 
 
 def _batch_child(child: Any, wsid: int | None, as_admin: bool, prefix: str) -> JobSpec:

@@ -186,14 +186,19 @@ def finish_job(services: Services, caller: Caller | None, raw: Any) -> None:
             (``Cannot finish job with a status of <s>``), also when a cancel won a race.
         ValidationError: invalid ``job_output`` (after the job was marked error),
             unknown ``error_code``.
-        NotFound, PermissionDenied, InvalidParams.
+        InvalidParams: wrong types, a value no store can keep (``params.storable``) or
+            a record over ``params.MAX_RECORD_BYTES``; nothing is written then.
+        NotFound, PermissionDenied.
     """
     record, p = requested_job(services, caller, raw, Access.WRITE)
     job_id = record["_id"]
     if JobStatus(record["status"]) in TERMINAL:
         raise InvalidStatusTransition(f"Cannot finish job with a status of {record['status']}",
                                       job_id=job_id, current=record["status"])
+    params.storable(p, "")
     change, problem = _finish_change(job_id, p)
+    params.fits_in_document({**record, **change.fields}, f"Job {job_id}",
+                            {"job_output": p.get("job_output"), "error": p.get("error")})
     result = services.store.transition(change, services.clock())
     if result.record is None:
         raise _conflict(job_id, result, "Cannot finish job with a status of {status}")
@@ -252,7 +257,8 @@ def update_job_status(services: Services, caller: Caller | None, raw: Any) -> st
     Params: ``{job_id, status, as_admin}``; needs write access. Setting the
     current status again is a no-op. Leaving a terminal status is allowed only
     to a full admin with ``as_admin``; it clears the outcome fields
-    (``OUTCOME_FIELDS``). Returns the job id.
+    (``OUTCOME_FIELDS``). A move to ``error`` or ``terminated`` records the codes
+    and message of ``_outcome``. Returns the job id.
 
     Raises:
         ValidationError: unknown status (``<s> is not a valid status``).
@@ -271,7 +277,7 @@ def update_job_status(services: Services, caller: Caller | None, raw: Any) -> st
     current = JobStatus(record["status"])
     if current is to:
         return job_id
-    change = _status_change(job_id, current, to, as_admin)
+    change = _status_change(job_id, current, to, as_admin, _outcome(to, caller, as_admin))
     if _reopens_retry(record, current, to):
         _refuse_second_live_retry(job_id, current, to, record["retry_parent"],
                                   _live_retries(services, record))
@@ -310,7 +316,24 @@ def _refuse_second_live_retry(job_id: str, current: JobStatus, to: JobStatus, ro
             "live retry", job_id=job_id, current=current.value, to=to.value)
 
 
-def _status_change(job_id: str, current: JobStatus, to: JobStatus, as_admin: bool) -> Transition:
+def _outcome(to: JobStatus, caller: Caller, as_admin: bool) -> dict[str, Any]:
+    """The outcome fields a move to ``to`` records, as the service's own paths do:
+    ``error`` gets ``error_code`` 0 (unknown error, the existing service's code when none
+    is given), ``errormsg`` and an error object saying who set it; ``terminated`` gets
+    ``terminated_code`` 0 (by user), or 1 (by admin) under ``as_admin``."""
+    if to is JobStatus.ERROR:
+        message = f"Job status set to error by {caller.user} with update_job_status"
+        code = ErrorCode.UNKNOWN.value
+        return {"errormsg": message, "error_code": code,
+                "error": {"name": "Status set to error", "code": code, "message": message,
+                          "error": message}}
+    if to is JobStatus.TERMINATED:
+        return {"terminated_code": (TerminatedCode.ADMIN if as_admin else TerminatedCode.USER).value}
+    return {}
+
+
+def _status_change(job_id: str, current: JobStatus, to: JobStatus, as_admin: bool,
+                   outcome: Mapping[str, Any]) -> Transition:
     if current in TERMINAL:
         if not as_admin:  # as_admin already required the full admin role for WRITE
             raise InvalidStatusTransition(
@@ -318,13 +341,14 @@ def _status_change(job_id: str, current: JobStatus, to: JobStatus, as_admin: boo
                 "only a full admin using as_admin may move a job out of a terminal status",
                 job_id=job_id, current=current.value, to=to.value)
         # The store stamps ``finished`` again when ``to`` is terminal too.
-        unset = tuple(f for f in OUTCOME_FIELDS if not (to in TERMINAL and f == "finished"))
-        return Transition(job_id, to, frozenset({current}), unset=unset)
+        unset = tuple(f for f in OUTCOME_FIELDS
+                      if f not in outcome and not (to in TERMINAL and f == "finished"))
+        return Transition(job_id, to, frozenset({current}), dict(outcome), unset=unset)
     if not may_transition(current, to):
         raise InvalidStatusTransition(
             f"Cannot change the status of job {job_id} from {current.value} to {to.value}",
             job_id=job_id, current=current.value, to=to.value)
-    return Transition(job_id, to, allowed_from(to))
+    return Transition(job_id, to, allowed_from(to), dict(outcome))
 
 
 # --- cancel_job -----------------------------------------------------------------------

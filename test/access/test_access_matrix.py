@@ -619,9 +619,12 @@ def _assert_entries(row: Row, case: Case, outcome: Entries, result: Any) -> None
     for label, entry in zip(case.entry_labels, answered):
         job_id = row.jobs[label]
         if label in outcome.readable:
-            assert "error" not in entry, entry
+            assert "error" not in entry and "check_job_error" not in entry, entry
             if case.refused == NO_READ:  # a JobState, params included
                 assert entry["job_input"]["params"] == [{"secret": row.secret}]
+        elif case.refused == NO_READ:  # the existing service's failure entry, and the id
+            assert entry == {"job_id": job_id, "failure": NO_READ.format(job_id=job_id),
+                             "check_job_error": True}
         else:  # nothing of the job but its id
             assert entry == {"job_id": job_id, "error": case.refused.format(job_id=job_id, user=row.user)}
 

@@ -10,6 +10,7 @@ import pytest
 from e2e.harness import (
     Launcher, app_pid, pid_alive, processes_under, runner_pid, wait_for_job, wait_for_jobs, wait_until,
 )
+from execution_engine2.runner.runner import RUNNER_PREFIX
 from execution_engine2_client import Client
 
 pytestmark = pytest.mark.timeout(150)
@@ -55,7 +56,8 @@ def test_jobs_and_logs_survive_a_restart(launch: Launcher):
     before = snapshot(alice, finished)
     batch_before = alice.check_job_batch({"job_id": batch["batch_id"]})
     assert before[failed][0]["retry_ids"] == [retry]
-    assert before[logged][1]["count"] == 2 and before[cancelled][1]["count"] >= 2
+    app_lines = [line for line in before[logged][1]["lines"] if not line["line"].startswith(RUNNER_PREFIX)]
+    assert len(app_lines) == 2 and before[cancelled][1]["count"] >= 2
 
     assert service.stop() == 0
     assert not any(pid_alive(app) for app in apps)

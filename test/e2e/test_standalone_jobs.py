@@ -9,6 +9,7 @@ import pytest
 from e2e.harness import (
     Launcher, Service, app_pid, pid_alive, runner_pid, wait_for_job, wait_for_jobs, wait_until,
 )
+from execution_engine2.runner.runner import RUNNER_PREFIX
 from execution_engine2_client import Client, ServerError
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,6 +25,16 @@ def fail(message: str) -> dict[str, Any]:
 
 def sleep(seconds: float) -> dict[str, Any]:
     return {"method": "Demo.sleep", "app_id": "Demo/sleep", "params": [{"seconds": seconds}]}
+
+
+def app_lines(logs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lines the app wrote, without the job runner's own."""
+    return [line for line in logs["lines"] if not line["line"].startswith(RUNNER_PREFIX)]
+
+
+def runner_texts(logs: dict[str, Any]) -> list[str]:
+    return [line["line"][len(RUNNER_PREFIX):] for line in logs["lines"]
+            if line["line"].startswith(RUNNER_PREFIX)]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +72,13 @@ def test_echo_completes_with_its_params_as_output(alice):
     assert state["queued"] <= state["running"] <= state["finished"]
     assert "errormsg" not in state and "error" not in state
     logs = alice.get_job_logs({"job_id": job_id})
-    assert logs == {"lines": [], "last_line_number": 0, "count": 0}  # echo prints nothing
+    assert app_lines(logs) == []  # echo prints nothing; the runner still says what happened
+    said = runner_texts(logs)
+    assert said[0].startswith(f"job {job_id} running on host ")
+    assert said[1].startswith("app Demo/echo: method Demo.echo, commit ")
+    assert said[2].startswith("app started at ")
+    assert said[3].startswith("app exited with code 0 after ")
+    assert logs["count"] == len(said) == 4
 
 
 def test_fail_ends_in_error_with_the_apps_message(alice, failed_job):
@@ -69,13 +86,35 @@ def test_fail_ends_in_error_with_the_apps_message(alice, failed_job):
 
     assert state["status"] == "error", state
     assert state["error"]["message"] == "boom: the demo failed on purpose"
+    # Demo.fail leaves error.error empty; the runner fills it from the app's stderr, so
+    # the Narrative (which shows error.error) has something to show.
+    assert state["error"]["error"] == "boom: the demo failed on purpose"
     assert state["errormsg"] == "Job output contains an error"
     assert state["error_code"] == 1
     assert "job_output" not in state
     logs = alice.get_job_logs({"job_id": failed_job})
-    assert [(line["line"], line["is_error"]) for line in logs["lines"]] == [
+    assert [(line["line"], line["is_error"]) for line in app_lines(logs)] == [
         ("boom: the demo failed on purpose", 1)]
-    assert logs["count"] == logs["last_line_number"] == 1
+    assert runner_texts(logs)[-1].startswith("app exited with code 1 after ")
+    assert logs["lines"][-1]["is_error"] == 1
+    assert logs["count"] == logs["last_line_number"] == 5
+
+
+def test_an_output_too_large_to_store_ends_the_job_in_error_saying_why(alice):
+    # ~11 MB stored as params, and echoed as output: together over the 16 MiB record limit.
+    job_id = alice.run_job(echo(list(range(900_000))))
+
+    # Polled by status: every check_job answer would carry the 11 MB of params.
+    wait_until(lambda: alice.get_job_status({"job_id": job_id})["status"] in ("completed", "error"),
+               60, "the job never finished")
+    state = alice.check_job({"job_id": job_id, "exclude_fields": ["job_input"]})
+
+    assert state["status"] == "error", state
+    assert state["error_code"] == 4
+    assert state["errormsg"].startswith("The service could not store the app's result: ")
+    assert "over the limit of 16252928 bytes for one job record" in state["errormsg"]
+    assert "job_output takes" in state["errormsg"]
+    assert "job_output" not in state
 
 
 def test_cancelled_sleep_is_terminated_and_its_app_stopped(service, alice):
@@ -86,7 +125,7 @@ def test_cancelled_sleep_is_terminated_and_its_app_stopped(service, alice):
     runner = runner_pid(workdir)
     assert pid_alive(app) and runner is not None
     # Wait for the app's first line, so the log has something of its own.
-    wait_until(lambda: alice.get_job_logs({"job_id": job_id})["count"] >= 1, 15, "no log line from the app")
+    wait_until(lambda: app_lines(alice.get_job_logs({"job_id": job_id})), 15, "no log line from the app")
 
     alice.cancel_job({"job_id": job_id})
 
@@ -94,9 +133,10 @@ def test_cancelled_sleep_is_terminated_and_its_app_stopped(service, alice):
     assert state["status"] == "terminated" and state["terminated_code"] == 0, state
     wait_until(lambda: not pid_alive(app), 10, f"app {app} of cancelled job {job_id} still runs")
     wait_until(lambda: not pid_alive(runner), 15, f"runner {runner} of cancelled job {job_id} still runs")
-    lines = [line["line"] for line in alice.get_job_logs({"job_id": job_id})["lines"]]
-    assert lines[0].startswith("slept 1 of 120 seconds")
-    assert lines[-1] == "Job was canceled; the app was stopped."
+    logs = alice.get_job_logs({"job_id": job_id})
+    assert app_lines(logs)[0]["line"].startswith("slept 1 of 120 seconds")
+    assert "the job was cancelled" in runner_texts(logs)[-1]
+    assert logs["lines"][-1]["line"] == "Job was canceled; the app was stopped."
     assert alice.check_job({"job_id": job_id})["status"] == "terminated"  # the runner did not finish it
 
 
@@ -104,13 +144,14 @@ def test_log_paging_over_http(alice):
     job_id = alice.run_job(sleep(3))
     wait_for_job(alice, job_id)
     everything = alice.get_job_logs({"job_id": job_id})
-    assert [line["line"] for line in everything["lines"]] == [
+    assert [line["line"] for line in app_lines(everything)] == [
         "slept 1 of 3 seconds", "slept 2 of 3 seconds", "slept 3 of 3 seconds"]
+    second = [line["line"] for line in everything["lines"]].index("slept 2 of 3 seconds")
 
-    page = alice.get_job_logs({"job_id": job_id, "skip_lines": 1, "limit": 1})
+    page = alice.get_job_logs({"job_id": job_id, "skip_lines": second, "limit": 1})
 
-    assert [(line["line"], line["linepos"]) for line in page["lines"]] == [("slept 2 of 3 seconds", 1)]
-    assert page["last_line_number"] == 2
+    assert [(line["line"], line["linepos"]) for line in page["lines"]] == [("slept 2 of 3 seconds", second)]
+    assert page["last_line_number"] == second + 1
 
 
 def test_batch_of_twenty_echo_children_all_complete(alice):
@@ -143,7 +184,7 @@ def test_retry_of_a_failed_job_runs_again_and_is_recorded_on_the_root(alice, fai
     assert state_1["running"] is not None  # it really ran again
     assert state_1["retry_parent"] == failed_job
     assert state_1["retry_saved_toggle"] is True
-    assert alice.get_job_logs({"job_id": retry_1})["count"] == 1
+    assert len(app_lines(alice.get_job_logs({"job_id": retry_1}))) == 1
 
     # A retry of the retry is a retry of the root.
     second = alice.retry_job({"job_id": retry_1})
@@ -179,8 +220,9 @@ def test_a_user_cannot_see_or_touch_another_users_job(alice, bob, failed_job):
         assert "bob does not have permission" in raised.value.message, raised.value.message
         assert failed_job in raised.value.message
     answer = bob.check_jobs({"job_ids": [failed_job]})
-    assert set(answer["job_states"][0]) == {"job_id", "error"}
-    assert "permission" in answer["job_states"][0]["error"]
+    # The existing service's failure entry, which the Narrative knows.
+    assert answer["job_states"][0] == {"job_id": failed_job, "check_job_error": True,
+                                       "failure": f"No read permissions for {failed_job}"}
     assert alice.check_job({"job_id": failed_job})["status"] == "error"
 
 

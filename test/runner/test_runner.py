@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from execution_engine2.errors import ServiceUnavailable
 from execution_engine2.runner.rpc import JsonRpcClient, RpcError, ServiceClient
-from execution_engine2.runner.runner import JobRunner, RunnerSettings
+from execution_engine2.runner.runner import RUNNER_PREFIX, JobRunner, RunnerSettings
 from support.live_server import LiveServer
 from support.sdk_test_app import command as app_command
 
@@ -28,6 +29,16 @@ def pid_alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def runner_lines(logs):
+    """The runner's own lines of a job's log."""
+    return [line for line in logs if line["line"].startswith(RUNNER_PREFIX)]
+
+
+def app_lines(logs):
+    """What the app wrote, without the runner's own lines."""
+    return [line for line in logs if not line["line"].startswith(RUNNER_PREFIX)]
 
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
@@ -55,7 +66,7 @@ def test_echo_completes_with_the_apps_output(stub, make_runner, tmp_path):
     assert [name for name, _ in stub.calls][:3] == ["check_job_canceled", "get_job_params",
                                                     "start_job"]
     assert stub.called("start_job") == [[{"job_id": job_id, "skip_estimation": True}]]
-    lines = {(line["line"], line["is_error"]) for line in job["logs"]}
+    lines = {(line["line"], line["is_error"]) for line in app_lines(job["logs"])}
     assert lines == {("hello from stdout", 0), ("hello from stderr", 1)}
     assert all(isinstance(line["ts"], float) for line in job["logs"])
 
@@ -106,6 +117,61 @@ def test_the_demo_fail_app_reports_its_message(stub, make_runner, tmp_path):
     finish = stub.jobs[job_id]["finish"]
     assert finish["error_message"] == "Job output contains an error"
     assert finish["error"]["message"] == "no good"
+    # Demo.fail leaves error.error null; the Narrative shows an error only when it is set.
+    assert finish["error"]["error"] == "no good"  # the app's stderr tail
+    assert json.loads((tmp_path / "output.json").read_text())["error"]["error"] is None
+
+
+def test_the_runner_logs_host_app_start_and_ending_even_for_a_silent_app(stub, make_runner, tmp_path):
+    job_id = stub.add_job(method="Demo.echo", params=[{"secret": "not logged"}])
+
+    assert make_runner(job_id, "no_output").run() == 0
+
+    logs = stub.jobs[job_id]["logs"]
+    assert app_lines(logs) == []
+    lines = [line["line"][len(RUNNER_PREFIX):] for line in logs]
+    assert re.fullmatch(rf"job {job_id} running on host \S+ in {re.escape(str(tmp_path))}", lines[0])
+    assert lines[1] == f"app (no app id): method Demo.echo, commit {'f' * 40}"
+    assert re.fullmatch(r"app started at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 \(process \d+\)", lines[2])
+    assert re.fullmatch(r"app exited with code 0 after \d+\.\d s", lines[3])
+    assert [line["is_error"] for line in logs] == [0, 0, 0, 0]
+    assert len(logs) == 4 and "not logged" not in json.dumps(logs)
+
+
+def test_the_runners_last_line_reports_a_failure_as_an_error_line(stub, make_runner):
+    job_id = stub.add_job()
+
+    assert make_runner(job_id, "fail").run() == 0
+
+    last = stub.jobs[job_id]["logs"][-1]
+    assert re.fullmatch(re.escape(RUNNER_PREFIX) + r"app exited with code 3 after \d+\.\d s", last["line"])
+    assert last["is_error"] == 1
+
+
+def test_over_the_time_limit_the_runner_says_so_in_the_log(stub, make_runner):
+    job_id = stub.add_job()
+
+    assert make_runner(job_id, "sleep", time_limit=0.5).run() == 0
+
+    last = runner_lines(stub.jobs[job_id]["logs"])[-1]
+    assert "over its time limit of 0.5 s (was killed by signal SIGTERM)" in last["line"], last
+    assert last["is_error"] == 1
+
+
+def test_an_output_the_service_refuses_ends_the_job_in_error_with_the_reason(stub, make_runner):
+    job_id = stub.add_job()
+    stub.refuse_output = "job_output.result[0].n is an integer beyond 64 bits"
+
+    assert make_runner(job_id, "echo").run() == 0
+
+    finish = stub.jobs[job_id]["finish"]
+    message = ("The service could not store the app's result: "
+               "job_output.result[0].n is an integer beyond 64 bits")
+    assert stub.jobs[job_id]["status"] == "error"
+    assert finish["error_message"] == message and finish["error_code"] == 4
+    assert finish["error"]["error"] == message
+    last = stub.jobs[job_id]["logs"][-1]
+    assert (last["line"], last["is_error"]) == (RUNNER_PREFIX + message, 1)
 
 
 @pytest.mark.parametrize("mode, message, code", [
@@ -191,14 +257,14 @@ def test_logs_are_shipped_in_batches_in_order(stub, make_runner):
 
     assert make_runner(job_id, "chatty", log_interval=5.0).run() == 0
 
-    logs = stub.jobs[job_id]["logs"]
+    logs = app_lines(stub.jobs[job_id]["logs"])
     stdout = [line["line"] for line in logs if not line["is_error"]]
     stderr = [line["line"] for line in logs if line["is_error"]]
     assert stdout == [f"line {n}" for n in range(250)]
     assert stderr == [f"err {n}" for n in range(0, 250, 5)]
     batches = stub.called("add_job_logs")
     assert len(batches) < 10
-    assert sum(len(params[1]) for params in batches) == 300
+    assert sum(len(params[1]) for params in batches) == 300 + len(runner_lines(stub.jobs[job_id]["logs"]))
 
 
 def test_an_already_finished_job_is_left_alone(stub, make_runner):
@@ -344,7 +410,7 @@ def test_docker_mode_runs_the_module_image(stub, service, tmp_path):
     job = stub.jobs[job_id]
     assert job["finish"]["job_output"]["result"] == [{"n": 1}]
     # stdout and stderr are read by two threads: compare as sets.
-    assert {line["line"] for line in job["logs"]} == {
+    assert {line["line"] for line in app_lines(job["logs"])} == {
         f"image dockerhub-prod.kbase.us/kbase:mymodule.{'f' * 40} entry async",
         "[global]", "token file True"}
     assert stub.called("list_config") == [[]]

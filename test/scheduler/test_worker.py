@@ -20,6 +20,7 @@ from execution_engine2.db.sqlite import SqliteJobStore
 from execution_engine2.db.store import JobQuery, Transition
 from execution_engine2.errors import AuthenticationError
 from execution_engine2.job import JobStatus, new_job_id, new_job_record
+from execution_engine2.runner.runner import RUNNER_PREFIX
 from execution_engine2.scheduler.worker import LocalWorker
 from support.live_server import Standalone, standalone_server
 from support.sdk_test_app import command
@@ -143,7 +144,8 @@ def test_a_queued_job_runs_to_completion(harness):
     assert not record.get("claims")
     assert token_count(harness.standalone.data_dir) == tokens_before  # the job's token is revoked
     logs = harness.call("get_job_logs", {"job_id": job_id})
-    assert {line["line"] for line in logs["lines"]} == {"hello from stdout", "hello from stderr"}
+    app_lines = {line["line"] for line in logs["lines"] if not line["line"].startswith(RUNNER_PREFIX)}
+    assert app_lines == {"hello from stdout", "hello from stderr"}
     assert (harness.workdir(job_id) / "output.json").exists()
     assert "finished" in (harness.workdir(job_id) / "runner.log").read_text()
     # The job's parameters, output and logs are for the service's user alone.
@@ -235,7 +237,8 @@ def test_cancel_kills_the_jobs_process_group_within_seconds(harness):
     harness.until(lambda: not harness.worker.running_jobs, what="the runner to be reaped")
     record = harness.record(job_id)
     assert record["status"] == "terminated" and record["terminated_code"] == 0
-    lines = [line["line"] for line in harness.call("get_job_logs", {"job_id": job_id})["lines"]]
+    lines = [line["line"] for line in harness.call("get_job_logs", {"job_id": job_id})["lines"]
+             if not line["line"].startswith(RUNNER_PREFIX)]
     assert lines == ["sleeping", "Job was canceled; the app was stopped."]
 
 

@@ -1,8 +1,12 @@
 """ver, status, list_config, is_admin, get_admin_permission, get_client_groups."""
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
+import execution_engine2
 from execution_engine2.errors import AuthenticationError
 from execution_engine2.sdk import admin
 from support.sdk_services import close_services, make_services
@@ -18,6 +22,15 @@ def test_status_names_the_service_and_the_time(services):
     assert status["version"] == "0.0.15"
     assert isinstance(status["git_commit"], str) and status["git_commit"]
     assert abs(status["server_time"] - services.clock()) < 5
+
+
+def test_status_reports_the_commit_of_the_code_it_runs(services):
+    # The suite runs the package from a source checkout (an editable install): that
+    # checkout's HEAD, not "unknown". Builds are stamped instead (test/test_setup.py).
+    source = Path(execution_engine2.__file__).resolve().parent.parent
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert admin.status(services, None)["git_commit"] == head
 
 
 def test_list_config_echoes_the_runner_keys(tmp_path):

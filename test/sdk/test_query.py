@@ -150,8 +150,9 @@ def test_check_jobs_reports_unreadable_jobs_per_job(services, users, make_job):
     mine = make_job(services, users["bob"], "queued")
     theirs = make_job(services, users["alice"], "queued")
     result = query.check_jobs(services, users["bob"], {"job_ids": [theirs["_id"], mine["_id"]]})
-    assert result["job_states"][0] == {"job_id": theirs["_id"],
-                                       "error": f"No read permissions for {theirs['_id']}"}
+    # The existing service's failure entry (never a string-typed "error"), with the id.
+    assert result["job_states"][0] == {"job_id": theirs["_id"], "check_job_error": True,
+                                       "failure": f"No read permissions for {theirs['_id']}"}
     assert result["job_states"][1]["status"] == "queued"
 
 
@@ -197,7 +198,7 @@ def test_check_jobs_makes_one_workspace_call(ws_services, ws_users, workspace, m
     workspace.set_permission(53, "alice", "w")
     jobs = [make_job(ws_services, ws_users["alice"], "queued", wsid=wsid) for wsid in (50, 51, 52, 53, 50)]
     result = query.check_jobs(ws_services, ws_users["bob"], {"job_ids": [j["_id"] for j in jobs]})
-    assert ["error" in s for s in result["job_states"]] == [False, False, False, True, False]
+    assert ["check_job_error" in s for s in result["job_states"]] == [False, False, False, True, False]
     assert workspace.calls["Workspace.get_permissions_mass"] == 1
 
 
@@ -215,8 +216,8 @@ def test_check_job_batch_shows_the_container_and_its_children(services, users, m
 def test_check_job_batch_children_need_their_own_read_permission(services, users, make_job):
     container, children = _batch(services, make_job, users["alice"], ["alice", "bob"])
     result = query.check_job_batch(services, users["alice"], {"job_id": container["_id"]})
-    assert result["child_jobstates"][1] == {"job_id": children[1]["_id"],
-                                            "error": f"No read permissions for {children[1]['_id']}"}
+    assert result["child_jobstates"][1] == {"job_id": children[1]["_id"], "check_job_error": True,
+                                            "failure": f"No read permissions for {children[1]['_id']}"}
     admin_view = query.check_job_batch(services, users["roadmin"], {"job_id": container["_id"], "as_admin": True})
     assert [s["status"] for s in admin_view["child_jobstates"]] == ["queued", "queued"]
 
@@ -261,10 +262,25 @@ def test_check_workspace_jobs_none(services, users):
     assert query.check_workspace_jobs(services, users["alice"], {"workspace_id": 63}) == {}
 
 
+@pytest.mark.parametrize("workspace_id", ["60", " 60 ", 60])
+def test_check_workspace_jobs_takes_the_specs_string_workspace_id(services, users, make_job,
+                                                                  workspace_id):
+    job = make_job(services, users["alice"], "queued", wsid=60)
+    result = query.check_workspace_jobs(services, users["alice"], {"workspace_id": workspace_id})
+    assert [s["job_id"] for s in result["job_states"]] == [job["_id"]]
+
+
 @pytest.mark.parametrize("params, error, message", [
     ({}, ValidationError, "workspace_id is required"),
-    ({"workspace_id": "60"}, InvalidParams, "workspace_id must be an integer"),
+    ({"workspace_id": ""}, ValidationError, "workspace_id is required"),
+    ({"workspace_id": "sixty"}, InvalidParams, "workspace_id must be a workspace id .*'sixty'"),
+    ({"workspace_id": "6.0"}, InvalidParams, "workspace_id must be a workspace id"),
+    ({"workspace_id": "\u00b2"}, InvalidParams, "workspace_id must be a workspace id"),
+    ({"workspace_id": 6.0}, InvalidParams, "workspace_id must be a workspace id"),
     ({"workspace_id": 0}, ValidationError, "workspace_id must be at least 1"),
+    ({"workspace_id": "-3"}, ValidationError, "workspace_id must be at least 1"),
+    ({"workspace_id": 2**70}, InvalidParams, "workspace_id must be between .* \\(a 64-bit integer\\)"),
+    ({"workspace_id": str(2**70)}, InvalidParams, "workspace_id must be between"),
     ({"workspace_id": 60, "as_admin": True}, PermissionDenied, "not an administrator"),
 ])
 def test_check_workspace_jobs_bad_parameters(services, users, params, error, message):
@@ -370,6 +386,33 @@ def test_date_range_time_formats(services, users, dated, start, end):
 def test_date_range_bounds_are_exclusive(services, users, dated):
     result = _range(services, users["alice"], start_time=float(T0 + 10), end_time=float(T0 + 30))
     assert _ids(result) == [dated["a20"]["_id"]]
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"start_time": 0, "end_time": 10**30}, "end_time"),                 # int ms: ~3e19 years
+    ({"start_time": 1e300, "end_time": 1e301}, "start_time"),
+    ({"start_time": 0, "end_time": float("inf")}, "end_time"),           # what 1e400 parses to
+    ({"start_time": -float("inf"), "end_time": 0}, "start_time"),
+    ({"start_time": -(2**70), "end_time": 0}, "start_time"),
+    ({"start_time": 0, "end_time": "9" * 300}, "end_time"),              # a numeric string
+])
+def test_date_range_times_beyond_any_date_are_invalid_params_naming_the_field(services, users,
+                                                                             params, field):
+    with pytest.raises(InvalidParams, match=f"^{field} must be a time between the years 1 and 9999"):
+        query.check_jobs_date_range_for_user(services, users["alice"], params)
+
+
+def test_date_range_times_outside_the_job_id_era_still_find_the_jobs_inside(services, users, dated):
+    # 1900 to 2200: within the calendar, beyond what a job id can encode; clamped, not refused.
+    result = _range(services, users["alice"], start_time=-2_208_988_800.0, end_time=7_258_118_400.0)
+    assert _ids(result) == [dated[k]["_id"] for k in ("a10", "a20", "a30")]
+
+
+@pytest.mark.parametrize("job_filter", [{"wsid": 2**70}, ["wsid=" + str(2**70)], {"error_code": -(2**64)},
+                                        ["job_input.wsid=" + "9" * 40]])
+def test_date_range_filter_integers_beyond_64_bits_are_invalid_params(services, users, dated, job_filter):
+    with pytest.raises(InvalidParams, match="^Filter value for [a-z_.]+ must be between .* 64-bit integer"):
+        _range(services, users["alice"], start_time=float(T0), end_time=float(T0 + 100), filter=job_filter)
 
 
 @pytest.mark.parametrize("params, message", [

@@ -269,6 +269,28 @@ def test_run_job_batch_checks_its_arguments(services, users, params_list, batch_
         run.run_job_batch(services, users["alice"], params_list, batch_params)
 
 
+def test_a_batch_over_max_batch_size_is_refused_naming_the_limit(tmp_path):
+    services = make_services(tmp_path, config_overrides={"max-batch-size": 3})
+    try:
+        alice = _user(services)
+        with pytest.raises(ValidationError, match=r"^A batch may have at most 3 jobs \(max-batch-size\), "
+                                                  r"not 4; split it into several batches$"):
+            run.run_job_batch(services, alice, [job_params()] * 4, {})
+        assert all_jobs(services) == []
+        result = run.run_job_batch(services, alice, [job_params()] * 3, {})
+        assert len(result["child_job_ids"]) == 3
+    finally:
+        assert services.submitter.stop()
+        services.store.close()
+
+
+def test_the_default_max_batch_size_is_ten_thousand(services, users):
+    assert services.config["max-batch-size"] == 10_000
+    with pytest.raises(ValidationError, match="at most 10000 jobs"):
+        # Refused before any child is read: a huge batch costs no work.
+        run.run_job_batch(services, users["alice"], [None] * 10_001, {})
+
+
 def test_a_failed_batch_submission_ends_the_children_in_error(services, users, scheduler):
     scheduler.fail_submit = "pool is down"
     result = run.run_job_batch(services, users["alice"], [job_params()] * 3, {})

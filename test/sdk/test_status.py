@@ -412,6 +412,39 @@ def test_update_job_status_to_terminal(services, users, make_job):
     assert after["status"] == "error" and "finished" in after
 
 
+def test_update_job_status_to_error_records_code_message_and_error_object(services, users, make_job):
+    job = make_job(services, users["alice"], "running")
+    status.update_job_status(services, users["alice"], {"job_id": job["_id"], "status": "error"})
+    after = stored(services, job["_id"])
+    message = "Job status set to error by alice with update_job_status"
+    assert after["error_code"] == 0  # unknown error: the existing service's code when none is given
+    assert after["errormsg"] == message
+    assert after["error"] == {"name": "Status set to error", "code": 0, "message": message,
+                              "error": message}
+    assert "terminated_code" not in after
+
+
+@pytest.mark.parametrize("caller, as_admin, code", [("alice", False, 0), ("admin", True, 1)])
+def test_update_job_status_to_terminated_records_who_terminated(services, users, make_job,
+                                                                caller, as_admin, code):
+    job = make_job(services, users["alice"], "queued")
+    status.update_job_status(services, users[caller],
+                             {"job_id": job["_id"], "status": "terminated", "as_admin": as_admin})
+    after = stored(services, job["_id"])
+    assert after["status"] == "terminated" and after["terminated_code"] == code
+    assert "error_code" not in after and "errormsg" not in after
+
+
+def test_a_full_admin_moving_an_error_job_to_terminated_replaces_the_outcome(services, users, make_job):
+    job = make_job(services, users["alice"], "error")
+    status.update_job_status(services, users["admin"],
+                             {"job_id": job["_id"], "status": "terminated", "as_admin": True})
+    after = stored(services, job["_id"])
+    assert after["status"] == "terminated" and after["terminated_code"] == 1
+    for field in ("errormsg", "error", "error_code"):
+        assert field not in after
+
+
 # --- cancel_job -----------------------------------------------------------------------
 
 def test_cancel_job_terminates_and_removes_from_the_scheduler(services, users, make_job, scheduler):

@@ -17,7 +17,9 @@ STARTABLE = {"created", "queued", "estimating"}
 
 
 class StubError(Exception):
-    pass
+    def __init__(self, message: str, code: int = -32000, name: str = "Server error") -> None:
+        super().__init__(message)
+        self.code, self.name = code, name
 
 
 class StubService:
@@ -27,6 +29,9 @@ class StubService:
         self.calls: list[tuple[str, list[Any]]] = []
         self.unavailable = 0  # answer this many calls with HTTP 503
         self.on_call: Callable[[str, list[Any]], None] | None = None
+        # When set, finish_job refuses any job_output as the service refuses an
+        # unstorable one: invalid params (-32602) with this message.
+        self.refuse_output: str | None = None
         self._lock = threading.Lock()
 
     # --- test helpers ---------------------------------------------------------------
@@ -80,6 +85,8 @@ class StubService:
         _, job = self._job(params)
         if JobStatus(job["status"]) in TERMINAL:
             raise StubError(f"Cannot finish job with a status of {job['status']}")
+        if self.refuse_output is not None and "job_output" in params[0]:
+            raise StubError(self.refuse_output, -32602, "Invalid params")
         job["finish"] = dict(params[0])
         job["status"] = "error" if params[0].get("error_message") else "completed"
 
@@ -111,7 +118,7 @@ class StubService:
         except StubError as err:
             status = "500 Internal Server Error"
             body = {"version": "1.1", "id": request["id"],
-                    "error": {"name": "Server error", "code": -32000, "message": str(err),
+                    "error": {"name": err.name, "code": err.code, "message": str(err),
                               "error": None}}
         start_response(status, [("Content-Type", "application/json")])
         return [json.dumps(body).encode()]
