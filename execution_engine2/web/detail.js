@@ -10,7 +10,7 @@ import {failedMembers, lineage, retryJobs, retrySummary} from "./retry.js";
 const LOG_PAGE = 1000;
 const LOG_POLL_MS = 2000;
 
-const state = {job: null, lines: [], logTimer: null, logChain: Promise.resolve(), onChange: () => {}, notify: () => {}};
+const state = {job: null, ticket: 0, lines: [], logTimer: null, logChain: Promise.resolve(), onChange: () => {}, notify: () => {}};
 
 export function setupDetail({onChange, notify}) {
   state.onChange = onChange;
@@ -31,6 +31,15 @@ export const detailJobId = () => (state.job ? state.job.job_id : null);
 export const detailIsActive = () => Boolean(state.job && ACTIVE.has(state.job.status));
 
 export async function openDetail(jobId, admin = {}) {
+  const ticket = ++state.ticket;  // only the latest request may fill the panel
+  let job;
+  try {
+    job = await call("check_job", {job_id: jobId, ...admin});
+  } catch (err) {
+    if (ticket === state.ticket) state.notify(`Job ${jobId}: ${err.message}`, true);
+    return;
+  }
+  if (ticket !== state.ticket) return;
   const first = !state.job || state.job.job_id !== jobId;
   const wasActive = !first && ACTIVE.has(state.job.status);
   if (first) {
@@ -39,20 +48,16 @@ export async function openDetail(jobId, admin = {}) {
     $("#log-pane").textContent = "";
     $("#log-follow").checked = true;
   }
-  try {
-    state.job = await call("check_job", {job_id: jobId, ...admin});
-  } catch (err) {
-    state.notify(`Job ${jobId}: ${err.message}`, true);
-    return;
-  }
+  state.job = job;
   $("#detail").hidden = false;
   render();
   if (first) showTab("overview");
-  if (first || (wasActive && !ACTIVE.has(state.job.status))) pollLog();  // a last read at the end
+  if (first || (wasActive && !ACTIVE.has(job.status))) pollLog();  // a last read at the end
   renderLineage();
 }
 
 export function closeDetail() {
+  state.ticket += 1;
   stopLog();
   state.job = null;
   $("#detail").hidden = true;
@@ -201,7 +206,11 @@ async function retry(jobs) {
   try {
     const outcome = await retryJobs(jobs);
     state.notify(retrySummary(outcome), outcome.failed.length > 0);
-    if (outcome.retried.length === 1 && jobs.length === 1) location.hash = `job=${outcome.retried[0].retry_id}`;
+    if (outcome.retried.length === 1 && jobs.length === 1) {
+      location.hash = `job=${outcome.retried[0].retry_id}`;  // the new attempt's detail
+      state.onChange();
+      return;
+    }
   } catch (err) {
     state.notify(`Retry failed: ${err.message}`, true);
   }

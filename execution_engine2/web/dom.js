@@ -22,6 +22,10 @@ export function el(tag, attrs = {}, ...children) {
 export const ACTIVE = new Set(["created", "queued", "estimating", "running"]);
 export const RETRYABLE = new Set(["error", "terminated"]);
 
+// A JobState, not the {job_id, error} entry of a job the caller may not read
+// (a failed job's JobState has an "error" field too, so look for its status).
+export const readable = (state) => typeof state.status === "string";
+
 export function statusBadge(status) {
   return el("span", {class: `status status-${status}`}, status);
 }

@@ -1,7 +1,8 @@
 // The job list: sign-in, filters, paging, batch expansion, selection and auto-refresh.
 import {call, forgetToken, isAdmin, keepToken, session, storedToken, useToken} from "./api.js";
 import {
-  $, $$, ACTIVE, RETRYABLE, appName, duration, el, shortId, statusBadge, timeQueued, timeRunning, when,
+  $, $$, ACTIVE, RETRYABLE, appName, duration, el, readable, shortId, statusBadge, timeQueued,
+  timeRunning, when,
 } from "./dom.js";
 import {
   closeDetail, detailIsActive, detailJobId, openDetail, refreshDetail, retryFromList, setupDetail,
@@ -192,7 +193,7 @@ function knownUsers(users) {
 async function loadChildren(containerId) {
   try {
     const reply = await call("check_job_batch", {job_id: containerId, ...readAdmin()});
-    view.children[containerId] = reply.child_jobstates.filter((child) => !child.error);
+    view.children[containerId] = reply.child_jobstates.filter(readable);
   } catch (err) {
     notify(err.message, true);
   }

@@ -1,6 +1,6 @@
 // Retry lineage and batch retries, built from check_job / check_jobs / retry_jobs.
 import {adminFor, call} from "./api.js";
-import {RETRYABLE} from "./dom.js";
+import {RETRYABLE, readable} from "./dom.js";
 
 const CHUNK = 500;  // ids per check_jobs call
 
@@ -11,7 +11,7 @@ export async function loadJobs(ids, admin = {}) {
   for (let i = 0; i < unique.length; i += CHUNK) {
     const part = unique.slice(i, i + CHUNK);
     const reply = await call("check_jobs", {job_ids: part, exclude_fields: ["job_input"], ...admin});
-    for (const state of reply.job_states) if (!state.error) found[state.job_id] = state;
+    for (const state of reply.job_states) if (readable(state)) found[state.job_id] = state;
   }
   return found;
 }
