@@ -61,11 +61,18 @@ export async function call(method, params) {
 }
 
 // Who is signed in: the user name and the admin permission ("n", "r" read, "w" full).
-export const session = {me: null, permission: "n"};
+export const session = {me: null, permission: "n", narrativeBase: null};
 
 export const isAdmin = () => session.permission !== "n";
 
 // {as_admin: 1} when an admin acts on someone else's job; {} otherwise.
 export function adminFor(job) {
   return isAdmin() && job && job.user && job.user !== session.me ? {as_admin: 1} : {};
+}
+
+// <kbase-endpoint without /services>/narrative/ when the service names a KBase
+// deployment (list_config's kbase-endpoint); null standalone.
+export async function loadNarrativeBase() {
+  const endpoint = (await call("list_config"))["kbase-endpoint"];
+  session.narrativeBase = endpoint ? `${endpoint.replace(/\/services\/?$/, "").replace(/\/$/, "")}/narrative/` : null;
 }

@@ -1,11 +1,12 @@
 // The job detail panel: overview (parameters, output, error), log, retry lineage,
 // cancel and retry.
-import {adminFor, call} from "./api.js";
+import {adminFor, call, session} from "./api.js";
 import {
-  $, $$, ACTIVE, RETRYABLE, appName, download, duration, el, pretty, statusBadge, timeQueued,
-  timeRunning, when,
+  $, $$, ACTIVE, RETRYABLE, appName, download, duration, el, narrative, pretty, statusBadge,
+  timeQueued, timeRunning, when,
 } from "./dom.js";
-import {failedMembers, lineage, retryJobs, retrySummary} from "./retry.js";
+import {describeCounts, failedMembers, summarized} from "./batch.js";
+import {lineage, retryJobs, retrySummary} from "./retry.js";
 
 const LOG_PAGE = 1000;
 const LOG_POLL_MS = 2000;
@@ -28,13 +29,15 @@ export function setupDetail({onChange, notify}) {
 }
 
 export const detailJobId = () => (state.job ? state.job.job_id : null);
-export const detailIsActive = () => Boolean(state.job && ACTIVE.has(state.job.status));
+const shownStatus = (job) => (job.summary ? job.summary.status : job.status);
+export const detailIsActive = () => Boolean(state.job && ACTIVE.has(shownStatus(state.job)));
 
 export async function openDetail(jobId, admin = {}) {
   const ticket = ++state.ticket;  // only the latest request may fill the panel
   let job;
   try {
     job = await call("check_job", {job_id: jobId, ...admin});
+    if (job.batch_job) await summarized(job, admin);
   } catch (err) {
     if (ticket === state.ticket) state.notify(`Job ${jobId}: ${err.message}`, true);
     return;
@@ -52,7 +55,7 @@ export async function openDetail(jobId, admin = {}) {
   $("#detail").hidden = false;
   render();
   if (first) showTab("overview");
-  if (first || (wasActive && !ACTIVE.has(job.status))) pollLog();  // a last read at the end
+  if (first || (wasActive && !ACTIVE.has(shownStatus(job)))) pollLog();  // a last read at the end
   renderLineage();
 }
 
@@ -76,8 +79,8 @@ function showTab(name) {
 function render() {
   const job = state.job;
   $("#detail-title").textContent = `Job ${job.job_id}`;
-  $("#detail-status").replaceChildren(statusBadge(job.status));
-  $("#cancel-job").hidden = !ACTIVE.has(job.status);
+  $("#detail-status").replaceChildren(statusBadge(shownStatus(job)));
+  $("#cancel-job").hidden = !ACTIVE.has(shownStatus(job));
   $("#retry-job").hidden = !RETRYABLE.has(job.status) || Boolean(job.batch_job);
   $("#retry-batch").hidden = !job.batch_job;
   $("#overview").replaceChildren(...overview(job));
@@ -91,15 +94,16 @@ function overview(job) {
   const input = job.job_input || {};
   const rows = [
     ["User", job.user], ["App", appName(job)], ["Method", input.method],
-    ["Narrative", job.wsid ? `workspace ${job.wsid}` : "—"],
+    ["Narrative", narrative(job, session.narrativeBase)],
     ["Submitted", when(job.created)], ["Started", when(job.running)],
-    ["Finished", when(job.finished)], ["Time queued", duration(timeQueued(job))],
-    ["Time running", duration(timeRunning(job))],
+    ["Finished", when(job.finished)],
+    ["Time queued", duration(job.summary ? job.summary.queuedMs : timeQueued(job))],
+    ["Time running", duration(job.summary ? job.summary.runningMs : timeRunning(job))],
     ["Client group", (input.requirements || {}).clientgroup],
     ["Batch", job.batch_id ? jobLink(job.batch_id) : null],
     ["Retry of", job.retry_parent ? jobLink(job.retry_parent) : null],
     ["Retries", job.retry_count ? String(job.retry_count) : null],
-    ["Children", job.batch_job ? String((job.child_jobs || []).length) : null],
+    ["Jobs", job.summary ? describeCounts(job.summary.counts) || "none" : null],
   ].filter(([, value]) => value !== null && value !== undefined && value !== "");
   const parts = [el("dl", {class: "facts"}, rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))];
   if (job.errormsg || job.error) {

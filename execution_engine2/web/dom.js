@@ -63,6 +63,14 @@ export function timeRunning(job, now = Date.now()) {
   return (job.finished || (ACTIVE.has(job.status) ? now : job.updated)) - job.running;
 }
 
+// The job's narrative: a link to it in a KBase deployment, else the workspace id.
+export function narrative(job, base) {
+  if (!job.wsid) return "—";
+  const label = `workspace ${job.wsid}`;
+  return base ? el("a", {href: `${base}${job.wsid}`, target: "_blank", rel: "noopener",
+                         onclick: (event) => event.stopPropagation()}, label) : label;
+}
+
 export function appName(job) {
   const input = job.job_input || {};
   if (job.batch_job) return "batch";

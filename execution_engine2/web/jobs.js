@@ -1,9 +1,12 @@
 // The job list: sign-in, filters, paging, batch expansion, selection and auto-refresh.
-import {call, forgetToken, isAdmin, keepToken, session, storedToken, useToken} from "./api.js";
 import {
-  $, $$, ACTIVE, RETRYABLE, appName, duration, el, readable, shortId, statusBadge, timeQueued,
-  timeRunning, when,
+  call, forgetToken, isAdmin, keepToken, loadNarrativeBase, session, storedToken, useToken,
+} from "./api.js";
+import {
+  $, $$, ACTIVE, RETRYABLE, appName, duration, el, narrative, readable, shortId, statusBadge,
+  timeQueued, timeRunning, when,
 } from "./dom.js";
+import {describeCounts, summarizeBatches} from "./batch.js";
 import {
   closeDetail, detailIsActive, detailJobId, openDetail, refreshDetail, retryFromList, setupDetail,
 } from "./detail.js";
@@ -39,6 +42,7 @@ async function signIn(token) {
                            {start_time: now - 1000, end_time: now, limit: 1, projection: ["status"]});
   session.me = probe.filter.user;
   session.permission = (await call("get_admin_permission")).permission;
+  await loadNarrativeBase();
 }
 
 function showLogin(message = "") {
@@ -177,10 +181,15 @@ async function loadList() {
     return;
   }
   if (view.loading !== request) return;  // a newer request was made meanwhile
+  if (method === "check_jobs_date_range_for_all") knownUsers(Object.keys(reply.stats.user || {}));
+  try {
+    await Promise.all([summarizeBatches(reply.jobs, readAdmin()), ...[...view.expanded].map(loadChildren)]);
+  } catch (err) {
+    notify(err.message, true);
+  }
+  if (view.loading !== request) return;
   view.jobs = reply.jobs;
   view.total = reply.query_count;
-  if (method === "check_jobs_date_range_for_all") knownUsers(Object.keys(reply.stats.user || {}));
-  await Promise.all([...view.expanded].map(loadChildren));
   render();
 }
 
@@ -232,21 +241,31 @@ function row(job, isChild) {
                               onclick: (event) => event.stopPropagation(),
                               onchange: (event) => { toggleSelected(job, event.target.checked); render(); }});
   select.checked = view.selected.has(job.job_id);
-  return el("tr", {class: isChild ? "child" : null, dataset: {jobId: job.job_id, status: job.status},
+  return el("tr", {class: isChild ? "child" : null, dataset: {jobId: job.job_id, status: shownStatus(job)},
                    onclick: () => { location.hash = `job=${job.job_id}`; }},
     el("td", {}, select),
     el("td", {class: "id"}, job.batch_job ? expander(job) : null,
        el("a", {href: `#job=${job.job_id}`, class: "job-link", title: job.job_id}, shortId(job.job_id))),
-    el("td", {}, job.wsid ? `workspace ${job.wsid}` : "—"),
+    el("td", {}, narrative(job, session.narrativeBase)),
     el("td", {}, appName(job)),
     el("td", {class: "user-col"}, job.user),
     el("td", {}, when(job.created)),
-    el("td", {}, duration(timeQueued(job))),
-    el("td", {}, duration(timeRunning(job))),
-    el("td", {}, statusBadge(job.status),
-       retries ? el("span", {class: "tag", title: "retries"}, `↻ ${retries}`) : null,
-       job.retry_parent ? el("span", {class: "tag"}, "retry") : null));
+    ...(job.summary ? batchCells(job.summary) : [
+      el("td", {}, duration(timeQueued(job))),
+      el("td", {}, duration(timeRunning(job))),
+      el("td", {}, statusBadge(job.status),
+         retries ? el("span", {class: "tag", title: "retries"}, `↻ ${retries}`) : null,
+         job.retry_parent ? el("span", {class: "tag"}, "retry") : null)]));
 }
+
+// A container's times and status, derived from its jobs' latest attempts.
+function batchCells(summary) {
+  return [el("td", {}, duration(summary.queuedMs)), el("td", {}, duration(summary.runningMs)),
+          el("td", {title: describeCounts(summary.counts)}, statusBadge(summary.status),
+             el("span", {class: "counts"}, describeCounts(summary.counts)))];
+}
+
+const shownStatus = (job) => (job.summary ? job.summary.status : job.status);
 
 function expander(job) {
   const open = view.expanded.has(job.job_id);
@@ -267,7 +286,7 @@ function batchRows(job) {
 }
 
 function anyActive() {
-  return visibleJobs().some((job) => ACTIVE.has(job.status)) || detailIsActive();
+  return visibleJobs().some((job) => ACTIVE.has(shownStatus(job))) || detailIsActive();
 }
 
 async function autoRefresh() {

@@ -1,6 +1,6 @@
 // Retry lineage and batch retries, built from check_job / check_jobs / retry_jobs.
 import {adminFor, call} from "./api.js";
-import {RETRYABLE, readable} from "./dom.js";
+import {readable} from "./dom.js";
 
 const CHUNK = 500;  // ids per check_jobs call
 
@@ -27,21 +27,6 @@ export async function lineage(job) {
   return [{job: root, role: "original"},
           ...retryIds.map((id, i) => ({job: attempts[id] || {job_id: id, status: "unknown"},
                                        role: `retry ${i + 1}`}))];
-}
-
-// The latest attempt of each root among a batch's children that ended in error or terminated.
-export async function failedMembers(container) {
-  const admin = adminFor(container);
-  const children = await loadJobs(container.child_jobs || [], admin);
-  const missing = Object.values(children).flatMap((c) => c.retry_ids || [])
-    .filter((id) => !(id in children));
-  Object.assign(children, missing.length ? await loadJobs(missing, admin) : {});
-  const latest = {};
-  for (const child of Object.values(children)) {
-    const root = child.retry_parent || child.job_id;
-    if (!latest[root] || child.job_id > latest[root].job_id) latest[root] = child;  // ids grow with time
-  }
-  return Object.values(latest).filter((job) => RETRYABLE.has(job.status));
 }
 
 // retry_jobs over jobs; admins pass as_admin when any job is someone else's.

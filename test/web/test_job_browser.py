@@ -9,6 +9,7 @@ from pathlib import Path
 from selenium.webdriver.common.by import By
 
 from execution_engine2_client import Client
+from support.live_server import standalone_server
 from support.sdk_services import make_job
 from web import jobs
 from web.browser import JobsPage, wait_for
@@ -65,6 +66,17 @@ def test_kbase_session_cookie_signs_in(service, page):
     page.open()
     page.wait_rows(lambda ids: ids == [job], "the list signed in from the cookie")
     assert not page.visible("#login")
+
+
+def test_narratives_link_to_the_kbase_deployment(driver, tmp_path: Path):
+    endpoint = {"kbase-endpoint": "https://ci.kbase.us/services", "maintenance-interval": 0}
+    with standalone_server(tmp_path, **endpoint) as service:
+        alice, token = client_for(service, "alice")
+        in_narrative = jobs.job_in(alice, "queued", wsid=42)
+        page = JobsPage(driver, service.url).sign_in(token)
+        link = page.row(in_narrative).find_element(By.CSS_SELECTOR, "td:nth-child(3) a")
+        assert link.text == "workspace 42"
+        assert link.get_attribute("href") == "https://ci.kbase.us/narrative/42"
 
 
 def test_status_filters_combine_and_custom_dates(service, page):
@@ -233,6 +245,9 @@ def test_batch_expands_and_retries_its_failed_members(service, page):
     jobs.failed(alice, earlier)
     page.sign_in(token)
     page.wait_rows(lambda ids: ids == [container], "the container alone (children sit under it)")
+    # Its stored status stays "created": the page shows one derived from the latest attempts.
+    assert page.row_status(container) == "error"
+    assert page.row(container).find_element(By.CSS_SELECTOR, ".counts").text == "2 error · 1 completed"
 
     page.row(container).find_element(By.CSS_SELECTOR, ".expander").click()
     page.wait_rows(lambda ids: ids == [container, *children, earlier], "the batch jobs under it")
@@ -246,6 +261,8 @@ def test_batch_expands_and_retries_its_failed_members(service, page):
     assert alice.check_job({"job_id": children[1]})["retry_count"] == 0
     assert alice.check_job({"job_id": children[2]})["retry_count"] == 2  # retried once more, not twice
     page.wait_rows(lambda ids: len(ids) == 7, "the new attempts under the container")
+    wait_for(lambda: page.row_status(container) == "queued", "the batch queued again")
+    wait_for(lambda: page.detail_status() == "queued", "the container's detail queued again")
 
 
 def test_list_refreshes_itself_while_jobs_are_active(service, page):
