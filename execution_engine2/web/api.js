@@ -20,10 +20,14 @@ function cookie(name) {
   return null;
 }
 
-// KBase's session cookie first, then what was entered in this tab.
+// A token entered in this tab (it was entered because the cookie was absent or
+// refused), else KBase's session cookie.
 export function storedToken() {
-  return cookie("kbase_session") || sessionStorage.getItem(SESSION_KEY);
+  return sessionStorage.getItem(SESSION_KEY) || cookie("kbase_session");
 }
+
+// Whether the token in use came from the KBase session (signing out is KBase's business).
+export const fromCookie = () => !sessionStorage.getItem(SESSION_KEY) && Boolean(cookie("kbase_session"));
 
 export function keepToken(token) {
   sessionStorage.setItem(SESSION_KEY, token);

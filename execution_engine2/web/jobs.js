@@ -1,6 +1,7 @@
 // The job list: sign-in, filters, paging, batch expansion, selection and auto-refresh.
 import {
-  call, forgetToken, isAdmin, keepToken, loadNarrativeBase, session, storedToken, useToken,
+  call, forgetToken, fromCookie, isAdmin, keepToken, loadNarrativeBase, session, storedToken,
+  useToken,
 } from "./api.js";
 import {
   $, $$, ACTIVE, RETRYABLE, appName, duration, el, narrative, readable, shortId, statusBadge,
@@ -57,7 +58,7 @@ function showApp() {
   $("#app").hidden = false;
   const role = {w: " · admin", r: " · read-only admin"}[session.permission] || "";
   $("#whoami").textContent = `Signed in as ${session.me}${role}`;
-  $("#sign-out").hidden = false;
+  $("#sign-out").hidden = fromCookie();
   $("#admin-filter").hidden = !isAdmin();
   loadList();
   routeHash();

@@ -65,7 +65,21 @@ def test_kbase_session_cookie_signs_in(service, page):
     page.driver.add_cookie({"name": "kbase_session", "value": token, "path": "/"})
     page.open()
     page.wait_rows(lambda ids: ids == [job], "the list signed in from the cookie")
-    assert not page.visible("#login")
+    assert not page.visible("#login") and not page.visible("#sign-out")
+
+
+def test_a_refused_cookie_asks_for_a_token_that_then_wins(service, page):
+    alice, token = client_for(service, "alice")
+    job = jobs.job_in(alice, "queued")
+    page.open()
+    page.driver.add_cookie({"name": "kbase_session", "value": "expired-token", "path": "/"})
+    page.open()
+    wait_for(lambda: "not accepted" in page.find("#login-error").text, "the refused cookie")
+    page.find("#token-input").send_keys(token)
+    page.find("#sign-in").click()
+    page.wait_rows(lambda ids: ids == [job], "the list after entering a token")
+    page.driver.refresh()
+    page.wait_rows(lambda ids: ids == [job], "the entered token kept over the cookie")
 
 
 def test_narratives_link_to_the_kbase_deployment(driver, tmp_path: Path):
