@@ -11,7 +11,12 @@ import {lineage, retryJobs, retrySummary} from "./retry.js";
 const LOG_PAGE = 1000;
 const LOG_POLL_MS = 2000;
 
-const state = {job: null, ticket: 0, lines: [], logTimer: null, logChain: Promise.resolve(), onChange: () => {}, notify: () => {}};
+// The open job, the request ticket that may fill the panel, its log lines so far,
+// the log poll, and the list's callbacks.
+const state = {
+  job: null, ticket: 0, lines: [], logTimer: null, logChain: Promise.resolve(),
+  onChange: () => {}, notify: () => {},
+};
 
 export function setupDetail({onChange, notify}) {
   state.onChange = onChange;
@@ -44,7 +49,7 @@ export async function openDetail(jobId, admin = {}) {
   }
   if (ticket !== state.ticket) return;
   const first = !state.job || state.job.job_id !== jobId;
-  const wasActive = !first && ACTIVE.has(state.job.status);
+  const wasActive = !first && ACTIVE.has(shownStatus(state.job));
   if (first) {
     stopLog();
     state.lines = [];
