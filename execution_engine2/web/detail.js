@@ -116,7 +116,9 @@ function overview(job) {
                el("p", {class: "error", id: "job-errormsg"}, job.errormsg || ""),
                job.error ? el("pre", {class: "json"}, pretty(job.error)) : null);
   }
-  parts.push(el("h3", {}, "Parameters"), el("pre", {class: "json", id: "job-params"}, pretty(input.params ?? null)));
+  if (input.params !== undefined && input.params !== null) {  // a batch container has none
+    parts.push(el("h3", {}, "Parameters"), el("pre", {class: "json", id: "job-params"}, pretty(input.params)));
+  }
   if (job.job_output !== undefined) {
     parts.push(el("h3", {}, "Output"), el("pre", {class: "json", id: "job-output"}, pretty(job.job_output)));
   }
