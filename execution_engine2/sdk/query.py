@@ -295,8 +295,16 @@ def _time_param(p: Mapping[str, Any], key: str, what: str) -> float:
 
 def _filter_value(key: str, value: Any) -> Any:
     """A filter value as stored: scalars only; strings from ``key=value`` are
-    converted to the field's type."""
+    converted to the field's type. ``status`` may also be a list of statuses
+    (any of them matches), and a string field null (absent or null matches:
+    ``{"batch_id": null}`` lists the jobs outside batches)."""
     kind = _FILTER_FIELDS[key]
+    if kind == "status" and isinstance(value, list):
+        if not value:
+            raise ValidationError("Filter value for status must name at least one status")
+        return [_filter_value(key, item) for item in value]
+    if value is None and kind == "str":
+        return None
     if isinstance(value, (Mapping, list)) or value is None:
         raise ValidationError(f"Filter value for {key} must be a plain value, not {describe(value)}")
     if kind == "int":
@@ -416,12 +424,14 @@ def _date_range(services: Services, caller: Caller, p: Mapping[str, Any],
     limit = _limit(p)
     offset = params.optional_int(p, "offset", minimum=0) or 0
     ascending = _ascending(p)
-    query = JobQuery(created_after=start, created_before=end,
-                     user=None if user == ALL_USERS else user, extra=job_filter or None,
+    statuses = _statuses(job_filter)
+    extra = {key: value for key, value in job_filter.items() if key != "status"}
+    query = JobQuery(created_after=start, created_before=end, statuses=statuses,
+                     user=None if user == ALL_USERS else user, extra=extra or None,
                      limit=limit, offset=offset, ascending=ascending)
     records = services.store.find_jobs(query, projection or None)
     entries = [range_entry(record) for record in records]
-    shown_filter = {key: str(value) for key, value in job_filter.items()}
+    shown_filter = {key: _shown(value) for key, value in job_filter.items()}
     shown_filter["id__gt"] = str(ObjectId.from_datetime(_utc(start)))
     shown_filter["id__lt"] = str(ObjectId.from_datetime(_utc(end)))
     if user != ALL_USERS:
@@ -437,6 +447,20 @@ def _date_range(services: Services, caller: Caller, p: Mapping[str, Any],
         "sort_order": "+" if ascending else "-",
         "stats": _stats(entries),
     }
+
+
+def _statuses(job_filter: Mapping[str, Any]) -> list[str] | None:
+    """The status filter as a list for the store's status index (None = any)."""
+    value = job_filter.get("status")
+    if value is None:
+        return None
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(value)
+    return "null" if value is None else str(value)
 
 
 MAX_EPOCH_SECONDS = 2**32 - 1
@@ -458,7 +482,8 @@ def check_jobs_date_range_for_user(services: Services, caller: Caller | None,
     numeric strings likewise, other strings ISO dates), ``user`` (default the
     caller; another user or ``ALL`` needs a read admin), ``projection`` (stored
     field names; empty = all), ``filter`` (``key=value`` strings or a mapping
-    over the fields of ``_FILTER_FIELDS``), ``limit`` (default 2000, at most
+    over the fields of ``_FILTER_FIELDS``; in a mapping ``status`` may be a list
+    and a string field null), ``limit`` (default 2000, at most
     10000), ``offset``, ``ascending`` (default true, by creation), ``as_admin``.
     Returns ``{jobs, count, query_count, filter, skip, projection, limit,
     sort_order, stats}``.

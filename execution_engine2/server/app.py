@@ -10,6 +10,8 @@ HTTP behaviour (compatible with the existing service, section 1.6):
 * ``POST`` to any path is a JSON-RPC call: 200 with the result, 500 with an
   error body, 200 and an empty body for a notification (``"id": null``).
 * ``OPTIONS`` answers 200 with an empty body.
+* ``GET /jobs`` is the job browser page (``execution_engine2/web``), a
+  static page that calls this same JSON-RPC endpoint from the browser.
 * ``GET`` and other verbs answer 500 with a ``Parse error`` body, as the
   existing service does for an empty body. No HTML page, ever: 404, 405, 413
   and unexpected failures all answer with JSON-RPC error bodies.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -128,12 +131,31 @@ def build_app(dispatcher: Dispatcher, config: Config) -> flask.Flask:
     app.config["MAX_CONTENT_LENGTH"] = limit or None
     app.config[MAX_CONTAINERS_KEY] = int(config["max-request-containers"])
     app.extensions[DISPATCHER_KEY] = dispatcher
+    _add_job_browser(app)
     for rule in ("/", "/<path:_path>"):
         app.add_url_rule(rule, "rpc", _entry, methods=ALL_VERBS, provide_automatic_options=False)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     app.after_request(_common_headers)
     return app
+
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+def _add_job_browser(app: flask.Flask) -> None:
+    """``GET /jobs``: the job browser page; ``GET /jobs/<file>``: its static files.
+    Other verbs on these paths stay JSON-RPC (werkzeug falls through to the next rule)."""
+    # Relative redirect: the page's relative asset URLs then work behind a path prefix.
+    app.add_url_rule("/jobs", "job_browser_redirect", lambda: flask.redirect("jobs/"), methods=["GET"])
+    app.add_url_rule("/jobs/", "job_browser", lambda: _web_file("index.html"), methods=["GET"])
+    app.add_url_rule("/jobs/<name>", "job_browser_file", _web_file, methods=["GET"])
+
+
+def _web_file(name: str) -> flask.Response:
+    response = flask.send_from_directory(WEB_DIR, name, max_age=0)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 def _request_id() -> str:

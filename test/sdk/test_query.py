@@ -489,6 +489,30 @@ def test_date_range_filter_echo_is_stringified(services, users, dated):
     assert _ids(result) == [dated["a10"]["_id"], dated["a30"]["_id"]]
 
 
+def test_date_range_filter_by_several_statuses(services, users, dated):
+    window = {"start_time": float(T0), "end_time": float(T0 + 100)}
+    result = _range(services, users["alice"], filter={"status": ["running", "completed"]}, **window)
+    assert _ids(result) == [dated["a20"]["_id"], dated["a30"]["_id"]]
+    assert result["query_count"] == 2 and result["filter"]["status"] == "running,completed"
+    with pytest.raises(ValidationError, match="bogus is not a valid status"):
+        _range(services, users["alice"], filter={"status": ["queued", "bogus"]}, **window)
+    with pytest.raises(ValidationError, match="must name at least one status"):
+        _range(services, users["alice"], filter={"status": []}, **window)
+
+
+def test_date_range_null_filter_lists_jobs_outside_batches(services, users, make_job, dated):
+    container, children = _batch(services, make_job, users["alice"], [users["alice"]])
+    window = {"start_time": float(T0), "end_time": 2.0**32 - 1}
+    everything = _ids(_range(services, users["alice"], **window))
+    assert children[0]["_id"] in everything and container["_id"] in everything
+    top_level = _range(services, users["alice"], filter={"batch_id": None}, **window)
+    assert children[0]["_id"] not in _ids(top_level) and container["_id"] in _ids(top_level)
+    assert top_level["query_count"] == len(everything) - 1
+    assert top_level["filter"]["batch_id"] == "null"
+    with pytest.raises(ValidationError, match="Filter value for wsid must be a plain value"):
+        _range(services, users["alice"], filter={"wsid": None}, **window)
+
+
 @pytest.mark.parametrize("params, error, message", [
     ({"filter": ["user=bob"]}, ValidationError, "Cannot filter jobs on 'user'"),
     ({"filter": {"$where": "1"}}, ValidationError, "Cannot filter jobs on '\\$where'"),
