@@ -52,6 +52,8 @@ def _record(doc: Mapping[str, Any]) -> Record:
     record = dict(doc)
     record["_id"] = str(record["_id"])
     record.pop(_OPS, None)
+    if record.get("claims") == {}:
+        del record["claims"]  # $unset of the last claim leaves {}: no claims, as on SQLite
     return record
 
 
