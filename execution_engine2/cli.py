@@ -8,7 +8,9 @@
 Without a configuration file (``--config`` or ``KB_DEPLOYMENT_CONFIG``), ``serve``
 runs the standalone service in this process (SQLite, local tokens, local
 catalog) and the local worker in a child process. With one, it replaces itself
-with gunicorn serving ``execution_engine2.server.wsgi:app``. Command-line
+with gunicorn serving ``execution_engine2.server.wsgi:app``. With ``store =
+mongomock`` (in memory) the service is always this one process, the local worker
+a thread of it (``serves_in_one_process``). Command-line
 options override the configuration (they are handed to child processes as
 ``EE2_*`` variables, which ``config.load`` reads).
 """
@@ -149,6 +151,33 @@ class WorkerProcess:
             self._process.wait()
 
 
+def serves_in_one_process(config: Config) -> bool:
+    """Whether the service must be exactly this process, its local worker a thread:
+    the store (``mongomock``) lives in this process's memory, no other process sees it."""
+    return config["store"] == "mongomock"
+
+
+def refuse_in_memory_store(config: Config, command: str) -> None:
+    """``command`` runs in a process of its own: an in-memory store would be a new, empty one."""
+    if serves_in_one_process(config):
+        raise EE2Error(f"ee2 {command} cannot work with store = mongomock: that store lives in the "
+                       "memory of the ee2 serve process (which runs its worker and housekeeping itself)")
+
+
+def start_local_worker(config: Config, app: Any) -> Any:
+    """The local worker, started: a child process, or a thread sharing ``app``'s store."""
+    if serves_in_one_process(config):
+        from execution_engine2.scheduler.worker_thread import WorkerThread
+        from execution_engine2.server.app import services_of
+        from execution_engine2.server.wiring import build_local_catalog
+
+        worker: Any = WorkerThread(config, services_of(app).store, build_local_catalog(config))
+    else:
+        worker = WorkerProcess(config)
+    worker.start()
+    return worker
+
+
 def _not_ready(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     start_response("503 Service Unavailable", [("Content-Type", "application/json")])
     return [b'{"version": "1.1", "error": {"name": "Server error", "code": -32000, '
@@ -180,9 +209,7 @@ def serve_standalone(config: Config) -> int:
     thread = threading.Thread(target=server.serve_forever, name="ee2-http", daemon=True)
     thread.start()
     start_background(app)
-    worker = WorkerProcess(config) if config["start-worker"] and config["scheduler"] == "local" else None
-    if worker is not None:
-        worker.start()
+    worker = start_local_worker(config, app) if config["start-worker"] and config["scheduler"] == "local" else None
     _print_banner(config, port, worker)
     try:
         while not stop.wait(1.0):
@@ -200,18 +227,26 @@ def serve_standalone(config: Config) -> int:
     return 0
 
 
-def _print_banner(config: Config, port: int, worker: WorkerProcess | None) -> None:
+def _print_banner(config: Config, port: int, worker: Any) -> None:
     host = config["host"] or "0.0.0.0"
     data_dir = config["data-dir"]
     lines = [
         f"execution_engine2 {__version__} (standalone) listening on http://{host}:{port}/",
         f"  data directory: {data_dir}",
-        f"  local worker:   {'pid ' + str(worker.pid) if worker else 'not started'}",
+        *(["  store:          mongomock, in this process's memory (lost when it stops; not for "
+            "production)"] if serves_in_one_process(config) else []),
+        f"  local worker:   {_worker_text(config, worker)}",
         f"  create a token: ee2 token create --user <name> [--admin] --data-dir {data_dir}",
         "  then POST JSON-RPC 1.1 with the token in the Authorization header, or use",
         f"  execution_engine2_client.Client('http://{host}:{port}/', token=...)",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _worker_text(config: Config, worker: Any) -> str:
+    if worker is None:
+        return "not started"
+    return f"thread in pid {worker.pid}" if serves_in_one_process(config) else f"pid {worker.pid}"
 
 
 def serve_with_gunicorn(args: argparse.Namespace, config: Config, path: str) -> int:
@@ -230,7 +265,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.no_worker:
         config = config.with_values(**{"start-worker": False})
     path = config_file(args)
-    if path:
+    if path and not serves_in_one_process(config):
         return serve_with_gunicorn(args, config, path)
     return serve_standalone(config)
 
@@ -244,6 +279,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from execution_engine2.server.wiring import build_local_catalog
 
     config = load_config(args)
+    refuse_in_memory_store(config, "worker")
     if config["auth"] != "local" or config["catalog"] != "local":
         raise EE2Error("The local worker needs auth = local and catalog = local")
     stop = threading.Event()
@@ -286,7 +322,9 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     from execution_engine2.maintenance import passes
     from execution_engine2.server.wiring import build_services
 
-    services = build_services(load_config(args))
+    config = load_config(args)
+    refuse_in_memory_store(config, args.command)
+    services = build_services(config)
     try:
         summary = getattr(passes, args.command)(services)
     finally:
