@@ -26,6 +26,11 @@ operations interleave between the documents of one such write. Nothing holds it
 across operations: the store's own sequences (insert then find, update then read
 back, reserve line numbers then insert the lines) interleave between threads as
 they do against a server. Its tests are ``test/db/test_mongomock_database.py``.
+
+Like the driver, it encodes every document, filter and update as BSON before
+running an operation (mongomock does so only for inserts), so what a MongoDB
+deployment refuses on the client side (an integer beyond 64 bits, a key that is not
+a string...) is refused here too, with the driver's exception.
 """
 from __future__ import annotations
 
@@ -88,8 +93,7 @@ class AtomicCollection:
     def insert_many(self, documents: Iterable[Mapping[str, Any]], ordered: bool = True,
                     **options: Any) -> InsertManyResult:
         documents = list(documents)
-        for document in documents:
-            bson.encode(document)  # the driver refuses an unencodable batch before sending any of it
+        _encode(*documents)  # the driver refuses an unencodable batch before sending any of it
         inserted: list[Any] = []
         write_errors: list[dict[str, Any]] = []
         for index, document in enumerate(documents):
@@ -123,6 +127,8 @@ class AtomicCollection:
     def bulk_write(self, requests: Sequence[Any], ordered: bool = True) -> BulkWriteResult:
         totals: dict[str, Any] = {name: 0 for name in _BULK_COUNTS}
         totals.update(writeErrors=[], writeConcernErrors=[], upserted=[])
+        for request in requests:  # the driver refuses an unencodable batch before sending any of it
+            request._add_to_bulk(_Encoder())
         for index, request in enumerate(requests):
             details = self._write_one(request)
             for name in _BULK_COUNTS:
@@ -157,6 +163,7 @@ def _atomic(attribute: Any, lock: threading.RLock) -> Any:
         import mongomock.collection
         import mongomock.command_cursor
 
+        _encode(*args, *kwargs.values())
         with lock:
             result = attribute(*args, **kwargs)
             if isinstance(result, (mongomock.collection.Cursor, mongomock.command_cursor.CommandCursor)):
@@ -166,6 +173,22 @@ def _atomic(attribute: Any, lock: threading.RLock) -> Any:
         return result
 
     return operation
+
+
+def _encode(*values: Any) -> None:
+    """BSON-encode the mappings among ``values`` (and in lists of them), as the driver does."""
+    for value in values:
+        if isinstance(value, Mapping):
+            bson.encode(value)
+        elif isinstance(value, list):
+            _encode(*value)
+
+
+class _Encoder:
+    """A bulk builder that only encodes what each operation is given."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: _encode(*args)
 
 
 class _WithoutSort:

@@ -172,3 +172,18 @@ def test_open_store_mongomock_is_a_fresh_mongo_job_store_each_time(tmp_path):
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize("write", [
+    lambda jobs: jobs.insert_one({"_id": 9, "n": 10**30}),
+    lambda jobs: jobs.update_one({"_id": 1}, {"$set": {"n": 10**30}}),
+    lambda jobs: jobs.find_one_and_update({"_id": 1}, {"$set": {"out": {"n": [10**30]}}}),
+    lambda jobs: jobs.bulk_write([UpdateOne({"_id": 2}, {"$set": {"x": 1}}),
+                                  UpdateOne({"_id": 1}, {"$set": {"n": 10**30}})], ordered=False),
+])
+def test_what_the_driver_cannot_encode_is_refused_and_writes_nothing(database, write):
+    jobs = database["jobs"]
+    jobs.insert_many([{"_id": 1}, {"_id": 2}])
+    with pytest.raises(OverflowError):
+        write(jobs)
+    assert jobs.find({}, sort=[("_id", 1)]) == [{"_id": 1}, {"_id": 2}]
