@@ -267,6 +267,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = config_file(args)
     if path and not serves_in_one_process(config):
         return serve_with_gunicorn(args, config, path)
+    if serves_in_one_process(config) and int(config["workers"]) > 1:
+        logger.warning("store = mongomock lives in one process's memory: serving in this one "
+                       "process, not %s gunicorn workers", config["workers"])
     return serve_standalone(config)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 
 from execution_engine2.auth.local import LocalAuth
 from execution_engine2.catalog.local import LocalCatalog
@@ -21,8 +20,6 @@ from execution_engine2.errors import ValidationError
 from execution_engine2.scheduler.worker import LocalWorker
 
 logger = logging.getLogger(__name__)
-
-RESTART_SECONDS = 5.0
 
 
 class WorkerThread:
@@ -36,7 +33,6 @@ class WorkerThread:
         self._catalog = catalog
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._started = 0.0
 
     @property
     def pid(self) -> int:
@@ -49,16 +45,10 @@ class WorkerThread:
         self._thread = threading.Thread(target=worker.run, args=(self._stop,), name="ee2-local-worker",
                                         daemon=True)
         self._thread.start()
-        self._started = time.monotonic()
 
     def check(self) -> None:
-        """Restart the worker if its thread ended unasked (at most once per RESTART_SECONDS)."""
-        if self._thread is None or self._thread.is_alive() or self._stop.is_set():
-            return
-        if time.monotonic() - self._started < RESTART_SECONDS:
-            return
-        logger.error("Local worker thread ended; restarting it")
-        self.start()
+        """Nothing to restart: ``LocalWorker.run`` survives failed passes and returns only
+        once stopped (unlike a worker process, which can be killed)."""
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the worker: it stops its running jobs (errors them) and gives up its claims."""

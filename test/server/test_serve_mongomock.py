@@ -57,7 +57,8 @@ def test_a_config_file_with_store_mongomock_serves_in_one_process_with_a_worker_
     try:
         text = banner(log, process)
         assert f"local worker:   thread in pid {process.pid}" in text
-        assert "store:          mongomock" in text and "gunicorn" not in text.lower()
+        assert "store:          mongomock" in text and "Booting worker" not in text
+        assert "serving in this one process, not 3 gunicorn workers" in text
         url = re.search(r"listening on (http://\S+)", text).group(1)
         alice = Client(url.replace("0.0.0.0", "127.0.0.1"),
                        token=LocalAuth(str(data_dir)).create_token("alice"))
