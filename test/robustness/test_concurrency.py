@@ -1,5 +1,7 @@
 """Concurrency over real HTTP: racing retries (threads, then gunicorn processes), many
-clients submitting and polling at once, cancel racing finish.
+clients submitting and polling at once, cancel racing finish, simultaneous log appends.
+Each runs on both stores (``store_kind``), except the gunicorn one: several processes
+share the SQLite file, and a mongomock store lives in one process.
 
 Threads wait at a barrier so their requests reach the server together. Every answer
 is checked with ``Wire.check`` (never a 5xx without a JSON-RPC body).
@@ -309,3 +311,41 @@ def test_fifty_simultaneous_retries_across_gunicorn_workers_make_exactly_one(gun
         close_services(services)
     time.sleep(0.3)
     assert len(set(gunicorn.pids_by_request().values())) >= 2  # several processes really served
+
+
+# --- (e) simultaneous log appends to one job ---------------------------------------------
+
+APPENDERS, APPENDS, LINES_PER_APPEND = 10, 10, 3
+
+
+def test_simultaneous_log_appends_keep_every_line_once_and_in_order(tmp_path, stack_factory, wire):
+    with stack_factory(tmp_path) as stack:
+        alice = stack.tokens["alice"]
+        with requests.Session() as session:
+            job_id = rpc(session, stack.url, alice, "run_job", [{"method": "Demo.echo", "params": [{}]}],
+                         wire)["result"][0]
+
+        def append(i: int, barrier: threading.Barrier) -> list[int]:
+            counts = []
+            with requests.Session() as own:
+                barrier.wait()
+                for n in range(APPENDS):
+                    lines = [{"line": f"a{i} n{n} l{k}", "is_error": 0} for k in range(LINES_PER_APPEND)]
+                    answer = rpc(own, stack.url, alice, "add_job_logs", [{"job_id": job_id}, lines], wire)
+                    counts.append(answer["result"][0]["line_number"])
+            return counts
+
+        counts = together(APPENDERS, append)
+        total = APPENDERS * APPENDS * LINES_PER_APPEND
+        every_count = sorted(count for mine in counts for count in mine)
+        # Each append reserved its own block of line numbers: the counts it was told are distinct.
+        assert every_count == list(range(LINES_PER_APPEND, total + 1, LINES_PER_APPEND))
+        with requests.Session() as session:
+            log = rpc(session, stack.url, alice, "get_job_logs", [{"job_id": job_id}], wire)["result"][0]
+    assert log["count"] == total
+    assert [line["linepos"] for line in log["lines"]] == list(range(total))
+    texts = [line["line"] for line in log["lines"]]
+    assert len(set(texts)) == total
+    for i in range(APPENDERS):  # one appender's lines in the order it sent them
+        mine = [text for text in texts if text.startswith(f"a{i} ")]
+        assert mine == [f"a{i} n{n} l{k}" for n in range(APPENDS) for k in range(LINES_PER_APPEND)]
