@@ -9,12 +9,12 @@ mongomock is the database ``store = mongomock`` uses
 (``execution_engine2.db.mongomock_database``): each single-document operation
 atomic, as on a server, and nothing more.
 
-``SERVICE_STORE_KINDS`` are the kinds the sdk, HTTP, end-to-end and robustness
-suites run on; their fixture ``store_kind`` (import ``store_kind_fixture`` into a
-conftest) gives each
-test taking it, directly or through a fixture, one run per kind. A test that
-cannot apply to an in-memory store overrides it:
-``@pytest.mark.parametrize("store_kind", ["sqlite"], scope="module")`` with the reason.
+``SERVICE_STORE_KINDS`` are the kinds the sdk, housekeeping, HTTP, access,
+end-to-end and robustness suites run on. Their fixture ``store_kind`` (import
+``store_kind_fixture`` into a conftest) gives each test taking it, directly or
+through a fixture, one run per kind. A test that cannot apply to an in-memory
+store overrides it, with the reason in a comment:
+``@pytest.mark.parametrize("store_kind", ["sqlite"], scope="module")``.
 """
 from __future__ import annotations
 
