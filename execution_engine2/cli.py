@@ -8,7 +8,9 @@
 ``serve`` always serves through gunicorn (``execution_engine2.serving``): with a
 configuration file (``--config`` or ``KB_DEPLOYMENT_CONFIG``) it replaces itself
 with gunicorn; without one it runs the standalone service (SQLite, local tokens,
-local catalog) as gunicorn plus the local worker, both child processes. Command-line
+local catalog) as gunicorn plus the local worker, both child processes. With ``store =
+mongomock`` (in memory) gunicorn runs one worker process and the local worker is a
+thread inside it (``serving.serves_in_one_process``). Command-line
 options override the configuration (they are handed to child processes as
 ``EE2_*`` variables, which ``config.load`` reads).
 """
@@ -26,7 +28,7 @@ from typing import Any, Sequence
 from execution_engine2 import __version__
 from execution_engine2.config import KEYS_BY_NAME, Config, load
 from execution_engine2.errors import EE2Error
-from execution_engine2.serving import serve_standalone, serve_with_gunicorn, stop_on_signals
+from execution_engine2.serving import serves_in_one_process, serve_standalone, serve_with_gunicorn, stop_on_signals
 
 logger = logging.getLogger("execution_engine2.cli")
 
@@ -71,6 +73,13 @@ def stop_when_orphaned(stop: threading.Event, parent_pid: int) -> None:
 
 # --- serve --------------------------------------------------------------------------
 
+def refuse_in_memory_store(config: Config, command: str) -> None:
+    """``command`` runs in a process of its own: an in-memory store would be a new, empty one."""
+    if serves_in_one_process(config):
+        raise EE2Error(f"ee2 {command} cannot work with store = mongomock: that store lives in the "
+                       "memory of the ee2 serve process (which runs its worker and housekeeping itself)")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args)  # validates the file before anything starts
     if args.no_worker:
@@ -90,6 +99,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from execution_engine2.server.wiring import build_local_catalog
 
     config = load_config(args)
+    refuse_in_memory_store(config, "worker")
     if config["auth"] != "local" or config["catalog"] != "local":
         raise EE2Error("The local worker needs auth = local and catalog = local")
     stop = threading.Event()
@@ -133,7 +143,9 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     from execution_engine2.maintenance import passes
     from execution_engine2.server.wiring import build_services
 
-    services = build_services(load_config(args))
+    config = load_config(args)
+    refuse_in_memory_store(config, args.command)
+    services = build_services(config)
     try:
         summary = getattr(passes, args.command)(services)
     finally:

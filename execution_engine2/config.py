@@ -65,7 +65,8 @@ def _choice(*options: str) -> Callable[[str], str]:
 
 KEYS: tuple[Key, ...] = (
     # Wiring: which implementation of each concern the service uses.
-    Key("store", "sqlite", _choice("sqlite", "mongo"), "Job store: `sqlite` (standalone) or `mongo` (production)."),
+    Key("store", "sqlite", _choice("sqlite", "mongo", "mongomock"),
+        "Job store: `sqlite` (standalone), `mongo` (production) or `mongomock` (MongoDB code path in memory, one process; tests and demos only)."),
     Key("scheduler", "local", _choice("local", "condor"), "Scheduler: `local` subprocesses or `condor` (HTCondor)."),
     Key("auth", "local", _choice("local", "kbase"), "Token check: `local` tokens in the data dir or the `kbase` auth service."),
     Key("catalog", "local", _choice("local", "kbase"), "App catalog: `local` YAML file or the `kbase` catalog service."),
@@ -211,7 +212,8 @@ class Config:
 
     @property
     def is_standalone(self) -> bool:
-        return self.values["store"] == "sqlite"
+        """No database server: the store is a local file or this process's memory."""
+        return self.values["store"] in ("sqlite", "mongomock")
 
     def with_values(self, **overrides: Any) -> "Config":
         """A copy with some keys replaced (names with `_` for `-`, as in Python)."""

@@ -58,13 +58,19 @@ def gunicorn_argv() -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, WSGI_APP]
 
 
+def serves_in_one_process(config: Config) -> bool:
+    """Whether the service must be exactly one server process, its local worker a thread
+    of it: the store (``mongomock``) lives in that process's memory, no other sees it."""
+    return config["store"] == "mongomock"
+
+
 def local_worker_mode(config: Config) -> str | None:
     """How ``ee2 serve`` runs the local worker: ``"process"`` (a child process beside
-    gunicorn) or None (not at all: another scheduler, or ``--no-worker``). The one
-    place that decides; a mode that runs it inside the server process belongs here too."""
-    if config["start-worker"] and config["scheduler"] == "local":
-        return "process"
-    return None
+    gunicorn), ``"thread"`` (inside the one gunicorn worker, for an in-memory store) or
+    None (not at all: another scheduler, or ``--no-worker``). The one place that decides."""
+    if not (config["start-worker"] and config["scheduler"] == "local"):
+        return None
+    return "thread" if serves_in_one_process(config) else "process"
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -212,7 +218,9 @@ def _print_banner(config: Config, port: int, server: GunicornProcess, worker: Wo
         f"execution_engine2 {__version__} (standalone) listening on http://{host}:{port}/",
         f"  data directory: {data_dir}",
         f"  server:         gunicorn, pid {server.pid}, {config['http-threads']} request threads",
-        f"  local worker:   {'pid ' + str(worker.pid) if worker else 'not started'}",
+        *(["  store:          mongomock, in the server's memory (lost when it stops; not for "
+            "production)"] if serves_in_one_process(config) else []),
+        f"  local worker:   {_worker_text(config, worker)}",
         f"  create a token: ee2 token create --user <name> [--admin] --data-dir {data_dir}",
         "  then POST JSON-RPC 1.1 with the token in the Authorization header, or use",
         f"  execution_engine2_client.Client('http://{host}:{port}/', token=...)",
@@ -220,11 +228,19 @@ def _print_banner(config: Config, port: int, server: GunicornProcess, worker: Wo
     print("\n".join(lines), flush=True)
 
 
+def _worker_text(config: Config, worker: WorkerProcess | None) -> str:
+    if local_worker_mode(config) == "thread":
+        return "a thread of the gunicorn worker"
+    return f"pid {worker.pid}" if worker else "not started"
+
+
 def serve_with_gunicorn(config: Config, path: str, overridden: Sequence[str]) -> int:
     """Replace this process with gunicorn serving the configured service."""
     env = child_environment(config, list(overridden))
     env["KB_DEPLOYMENT_CONFIG"] = str(Path(path).resolve())
+    workers = 1 if serves_in_one_process(config) else config["workers"]
+    in_memory = " (store = mongomock lives in one process's memory)" if serves_in_one_process(config) else ""
     print(f"execution_engine2 {__version__}: starting gunicorn on {config['host']}:{config['port']} "
-          f"with {config['workers']} worker(s), configuration {env['KB_DEPLOYMENT_CONFIG']}", flush=True)
+          f"with {workers} worker(s){in_memory}, configuration {env['KB_DEPLOYMENT_CONFIG']}", flush=True)
     os.execvpe(sys.executable, gunicorn_argv(), env)
     return 1  # not reached

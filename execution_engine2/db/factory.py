@@ -25,6 +25,8 @@ def open_store(config: Config) -> JobStore:
 
     ``sqlite``: ``<data-dir>/ee2.sqlite3`` (the directory is created ``0700``).
     ``mongo``: the ``mongo-*`` keys; ``mongo-uri`` wins over host/port/user.
+    ``mongomock``: ``MongoJobStore`` over a new in-memory database of this process
+    (``db.mongomock_database``; for tests and demos, lost when the process ends).
 
     Raises:
         ValidationError: the Mongo settings are not usable.
@@ -44,7 +46,13 @@ def open_store(config: Config) -> JobStore:
         except BaseException:
             client.close()
             raise
-    raise errors.ValidationError(f"Invalid configuration store={kind!r}: must be sqlite or mongo")
+    if kind == "mongomock":
+        from execution_engine2.db.mongomock_database import open_database
+
+        return MongoJobStore(open_database(config["mongo-database"]),
+                             jobs_collection=config["mongo-jobs-collection"],
+                             logs_collection=config["mongo-logs-collection"])
+    raise errors.ValidationError(f"Invalid configuration store={kind!r}: must be sqlite, mongo or mongomock")
 
 
 def mongo_settings(config: Config) -> dict[str, Any]:

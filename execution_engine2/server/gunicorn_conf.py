@@ -17,13 +17,14 @@ import time
 from typing import Any
 
 from execution_engine2.config import load
-from execution_engine2.serving import LISTEN_FD_ENV, PARENT_PID_ENV
+from execution_engine2.serving import LISTEN_FD_ENV, PARENT_PID_ENV, local_worker_mode, serves_in_one_process
 
 _config = load()
 _listen_fd = os.environ.get(LISTEN_FD_ENV)
 
 bind = [f"fd://{int(_listen_fd)}"] if _listen_fd else [f"{_config['host']}:{_config['port']}"]
-workers = max(1, int(_config["workers"]))
+# An in-memory store (mongomock) lives in one process: exactly one worker serves it.
+workers = 1 if serves_in_one_process(_config) else max(1, int(_config["workers"]))
 # Threads per worker: requests wait on the database, the scheduler and other
 # KBase services, so a few threads keep a worker busy. Per-request state is never
 # shared (see server/jsonrpc.py), so threads are safe. The worker class is gthread
@@ -66,7 +67,24 @@ def post_worker_init(worker: Any) -> None:
     from execution_engine2.server.app import start_background
     from execution_engine2.server.wsgi import get_app
 
-    start_background(get_app())
+    app = get_app()
+    start_background(app)
+    if local_worker_mode(_config) == "thread":
+        _start_worker_thread(app)
+
+
+_worker_thread: Any = None
+
+
+def _start_worker_thread(app: Any) -> None:
+    """The local worker on this worker's own store (``store = mongomock``)."""
+    global _worker_thread
+    from execution_engine2.scheduler.worker_thread import WorkerThread
+    from execution_engine2.server.app import services_of
+    from execution_engine2.server.wiring import build_local_catalog
+
+    _worker_thread = WorkerThread(_config, services_of(app).store, build_local_catalog(_config))
+    _worker_thread.start()
 
 
 def worker_exit(server: Any, worker: Any) -> None:
@@ -74,6 +92,8 @@ def worker_exit(server: Any, worker: Any) -> None:
     from execution_engine2.server.app import close_app
     from execution_engine2.server.wsgi import forget_app
 
+    if _worker_thread is not None:
+        _worker_thread.stop()  # first: its runners still report to this worker's app
     app = forget_app()
     if app is not None:
         close_app(app)

@@ -1,7 +1,8 @@
 """Fixtures of the access tests (``access.stack``), one service per module.
 
 ``log_records``: every log record of the module, from every thread.
-``stack``: the production-wired service on loopback (``access.stack.Stack``).
+``stack``: the production-wired service on loopback (``access.stack.Stack``), once
+per store (``store_kind``: SQLite, and ``MongoJobStore`` over mongomock).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from access.stack import RecordCollector, Stack, collecting_logs, running_stack
+from support.stores import store_kind_fixture  # noqa: F401  (``store_kind``: one run per store)
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +22,7 @@ def log_records() -> Iterator[RecordCollector]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, log_records: RecordCollector) -> Iterator[Stack]:
-    with running_stack(Path(tmp_path_factory.mktemp("access")) / "ee2-data") as running:
+def stack(tmp_path_factory: pytest.TempPathFactory, log_records: RecordCollector,
+          store_kind: str) -> Iterator[Stack]:
+    with running_stack(Path(tmp_path_factory.mktemp("access")) / "ee2-data", store_kind) as running:
         yield running

@@ -1,9 +1,9 @@
 """The service wired as in production, all on loopback, for the access tests.
 
-``running_stack(data_dir)`` starts a ``FakeAuthServer``, a ``FakeWorkspaceServer``
+``running_stack(data_dir, store_kind)`` starts a ``FakeAuthServer``, a ``FakeWorkspaceServer``
 and a ``FakeCatalogServer``, and the service itself built by
 ``create_app(config, services)`` with ``auth = kbase``, the KBase workspace and
-catalog clients, a SQLite store in ``data_dir`` and a ``RecordingScheduler``,
+catalog clients, the ``store_kind`` store (SQLite in ``data_dir``, or mongomock) and a ``RecordingScheduler``,
 served by a ``LiveServer``; it yields a ``Stack``.
 
 Callers (``CALLERS``): ``owner`` (owns the fixture jobs, admin of workspace 10),
@@ -135,12 +135,12 @@ def _services(config: Config, scheduler: RecordingScheduler) -> Services:
 
 
 @contextlib.contextmanager
-def running_stack(data_dir: Path) -> Iterator[Stack]:
+def running_stack(data_dir: Path, store_kind: str = "sqlite") -> Iterator[Stack]:
     with FakeAuthServer() as auth, FakeWorkspaceServer() as workspace, \
             FakeCatalogServer() as catalog, LiveServer() as server:
         tokens = _register_callers(auth, workspace, catalog)
         config = Config.standalone(**{
-            "data-dir": str(data_dir), "port": server.port, "external-url": server.url,
+            "data-dir": str(data_dir), "store": store_kind, "port": server.port, "external-url": server.url,
             "auth": "kbase", "auth-service-url": auth.login_url, "auth-url": auth.url,
             "workspace-url": workspace.url, "catalog": "kbase", "catalog-url": catalog.url,
             "maintenance-interval": 0,

@@ -1,7 +1,8 @@
 """Fixtures of the end-to-end tests (the harness is ``e2e.harness``).
 
 * ``launch(name="svc", env=None, no_worker=False, start=True) -> Service``: a
-  standalone service in ``tmp_path/name`` (function scope). At teardown every
+  standalone service in ``tmp_path/name`` (function scope), once per store
+  (``store_kind``: SQLite, and ``store = mongomock`` with its worker a thread). At teardown every
   service launched is killed, with every process under its directory.
 * ``module_launch``: the same, torn down at the end of the module.
 """
@@ -13,11 +14,12 @@ from typing import Iterator
 import pytest
 
 from e2e.harness import Launcher
+from support.stores import store_kind_fixture  # noqa: F401  (``store_kind``: one run per store)
 
 
 @pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Launcher]:
-    launcher = Launcher(tmp_path)
+def launch(tmp_path: Path, store_kind: str) -> Iterator[Launcher]:
+    launcher = Launcher(tmp_path, store_kind)
     try:
         yield launcher
     finally:
@@ -25,8 +27,8 @@ def launch(tmp_path: Path) -> Iterator[Launcher]:
 
 
 @pytest.fixture(scope="module")
-def module_launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
-    launcher = Launcher(tmp_path_factory.mktemp("e2e"))
+def module_launch(tmp_path_factory: pytest.TempPathFactory, store_kind: str) -> Iterator[Launcher]:
+    launcher = Launcher(tmp_path_factory.mktemp("e2e"), store_kind)
     try:
         yield launcher
     finally:

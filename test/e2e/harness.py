@@ -352,17 +352,22 @@ class Service:
 
 
 class Launcher:
-    """Starts services under a root and kills everything left under it at the end."""
+    """Starts services under a root and kills everything left under it at the end.
 
-    def __init__(self, root: Path) -> None:
+    ``store_kind`` is their ``store`` (``sqlite``, or ``mongomock``: the jobs live in
+    the server process's memory and its local worker is a thread of it).
+    """
+
+    def __init__(self, root: Path, store_kind: str = "sqlite") -> None:
         self.root = root
+        self.store_kind = store_kind
         self.services: list[Service] = []
 
     def __call__(self, name: str = "svc", env: dict[str, str] | None = None,
                  no_worker: bool = False, start: bool = True) -> Service:
         root = self.root / name
         root.mkdir(parents=True, exist_ok=True)
-        service = Service(root, root / "data", env, no_worker)
+        service = Service(root, root / "data", {"EE2_STORE": self.store_kind, **(env or {})}, no_worker)
         self.services.append(service)
         return service.start() if start else service
 

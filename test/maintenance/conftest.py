@@ -1,5 +1,6 @@
-"""Fixtures for the housekeeping tests: a real SQLite store, a recording scheduler
-and a clock the test moves by hand (``clock.now``), so ages need no sleeping."""
+"""Fixtures for the housekeeping tests: a real store, once per kind (``store_kind``:
+SQLite, and ``MongoJobStore`` over mongomock), a recording scheduler and a clock the
+test moves by hand (``clock.now``), so ages need no sleeping."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +13,7 @@ import pytest
 from execution_engine2.config import Config
 from execution_engine2.sdk.services import Services
 from support.recording_scheduler import RecordingScheduler
+from support.stores import store_kind_fixture  # noqa: F401  (``store_kind``: one run per store)
 
 # A fixed "now", well after the epoch start encoded in any test job id.
 T0 = 1_700_000_000.0
@@ -42,12 +44,16 @@ class QuietSubmitter:
         return {"resubmitted": [], "failed": []}
 
 
-def build_services(tmp_path: Path, scheduler: Any, clock: Clock, **config: Any) -> Services:
+def build_services(tmp_path: Path, scheduler: Any, clock: Clock, database: Any = None,
+                   **config: Any) -> Services:
+    """Services on the SQLite file in ``tmp_path``, or on the mongomock ``database``."""
+    from execution_engine2.db.mongo import MongoJobStore
     from execution_engine2.db.sqlite import SqliteJobStore
 
+    store = SqliteJobStore(str(tmp_path / "ee2.sqlite3")) if database is None else MongoJobStore(database)
     return Services(
         config=Config.standalone(data_dir=str(tmp_path), **config),
-        store=SqliteJobStore(str(tmp_path / "ee2.sqlite3")),
+        store=store,
         scheduler=scheduler,
         auth=None,  # type: ignore[arg-type]  # housekeeping authenticates nobody
         workspaces=None,
@@ -74,17 +80,28 @@ def config_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-def services(tmp_path, scheduler, clock, config_overrides) -> Iterator[Services]:
-    built = build_services(tmp_path, scheduler, clock, **config_overrides)
+def database(store_kind) -> Any:
+    """The mongomock database both ``services`` and ``another_services`` connect to
+    (None: the SQLite file in ``tmp_path``)."""
+    if store_kind == "sqlite":
+        return None
+    from execution_engine2.db.mongomock_database import open_database
+
+    return open_database("ee2_maintenance_test")
+
+
+@pytest.fixture
+def services(tmp_path, scheduler, clock, config_overrides, database) -> Iterator[Services]:
+    built = build_services(tmp_path, scheduler, clock, database, **config_overrides)
     yield built
     built.store.close()
 
 
 @pytest.fixture
-def another_services(tmp_path, scheduler, clock, config_overrides) -> Iterator[Services]:
-    """A second process's view: its own store connection on the same database file,
-    the same scheduler and clock."""
-    built = build_services(tmp_path, scheduler, clock, **config_overrides)
+def another_services(tmp_path, scheduler, clock, config_overrides, database) -> Iterator[Services]:
+    """A second process's view: its own store connection on the same database, the
+    same scheduler and clock."""
+    built = build_services(tmp_path, scheduler, clock, database, **config_overrides)
     yield built
     built.store.close()
 

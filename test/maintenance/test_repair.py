@@ -47,9 +47,9 @@ def scheduler() -> RecordingScheduler:
 
 
 @pytest.fixture
-def services(tmp_path, scheduler, clock) -> Iterator[Any]:
+def services(tmp_path, scheduler, clock, store_kind) -> Iterator[Any]:
     built = make_services(tmp_path, scheduler=scheduler, clock=clock,
-                          config_overrides={"repair-grace-seconds": GRACE})
+                          config_overrides={"repair-grace-seconds": GRACE}, store_kind=store_kind)
     try:
         yield built
     finally:

@@ -1,8 +1,9 @@
 """Fixtures for the robustness tests: the real service stack over real HTTP.
 
 ``open_stack(path, ...)`` (fixture ``stack_factory``) serves ``create_app`` on a
-``LiveServer`` with the standalone sdk stack of ``support.sdk_services`` (SQLite
-store, ``RecordingScheduler``, local tokens and catalog), a clock the test can
+``LiveServer`` with the standalone sdk stack of ``support.sdk_services`` (the store
+of ``store_kind``: the fixture gives each test one run over SQLite and one over
+``MongoJobStore`` on mongomock; ``RecordingScheduler``, local tokens and catalog), a clock the test can
 move (``stack.clock.offset``) and, optionally, a wrapper around the store (a
 fault injector) that the submitter uses too. No background thread is started
 except the submitter's on-demand one; call ``stack.settle()`` after calls that
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -35,6 +37,7 @@ from execution_engine2.server.app import create_app
 from support.live_server import LiveServer
 from support.recording_scheduler import RecordingScheduler
 from support.sdk_services import close_services, make_services
+from support.stores import store_kind_fixture  # noqa: F401  (``store_kind``: one run per store)
 
 UNEXPECTED = "An unexpected error occurred"
 ERROR_KEYS_11 = {"name", "code", "message", "error"}
@@ -162,12 +165,13 @@ class Wire:
 
 def build_stack(path: Path, server: LiveServer, *, scheduler: Scheduler | None = None,
                 wrap_store: Callable[[JobStore], JobStore] | None = None,
-                config: dict[str, Any] | None = None) -> Stack:
+                config: dict[str, Any] | None = None, store_kind: str = "sqlite") -> Stack:
     clock = MovableClock()
     scheduler = scheduler if scheduler is not None else RecordingScheduler()
     services = make_services(path, scheduler=scheduler, clock=clock,
                              config_overrides={"maintenance-interval": 0,
-                                               "external-url": server.url, **(config or {})})
+                                               "external-url": server.url, **(config or {})},
+                             store_kind=store_kind)
     if wrap_store is not None:
         store = wrap_store(services.store)
         services.store = store
@@ -192,10 +196,11 @@ def open_stack(path: Path, **kwargs: Any) -> Iterator[Stack]:
             close_services(stack.services)
 
 
-@pytest.fixture(scope="session")
-def stack_factory() -> Callable[..., contextlib.AbstractContextManager[Stack]]:
-    """``with stack_factory(tmp_path, scheduler=..., wrap_store=..., config=...) as stack``."""
-    return open_stack
+@pytest.fixture(scope="module")
+def stack_factory(store_kind: str) -> Callable[..., contextlib.AbstractContextManager[Stack]]:
+    """``with stack_factory(tmp_path, scheduler=..., wrap_store=..., config=...) as stack``,
+    over the store of ``store_kind``."""
+    return functools.partial(open_stack, store_kind=store_kind)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Fixtures for the method-runner tests: a standalone ``Services`` and callers.
 
-``services``: the real standalone stack (SQLite store, RecordingScheduler, local
-tokens and catalog) on ``tmp_path``; ``scheduler``: its RecordingScheduler;
+``services``: the real standalone stack (RecordingScheduler, local tokens and
+catalog) on ``tmp_path``, once over each store (``store_kind``: SQLite, and
+``MongoJobStore`` over mongomock); ``scheduler``: its RecordingScheduler;
 ``users``: ``Caller`` objects for "alice", "bob", full admin "admin" and
 read-only admin "roadmin", made through real local tokens; ``make_job``: insert
 a job in any status (``support.sdk_services.make_job``).
@@ -23,6 +24,7 @@ from support.fake_kbase import FakeWorkspaceServer
 from support.recording_scheduler import RecordingScheduler
 from support.sdk_services import make_job as _make_job
 from support.sdk_services import close_services, make_services
+from support.stores import store_kind_fixture  # noqa: F401  (``store_kind``: one run per store)
 
 USER_ROLES = {
     "alice": AdminRole.NONE,
@@ -38,8 +40,8 @@ def scheduler() -> RecordingScheduler:
 
 
 @pytest.fixture
-def services(tmp_path, scheduler) -> Iterator[Services]:
-    built = make_services(tmp_path, scheduler=scheduler)
+def services(tmp_path, scheduler, store_kind) -> Iterator[Services]:
+    built = make_services(tmp_path, scheduler=scheduler, store_kind=store_kind)
     yield built
     close_services(built)
 
@@ -72,8 +74,9 @@ def workspace() -> Iterator[FakeWorkspaceServer]:
 
 
 @pytest.fixture
-def ws_services(tmp_path, scheduler, workspace) -> Iterator[Services]:
-    built = make_services(tmp_path / "with-workspace", scheduler=scheduler, workspace_url=workspace.url)
+def ws_services(tmp_path, scheduler, workspace, store_kind) -> Iterator[Services]:
+    built = make_services(tmp_path / "with-workspace", scheduler=scheduler, workspace_url=workspace.url,
+                          store_kind=store_kind)
     yield built
     close_services(built)
 

@@ -103,8 +103,8 @@ def test_finished_jobs_still_take_lines(services, users, make_job):
     assert _add(services, users["alice"], job["_id"], [{"line": "late"}])["line_number"] == 1
 
 
-def test_long_lines_are_truncated_with_a_marker(tmp_path, users):
-    services = make_services(tmp_path, config_overrides={"max-log-line-bytes": 10})
+def test_long_lines_are_truncated_with_a_marker(tmp_path, users, store_kind):
+    services = make_services(tmp_path, config_overrides={"max-log-line-bytes": 10}, store_kind=store_kind)
     try:
         alice = services.auth.authenticate(services.auth.create_token("alice"))
         job = make_job(services, alice, "running")

@@ -59,11 +59,11 @@ def retry_one(services: Any, caller: Any, job_id: str, **params: Any) -> str:
     return answer["retry_id"]
 
 
-def own_services(tmp_path: Path, config: dict[str, Any]) -> Any:
+def own_services(tmp_path: Path, config: dict[str, Any], store_kind: str) -> Any:
     """Services with other configuration, beside the ``services`` fixture's."""
     path = tmp_path / "own"
     path.mkdir()
-    return make_services(path, config_overrides=config)
+    return make_services(path, config_overrides=config, store_kind=store_kind)
 
 
 def snapshot(services: Any) -> list[dict[str, Any]]:
@@ -324,8 +324,8 @@ def test_a_root_and_its_retry_in_one_call_make_one_retry(services, users):
     (["{a}", "{b}", "{a}", "{b}"] * 2, ValidationError,
      "Too many job_ids: 8 given, at most 5 may be retried in one call"),
 ])
-def test_malformed_retry_jobs_requests_fail_whole(tmp_path, job_ids, error, message):
-    services = own_services(tmp_path, {"max-retry-jobs-per-call": 5})
+def test_malformed_retry_jobs_requests_fail_whole(tmp_path, job_ids, error, message, store_kind):
+    services = own_services(tmp_path, {"max-retry-jobs-per-call": 5}, store_kind)
     try:
         alice = services.auth.authenticate(services.auth.create_token("alice"))
         a, b = failed_job(services, alice), failed_job(services, alice)
@@ -342,8 +342,8 @@ def test_malformed_retry_jobs_requests_fail_whole(tmp_path, job_ids, error, mess
 
 # --- 8. retry limit ----------------------------------------------------------------------------
 
-def test_a_root_has_at_most_max_retries(tmp_path):
-    services = own_services(tmp_path, {"max-retries": 2})
+def test_a_root_has_at_most_max_retries(tmp_path, store_kind):
+    services = own_services(tmp_path, {"max-retries": 2}, store_kind)
     try:
         alice = services.auth.authenticate(services.auth.create_token("alice"))
         root = failed_job(services, alice)
@@ -392,20 +392,21 @@ def test_refused_retries_change_no_record(services, users, make_job, scheduler):
 
 # --- 11. bulk: round trips, one submission, scheduler failure ---------------------------------------
 
-def _counted(tmp_path: Path, name: str, scheduler: RecordingScheduler) -> tuple[Any, CountingStore]:
+def _counted(tmp_path: Path, name: str, scheduler: RecordingScheduler,
+             store_kind: str) -> tuple[Any, CountingStore]:
     path = tmp_path / name
     path.mkdir()
-    services = make_services(path, scheduler=scheduler)
+    services = make_services(path, scheduler=scheduler, store_kind=store_kind)
     counting = CountingStore(services.store)
     services.store = counting
     services.submitter = StoreSubmitter(counting, scheduler, services.config, services.clock)
     return services, counting
 
 
-def test_bulk_retry_round_trips_do_not_grow_and_make_one_submission(tmp_path):
+def test_bulk_retry_round_trips_do_not_grow_and_make_one_submission(tmp_path, store_kind):
     def retry_many(count: int) -> int:
         scheduler = RecordingScheduler()
-        services, counting = _counted(tmp_path, f"n{count}", scheduler)
+        services, counting = _counted(tmp_path, f"n{count}", scheduler, store_kind)
         try:
             alice = services.auth.authenticate(services.auth.create_token("alice"))
             batch = run.run_job_batch(services, alice, [job_params()] * count, {})

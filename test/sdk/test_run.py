@@ -161,11 +161,12 @@ def test_source_objects_must_be_readable(workspace, ws_services):
 
 # --- run_job_batch -------------------------------------------------------------------
 
-def _counted(tmp_path, name: str, scheduler: RecordingScheduler | None = None) -> tuple[Any, CountingStore]:
+def _counted(tmp_path, name: str, store_kind: str,
+             scheduler: RecordingScheduler | None = None) -> tuple[Any, CountingStore]:
     """Services whose store (also the submitter's) counts round trips."""
     path = tmp_path / name
     path.mkdir()
-    services = make_services(path, scheduler=scheduler or RecordingScheduler())
+    services = make_services(path, scheduler=scheduler or RecordingScheduler(), store_kind=store_kind)
     counting = CountingStore(services.store)
     services.store = counting
     services.submitter = StoreSubmitter(counting, services.scheduler, services.config, services.clock)
@@ -176,9 +177,9 @@ def _user(services: Any, name: str = "alice") -> Any:
     return services.auth.authenticate(services.auth.create_token(name))
 
 
-def test_a_batch_is_one_insert_and_one_scheduler_submission(tmp_path):
+def test_a_batch_is_one_insert_and_one_scheduler_submission(tmp_path, store_kind):
     scheduler = RecordingScheduler()
-    services, counting = _counted(tmp_path, "batch", scheduler)
+    services, counting = _counted(tmp_path, "batch", store_kind, scheduler)
     try:
         alice = _user(services)
         result = run.run_job_batch(services, alice, [job_params(params=[{"n": i}]) for i in range(20)],
@@ -207,9 +208,9 @@ def test_a_batch_is_one_insert_and_one_scheduler_submission(tmp_path):
         services.store.close()
 
 
-def test_batch_round_trips_do_not_grow_with_the_number_of_children(tmp_path):
+def test_batch_round_trips_do_not_grow_with_the_number_of_children(tmp_path, store_kind):
     def round_trips(count: int) -> int:
-        services, counting = _counted(tmp_path, f"n{count}")
+        services, counting = _counted(tmp_path, f"n{count}", store_kind)
         try:
             alice = _user(services)
             counting.reset()
@@ -223,8 +224,8 @@ def test_batch_round_trips_do_not_grow_with_the_number_of_children(tmp_path):
     assert round_trips(5) == round_trips(50)
 
 
-def test_run_job_batch_does_not_wait_for_the_scheduler(tmp_path):
-    services, _ = _counted(tmp_path, "slow", RecordingScheduler(latency=1.0))
+def test_run_job_batch_does_not_wait_for_the_scheduler(tmp_path, store_kind):
+    services, _ = _counted(tmp_path, "slow", store_kind, RecordingScheduler(latency=1.0))
     try:
         started = time.monotonic()
         result = run.run_job_batch(services, _user(services), [job_params()] * 3, {})

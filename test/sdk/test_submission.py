@@ -89,8 +89,8 @@ class _BrokenScheduler(RecordingScheduler):
         raise RuntimeError("bindings crashed")
 
 
-def test_any_scheduler_exception_ends_jobs_in_error(tmp_path):
-    services = make_services(tmp_path, scheduler=_BrokenScheduler())
+def test_any_scheduler_exception_ends_jobs_in_error(tmp_path, store_kind):
+    services = make_services(tmp_path, scheduler=_BrokenScheduler(), store_kind=store_kind)
     try:
         job_ids = _created(services, 2)
         with pytest.raises(SubmissionFailed, match="RuntimeError: bindings crashed"):
@@ -115,9 +115,9 @@ class _CancellingScheduler(RecordingScheduler):
         return outcomes
 
 
-def test_a_job_cancelled_during_submission_is_removed_from_the_scheduler(tmp_path):
+def test_a_job_cancelled_during_submission_is_removed_from_the_scheduler(tmp_path, store_kind):
     scheduler = _CancellingScheduler()
-    services = make_services(tmp_path, scheduler=scheduler)
+    services = make_services(tmp_path, scheduler=scheduler, store_kind=store_kind)
     scheduler.store = services.store
     try:
         job_ids = _created(services, 2)
@@ -131,9 +131,9 @@ def test_a_job_cancelled_during_submission_is_removed_from_the_scheduler(tmp_pat
         services.store.close()
 
 
-def test_submit_later_returns_before_the_scheduler_answers(tmp_path):
+def test_submit_later_returns_before_the_scheduler_answers(tmp_path, store_kind):
     scheduler = RecordingScheduler(latency=0.5)
-    services = make_services(tmp_path, scheduler=scheduler)
+    services = make_services(tmp_path, scheduler=scheduler, store_kind=store_kind)
     try:
         job_ids = _created(services, 4)
         started = time.monotonic()
@@ -171,11 +171,11 @@ def test_jobs_claimed_by_another_submitter_are_not_submitted_twice(services, sch
     assert sorted(job.job_id for job in scheduler.submitted) == sorted(job_ids)
 
 
-def test_round_trips_of_a_submission_do_not_grow_with_the_number_of_jobs(tmp_path):
+def test_round_trips_of_a_submission_do_not_grow_with_the_number_of_jobs(tmp_path, store_kind):
     def round_trips(count: int) -> int:
         path = tmp_path / str(count)
         path.mkdir()
-        services = make_services(path)
+        services = make_services(path, store_kind=store_kind)
         counting = CountingStore(services.store)
         submitter = StoreSubmitter(counting, services.scheduler, services.config)
         try:

@@ -12,6 +12,7 @@ from execution_engine2.server.app import build_app
 from execution_engine2.server.jsonrpc import Dispatcher
 from support.live_server import LiveServer
 from support.rpc_methods import make_dispatcher
+from support.stores import store_kind_fixture  # noqa: F401  (``store_kind``: one run per store)
 
 MAX_REQUEST_BYTES = 4096
 

@@ -1,4 +1,5 @@
-"""The full standalone app (real store, tokens, catalog) behind a real socket."""
+"""The full standalone app (real store, tokens, catalog) behind a real socket, once per
+store (``store_kind``: SQLite, and ``MongoJobStore`` over mongomock)."""
 from __future__ import annotations
 
 import threading
@@ -18,8 +19,8 @@ def ee2_threads() -> set[str]:
     return {thread.name for thread in threading.enumerate() if thread.name.startswith("ee2-")}
 
 
-def test_informational_methods(tmp_path):
-    with standalone_server(tmp_path) as ee2:
+def test_informational_methods(tmp_path, store_kind):
+    with standalone_server(tmp_path, store=store_kind) as ee2:
         anonymous = Client(ee2.url)
         assert anonymous.ver() == "0.0.15"
         assert anonymous.status()["service"] == "KBase Execution Engine"
@@ -31,8 +32,8 @@ def test_informational_methods(tmp_path):
         assert Client(ee2.url, token=ee2.token("alice")).is_admin() is False
 
 
-def test_a_job_round_trip_without_a_worker(tmp_path):
-    with standalone_server(tmp_path) as ee2:
+def test_a_job_round_trip_without_a_worker(tmp_path, store_kind):
+    with standalone_server(tmp_path, store=store_kind) as ee2:
         alice = Client(ee2.url, token=ee2.token("alice"))
         job_id = alice.run_job({"method": "Demo.echo", "params": [{"message": "hi"}],
                                 "app_id": "Demo/echo"})
@@ -43,8 +44,8 @@ def test_a_job_round_trip_without_a_worker(tmp_path):
         assert alice.get_job_status({"job_id": job_id}) == {"status": "terminated"}
 
 
-def test_errors_from_the_sdk_reach_the_client(tmp_path):
-    with standalone_server(tmp_path) as ee2:
+def test_errors_from_the_sdk_reach_the_client(tmp_path, store_kind):
+    with standalone_server(tmp_path, store=store_kind) as ee2:
         alice = Client(ee2.url, token=ee2.token("alice"))
         with pytest.raises(ServerError) as raised:
             alice.check_job({"job_id": "not-an-id"})
@@ -57,8 +58,8 @@ def test_errors_from_the_sdk_reach_the_client(tmp_path):
             Client(ee2.url, token="bogus").check_job({"job_id": "0" * 24})
 
 
-def test_create_app_uses_injected_services_and_starts_no_thread(tmp_path):
-    services = make_services(tmp_path)
+def test_create_app_uses_injected_services_and_starts_no_thread(tmp_path, store_kind):
+    services = make_services(tmp_path, store_kind=store_kind)
     before = ee2_threads()
     app = create_app(services.config, services)
     try:
@@ -70,8 +71,8 @@ def test_create_app_uses_injected_services_and_starts_no_thread(tmp_path):
         close_app(app)
 
 
-def test_background_threads_start_and_stop(tmp_path):
-    services = make_services(tmp_path, config_overrides={"maintenance-interval": 30})
+def test_background_threads_start_and_stop(tmp_path, store_kind):
+    services = make_services(tmp_path, config_overrides={"maintenance-interval": 30}, store_kind=store_kind)
     app = create_app(services.config, services)
     try:
         start_background(app)
@@ -87,6 +88,6 @@ def test_background_threads_start_and_stop(tmp_path):
         close_app(app)
 
 
-def test_maintenance_interval_zero_starts_no_loop(tmp_path):
-    with standalone_server(tmp_path, maintenance_interval=0):
+def test_maintenance_interval_zero_starts_no_loop(tmp_path, store_kind):
+    with standalone_server(tmp_path, store=store_kind, maintenance_interval=0):
         assert "ee2-maintenance" not in ee2_threads()

@@ -1,6 +1,8 @@
 """A real standalone ``Services`` stack on ``tmp_path``, and a job factory, for sdk tests.
 
-``make_services`` wires the SQLite store, an in-memory ``RecordingScheduler``,
+``make_services`` wires the store of ``store_kind`` (``sqlite`` by default, or
+``mongomock``: ``MongoJobStore`` in memory), built by the service's own
+``open_store``, an in-memory ``RecordingScheduler``,
 local tokens, the local catalog (a copy of the bundled one) and, when
 ``workspace_url`` is given, the KBase workspace client (point it at
 ``support.fake_kbase.FakeWorkspaceServer``). ``make_job`` inserts a record in
@@ -24,7 +26,7 @@ from execution_engine2.auth.kbase import WorkspaceClient
 from execution_engine2.auth.local import LocalAuth
 from execution_engine2.catalog.local import LocalCatalog, default_catalog_path
 from execution_engine2.config import Config
-from execution_engine2.db.sqlite import SqliteJobStore
+from execution_engine2.db.factory import open_store
 from execution_engine2.db.store import JobQuery, Record
 from execution_engine2.job import ErrorCode, JobStatus, TerminatedCode
 from execution_engine2.scheduler.base import Requirements, Scheduler
@@ -39,7 +41,7 @@ DEFAULT_REQUIREMENTS = Requirements(client_group="njs", request_cpus=1, request_
 def make_services(tmp_path: Path, *, scheduler: Scheduler | None = None,
                   workspace_url: str | None = None,
                   config_overrides: Mapping[str, Any] | None = None,
-                  clock: Any = time.time) -> Services:
+                  clock: Any = time.time, store_kind: str = "sqlite") -> Services:
     """A standalone stack rooted at ``tmp_path``; end it with ``close_services``.
 
     With ``workspace_url`` the workspace client is wired as the server wires it
@@ -47,12 +49,12 @@ def make_services(tmp_path: Path, *, scheduler: Scheduler | None = None,
     """
     tmp_path = Path(tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
-    overrides = {"data-dir": str(tmp_path)}
+    overrides = {"data-dir": str(tmp_path), "store": store_kind}
     if workspace_url is not None:
         overrides["workspace-url"] = workspace_url
     overrides.update(config_overrides or {})
     config = Config.standalone(**overrides)
-    store = SqliteJobStore(str(tmp_path / "ee2.sqlite3"))
+    store = open_store(config)
     scheduler = scheduler if scheduler is not None else RecordingScheduler()
     catalog_file = tmp_path / "catalog.yaml"
     if not catalog_file.exists():  # a copy, so a test may edit it

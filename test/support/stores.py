@@ -5,32 +5,43 @@ at ``EE2_TEST_MONGO_URI``) when that variable is set. ``make_store(kind,
 tmp_path)`` is a context manager yielding an empty store of that kind; a real
 Mongo store gets a database of its own, dropped afterwards.
 
-mongomock is wrapped in ``SerializedDatabase``, the part of a server mongomock
-lacks: each operation runs alone (mongomock checks unique indexes and applies
-``$inc`` in Python, racily, across threads), cursors are read inside that
-operation, and bulk writes accept pymongo's current operation objects.
+mongomock is the database ``store = mongomock`` uses
+(``execution_engine2.db.mongomock_database``): each single-document operation
+atomic, as on a server, and nothing more.
+
+``SERVICE_STORE_KINDS`` are the kinds the sdk, housekeeping, HTTP, access,
+end-to-end and robustness suites run on. Their fixture ``store_kind`` (import
+``store_kind_fixture`` into a conftest) gives each test taking it, directly or
+through a fixture, one run per kind. A test that cannot apply to an in-memory
+store overrides it, with the reason in a comment:
+``@pytest.mark.parametrize("store_kind", ["sqlite"], scope="module")``.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import pathlib
-import threading
 import uuid
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
-import mongomock
-import mongomock.collection
 import pymongo
-from pymongo.results import BulkWriteResult
+import pytest
 
 from execution_engine2.db.mongo import MongoJobStore
+from execution_engine2.db.mongomock_database import open_database
 from execution_engine2.db.sqlite import SqliteJobStore
 from execution_engine2.db.store import JobStore, LogLine, Transition
 from execution_engine2.job import JobStatus
 
 MONGO_URI = os.environ.get("EE2_TEST_MONGO_URI") or None
 STORE_KINDS: tuple[str, ...] = ("sqlite", "mongomock") + (("mongo",) if MONGO_URI else ())
+SERVICE_STORE_KINDS: tuple[str, ...] = ("sqlite", "mongomock")
+
+
+@pytest.fixture(name="store_kind", scope="module", params=SERVICE_STORE_KINDS)
+def store_kind_fixture(request: pytest.FixtureRequest) -> str:
+    """The ``store`` config value of the stack a test builds: each kind in turn."""
+    return request.param
 
 
 @contextlib.contextmanager
@@ -43,12 +54,11 @@ def make_store(kind: str, tmp_path: pathlib.Path) -> Iterator[JobStore]:
         finally:
             store.close()
     elif kind == "mongomock":
-        client = mongomock.MongoClient()
-        name = f"ee2_test_{uuid.uuid4().hex}"
+        database = open_database(f"ee2_test_{uuid.uuid4().hex}")
         try:
-            yield MongoJobStore(SerializedDatabase(client[name]))
+            yield MongoJobStore(database)
         finally:
-            client.drop_database(name)
+            database.client.drop_database(database.name)
     elif kind == "mongo":
         if MONGO_URI is None:
             raise ValueError("EE2_TEST_MONGO_URI is not set")
@@ -61,59 +71,6 @@ def make_store(kind: str, tmp_path: pathlib.Path) -> Iterator[JobStore]:
             real.close()
     else:
         raise ValueError(f"unknown store kind {kind!r}; expected one of {STORE_KINDS}")
-
-
-class SerializedDatabase:
-    """A mongomock database whose operations run one at a time, as on a server."""
-
-    def __init__(self, database: Any) -> None:
-        self._database = database
-        self._lock = threading.RLock()
-        self.client = database.client
-        self.name = database.name
-
-    def __getitem__(self, name: str) -> "SerializedCollection":
-        return SerializedCollection(self._database[name], self._lock)
-
-
-class SerializedCollection:
-    def __init__(self, collection: Any, lock: threading.RLock) -> None:
-        self._collection = collection
-        self._lock = lock
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._collection, name)
-        if not callable(attribute):
-            return attribute
-
-        def operation(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                result = attribute(*args, **kwargs)
-                if isinstance(result, mongomock.collection.Cursor):
-                    return list(result)
-                return result
-
-        return operation
-
-    def bulk_write(self, requests: Sequence[Any], ordered: bool = True) -> BulkWriteResult:
-        # mongomock 4.3 predates UpdateOne's ``sort`` (pymongo 4.10): drop it, as
-        # the store never sorts an update.
-        with self._lock:
-            builder = mongomock.collection.BulkOperationBuilder(self._collection, ordered=ordered)
-            for request in requests:
-                request._add_to_bulk(_WithoutSort(builder))
-            return BulkWriteResult(builder.execute(), True)
-
-
-class _WithoutSort:
-    def __init__(self, builder: Any) -> None:
-        self._builder = builder
-
-    def add_update(self, *args: Any, sort: Any = None, **kwargs: Any) -> None:
-        self._builder.add_update(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._builder, name)
 
 
 def sqlite_worker(path: str, job_ids: list[str], log_job: str, appends: int, worker: int,
