@@ -128,6 +128,8 @@ KEYS: tuple[Key, ...] = (
     Key("local-scheduling", "fair", _choice("fair", "fifo"), "How the local worker shares its slots: `fair` (round robin between users with queued jobs) or `fifo` (oldest job first)."),
     Key("local-user-slots", 0, _positive_int, "Most local jobs one user may run at once, across all local workers; 0 = no limit."),
     Key("job-dir-retention", 7 * 86400.0, _float, "Seconds a finished local job's work directory (`<data-dir>/jobs/<job id>`) is kept before maintenance removes it; 0 keeps them forever."),
+    # Retry beyond the existing service (retry)
+    Key("retry-memory-multiplier", 0.0, _float, "When above 1, a retry of a job that ended for exceeding its memory asks for this many times the memory that attempt had, at most its client group's `max_request_memory` (default: the group's `request_memory`); 0 or 1 = off."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
@@ -153,6 +155,7 @@ class ClientGroup:
     request_disk: int  # GB
     client_group_regex: bool | None = None
     debug_mode: bool | None = None
+    max_request_memory: int | None = None  # MB; the most a memory-multiplied retry gets
 
 
 def _standalone_client_groups() -> dict[str, ClientGroup]:
@@ -244,6 +247,8 @@ def _client_group(section: configparser.SectionProxy) -> ClientGroup:
         request_disk=_positive(section, "request_disk", "GB"),
         client_group_regex=flag("client_group_regex"),
         debug_mode=flag("debug_mode"),
+        max_request_memory=(_positive(section, "max_request_memory", "MB")
+                            if section.get("max_request_memory") is not None else None),
     )
 
 

@@ -18,13 +18,14 @@ import uuid
 from typing import Any, Mapping, Sequence
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from execution_engine2 import errors
 from execution_engine2.db.fair import Share, fair_picks
 from execution_engine2.db.query import (
-    check_distinct, check_kind, check_records, created_bounds, extra_conditions, field_updates,
+    check_attempt, check_distinct, check_kind, check_records, created_bounds, extra_conditions,
+    field_updates,
     group_additions, split_live_retries, status_values, time_condition, transition_update,
     translate_errors,
 )
@@ -39,6 +40,10 @@ _DUPLICATE_KEY = 11000
 _INSERT_ATTEMPTS = 3
 
 _store_errors = translate_errors(PyMongoError, "MongoDB")
+
+# Retry attempt metadata (who requested each retry): the service's own collection,
+# ``_id`` the retry's job id, so ``ee2_jobs`` documents keep the existing model.
+ATTEMPTS_COLLECTION = "ee2_retry_attempts"
 
 
 def _oid(job_id: str) -> ObjectId | None:
@@ -411,6 +416,23 @@ class MongoJobStore:
             lines = [{"line": d["line"], "linepos": d["linepos"], "error": d["error"], "ts": d["ts"]}
                      for d in docs]
         return lines, int(counter.get("stored_line_count", 0))
+
+    # --- retry attempts: a collection of the service's own, keyed by job id ------
+    @property
+    def _attempts(self) -> Any:
+        return self._database[ATTEMPTS_COLLECTION]
+
+    @_store_errors
+    def record_attempts(self, attempts: Sequence[Record]) -> None:
+        writes = [ReplaceOne({"_id": check_attempt(attempt)}, dict(attempt), upsert=True)
+                  for attempt in attempts]
+        if writes:
+            self._attempts.bulk_write(writes, ordered=False)
+
+    @_store_errors
+    def get_attempts(self, job_ids: Sequence[str]) -> dict[str, Record]:
+        found = self._attempts.find({"_id": {"$in": list(job_ids)}})
+        return {doc["_id"]: {key: value for key, value in doc.items() if key != "_id"} for doc in found}
 
     # --- leases -----------------------------------------------------------------
     @_store_errors
