@@ -60,3 +60,22 @@ def test_soak_runs_briefly_and_finds_the_store_consistent(monkeypatch: pytest.Mo
     assert status == 0, out
     assert "integrity: OK" in out
     assert "UNEXPECTED" not in out
+
+
+def test_retry_benchmark_shows_one_submission_for_retry_batch_and_retry_by_query(
+        fast_schedd: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    _load("retry", monkeypatch).main(["4"])
+    out = capsys.readouterr().out
+    chosen = out.split("retries that choose their own ids")[1]
+    row = next(line for line in chosen.splitlines() if line.strip().startswith("4 |"))
+    batch, query = row.split("|")[1].split(), row.split("|")[2].split()
+    assert batch[4] == "1" and query[4] == "1"  # one schedd transaction per call
+    assert "queued retry_batch" not in out  # printed only when some retry was not queued
+
+
+def test_retry_benchmark_help_prints_usage(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        _load("retry", monkeypatch).main(["--help"])
+    assert done.value.code == 0
+    assert "usage: bench/retry.py" in capsys.readouterr().out
