@@ -71,7 +71,9 @@ _after_step: Callable[[str], None] | None = None
 
 
 def retry_job(services: Services, caller: Caller, params: Any) -> dict[str, str]:
-    """Retry one job: ``{"job_id": <root id>, "retry_id": <new id>}``.
+    """Retry one job: ``{"job_id": <root id>, "retry_id": <new id>}``. Optional
+    ``job_requirements`` (full admins with ``as_admin``) and ``dry_run`` (answers
+    what would be retried, writes nothing) as described in ``RetryOptions``.
 
     Raises InvalidParams, ValidationError, NotFound, PermissionDenied, RetryRefused
     (status, container, in flight, limit), ServiceUnavailable.
@@ -95,13 +97,12 @@ def retry_jobs(services: Services, caller: Caller, params: Any) -> list[dict[str
     ``as_admin`` without full admin rights (PermissionDenied).
     """
     params = p.mapping(params)
-    options = RetryOptions.of(params)
-    most = int(services.config["max-retry-jobs-per-call"])
-    return retry_entries(services, caller, parse_job_ids(params.get("job_ids"), most), options)
+    job_ids = parse_job_ids(params.get("job_ids"), int(services.config["max-retry-jobs-per-call"]))
+    return retry_entries(services, caller, job_ids, RetryOptions.of(params))
 
 
 def retry_entries(services: Services, caller: Caller, job_ids: Sequence[str], options: "RetryOptions"
-             ) -> list[dict[str, Any]]:
+                  ) -> list[dict[str, Any]]:
     """The bulk retry of ``job_ids`` as retry_jobs answers it, one entry per id in
     order; refusals as ``{"job_id": <id as sent>, "error"}``."""
     if not job_ids:
