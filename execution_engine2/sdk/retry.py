@@ -138,16 +138,18 @@ def parse_job_ids(value: Any, limit: int) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class RetryOptions:
     """How a retry call asks: ``as_admin``, a full admin's ``job_requirements``,
-    ``dry_run`` (preflight only), and who asked (recorded per attempt:
-    ``user``, ``admin``; an automatic policy would add its own kind)."""
+    ``dry_run`` (preflight only), and who asked, recorded per attempt as
+    ``requested_by``: ``user``, ``admin`` (``as_admin``) or ``automatic`` (set by
+    the service itself, e.g. a retry policy; never from request parameters)."""
 
     as_admin: bool = False
     job_requirements: Mapping[str, Any] | None = None
     dry_run: bool = False
+    automatic: bool = False
 
     @property
     def requested_by(self) -> str:
-        return "admin" if self.as_admin else "user"
+        return "automatic" if self.automatic else "admin" if self.as_admin else "user"
 
     @classmethod
     def of(cls, params: Mapping[str, Any]) -> "RetryOptions":

@@ -194,3 +194,12 @@ def test_query_refusals(stack):
                  ).code == -32602
     assert error(lambda: admin.retry_jobs({"query": query, "dry_run": "yes", "as_admin": 1})).code == -32602
     assert job_count(stack) == count
+
+
+def test_who_asked_is_user_admin_or_automatic():
+    from execution_engine2.sdk.retry import RetryOptions
+
+    assert RetryOptions.of({}).requested_by == "user"
+    assert RetryOptions.of({"as_admin": 1}).requested_by == "admin"
+    assert RetryOptions.of({"automatic": True}).requested_by == "user"  # never from the request
+    assert RetryOptions(automatic=True).requested_by == "automatic"
