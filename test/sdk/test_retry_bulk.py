@@ -203,3 +203,19 @@ def test_who_asked_is_user_admin_or_automatic():
     assert RetryOptions.of({"as_admin": 1}).requested_by == "admin"
     assert RetryOptions.of({"automatic": True}).requested_by == "user"  # never from the request
     assert RetryOptions(automatic=True).requested_by == "automatic"
+
+
+def test_dry_run_with_job_ids_runs_every_check_and_writes_nothing(stack):
+    [job_id] = failed_jobs(stack, "alice", 1)
+    queued = stack.client("alice").run_job(dict(ECHO))
+    count, submitted = job_count(stack), stack.submissions()
+
+    answer = stack.client("alice").retry_jobs({"job_ids": [job_id, queued], "dry_run": 1})
+
+    assert answer[0] == {"job_id": job_id, "root_id": job_id, "dry_run": True,
+                         "requirements": stack.stored(job_id)["job_input"]["requirements"]}
+    assert answer[1] == {"job_id": queued, "error": f"Error retrying job {queued} with status queued: "
+                         "can only retry jobs with status 'error' or 'terminated'"}
+    assert stack.client("alice").retry_job({"job_id": job_id, "dry_run": True})["dry_run"] is True
+    assert (job_count(stack), stack.submissions()) == (count, submitted)
+    assert stack.stored(job_id)["retry_ids"] == []

@@ -152,3 +152,19 @@ def test_max_request_memory_is_read_from_a_client_group_section(tmp_path: Path):
     assert loaded["retry-memory-multiplier"] == 2.0
     assert loaded.client_groups["njs"].max_request_memory == 8000
     assert loaded.client_groups["bigmem"].max_request_memory is None
+
+
+def test_a_job_the_held_job_pass_ended_for_memory_gets_more_on_retry(stack):
+    from execution_engine2.maintenance.held import mark_held
+
+    job_id = stack.client("alice").run_job(dict(ECHO))
+    stack.submissions()
+    held = mark_held(stack.services, stack.stored(job_id),
+                     "Error from slot1@node: Job has gone over cgroup memory limit of 2000 megabytes.", 34)
+    assert held["status"] == "error"
+
+    retry_id = stack.client("alice").retry_job({"job_id": job_id})["retry_id"]
+
+    assert memory(stack, retry_id) == 3000
+    stack.submissions()
+    assert stack.scheduler.submissions[-1][0].requirements.request_memory == 3000
