@@ -17,8 +17,8 @@ admin) and why its requirements differ from a fresh resolution, in a side table
 (``get_retry_history`` reads it; job records keep the existing model).
 
 ``retry_batch`` and ``retry_jobs`` with a ``query`` (admins, ``sdk.retry_bulk``)
-choose their ids and then take this same path (``retry_entries``). ``dry_run`` runs the preflight
-only and writes nothing.
+choose their ids and then take this same path (``retry_entries``). ``dry_run``
+runs the preflight only and writes nothing.
 
 Only then are the new jobs handed to ``submitter.submit_later`` (both for retry_job
 and retry_jobs: the caller never waits for the scheduler; a scheduler failure ends
@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from execution_engine2.auth.base import Caller, WorkspacePermission
 from execution_engine2.catalog.requirements import needs_admin
+from execution_engine2.config import Config
 from execution_engine2.db.store import JobQuery, JobStore, Record
 from execution_engine2.errors import (
     EE2Error, InvalidParams, RetryRefused, ValidationError, cannot_find_jobs, describe,
@@ -179,7 +180,7 @@ class _Context:
     permissions: Mapping[int, WorkspacePermission]
     retries_of: dict[str, list[Record]]  # root id -> its retry records
     max_retries: int
-    config: Any
+    config: Config
 
     @property
     def as_admin(self) -> bool:
