@@ -54,7 +54,7 @@ def _attempt(number: int, job: Record, asked: Mapping[str, Any] | None, root_id:
     entry.update(_who_asked(job, asked, root_id))
     job_input = job.get("job_input") or {}
     entry["requirements"] = _requirements(job_input.get("requirements"))
-    entry["job_requirements"] = job_input.get("job_requirements")
+    entry["job_requirements"] = (asked or {}).get("job_requirements", job_input.get("job_requirements"))
     entry["requirements_note"] = (asked or {}).get("requirements_note")
     return entry
 

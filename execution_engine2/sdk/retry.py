@@ -372,6 +372,9 @@ def _attempt(planned: _Planned, caller: Caller, options: RetryOptions) -> dict[s
                              "requester": caller.user}
     if options.job_requirements:
         entry["admin_job_requirements"] = dict(options.job_requirements)
+    # Also kept here so the history does not depend on where job records keep them.
+    if planned.record["job_input"].get("job_requirements"):
+        entry["job_requirements"] = planned.record["job_input"]["job_requirements"]
     if planned.note:
         entry["requirements_note"] = planned.note
     return entry
