@@ -14,19 +14,27 @@ then the singles/bulk ratios, and whether 1,000 retries answer in under a second
 that target is missed (or with ``--profile``) one more bulk call of the largest N is run
 under cProfile (in the request's thread) and the top functions are printed.
 
+A second table shows the same figures for the retries that choose their own ids:
+``retry_batch`` of a batch whose N children failed, and an admin's ``retry_jobs`` with a
+``query`` matching N failed jobs: one schedd transaction per call, as ``retry_jobs``.
+
     .venv/bin/python bench/retry.py [--profile] [N ...]
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import time
 from typing import Any, Callable
 
-from _stack import Profiled, bench_stack, latency_from_env, parse_sizes, seed_errored_jobs, served
+from _stack import ECHO_JOB, Profiled, bench_stack, latency_from_env, seed_errored_jobs, served
 
+from execution_engine2.auth.base import AdminRole
 from execution_engine2.db.store import JobQuery
-from execution_engine2.job import JobStatus
+from execution_engine2.job import JobStatus, new_job_id
+from execution_engine2.sdk.prepare import container_record
+from execution_engine2.sdk.services import Services
 from execution_engine2_client import Client
 
 TARGET_N = 1000
@@ -60,11 +68,54 @@ def _singles(client: Client, job_ids: list[str]) -> int:
     return 0  # a refusal raises
 
 
+# first child id -> its batch container (set by _seed_batch, so no call is timed for it)
+_BATCH_OF: dict[str, str] = {}
+
+
+def _by_batch(client: Client, job_ids: list[str]) -> int:
+    """One retry_batch call of the batch the ids are children of."""
+    return _refused(client.retry_batch({"batch_id": _BATCH_OF[job_ids[0]]}), len(job_ids))
+
+
+def _by_query(client: Client, job_ids: list[str]) -> int:
+    """One admin retry_jobs call with a query matching the seeded jobs."""
+    query = {"user": "alice", "error_code": 6, "app_id": ECHO_JOB["app_id"]}
+    return _refused(client.retry_jobs({"query": query, "as_admin": 1}), len(job_ids))
+
+
+def _refused(entries: list[dict[str, Any]], wanted: int) -> int:
+    return sum("error" in entry for entry in entries) + max(wanted - len(entries), 0)
+
+
+def _seed_batch(services: Services, n: int) -> list[str]:
+    """``n`` errored jobs, children of one batch container of alice's."""
+    child_ids = seed_errored_jobs(services, "alice", n)
+    batch_id = new_job_id()
+    services.store.insert_jobs([container_record(job_id=batch_id, user="alice", wsid=None, meta={},
+                                                 child_ids=child_ids, now=services.clock())])
+    services.store.set_fields({job_id: {"batch_id": batch_id} for job_id in child_ids}, services.clock())
+    _BATCH_OF[child_ids[0]] = batch_id
+    return child_ids
+
+
+# How each way retries, the caller it needs, and how its jobs are seeded.
+WAYS: dict[str, tuple[Callable[[Client, list[str]], int], str, Callable[[Services, int], list[str]]]] = {
+    "retry_jobs": (_bulk, "alice", lambda services, n: seed_errored_jobs(services, "alice", n)),
+    "retry_job": (_singles, "alice", lambda services, n: seed_errored_jobs(services, "alice", n)),
+    "retry_batch": (_by_batch, "alice", _seed_batch),
+    "query": (_by_query, "admin", lambda services, n: seed_errored_jobs(services, "alice", n)),
+}
+
+
 def measure(n: int, how: Callable[[Client, list[str]], int], latency: float,
             wrap: Callable[[Any], Any] | None = None) -> Run:
     """Seed ``n`` errored jobs on a fresh stack and retry them ``how``."""
+    name = next(name for name, (way, _, _) in WAYS.items() if way is how)
+    _, caller, seed = WAYS[name]
     with bench_stack(latency) as (services, store, schedd, token):
-        job_ids = seed_errored_jobs(services, "alice", n)
+        job_ids = seed(services, n)
+        if caller == "admin":
+            token = services.auth.create_token("admin", AdminRole.WRITE)
         with served(services, wrap) as url, Client(url, token=token, timeout=600) as client:
             client.ver()  # open the connection before timing
             store.reset()
@@ -103,6 +154,24 @@ def print_table(rows: list[tuple[int, Run, Run]]) -> None:
                   f"singles {singles.queued}/{n}")
 
 
+def print_chosen(rows: list[tuple[int, Run, Run]]) -> None:
+    """The table of the retries that choose their ids (retry_batch, retry by query)."""
+    header = (f"{'N':>6} | {'retry_batch answer s':>20} {'queued s':>9} {'RT call':>7} {'RT bg':>5} "
+              f"{'txn':>4} | {'query answer s':>14} {'queued s':>9} {'RT call':>7} {'RT bg':>5} {'txn':>4}")
+    print("\nretries that choose their own ids: one retry_batch call (N failed children), one admin "
+          "retry_jobs call with a query (N matching jobs)")
+    print(header)
+    print("-" * len(header))
+    for n, batch, query in rows:
+        print(f"{n:>6} | {batch.answer_s:>20.3f} {batch.queued_s:>9.3f} {batch.rt_call:>7} "
+              f"{batch.rt_background:>5} {batch.transactions:>4} | {query.answer_s:>14.3f} "
+              f"{query.queued_s:>9.3f} {query.rt_call:>7} {query.rt_background:>5} {query.transactions:>4}")
+    for n, batch, query in rows:
+        if batch.queued != n or query.queued != n or batch.refused or query.refused:
+            print(f"  N={n}: queued retry_batch {batch.queued}/{n} (refused {batch.refused}), "
+                  f"query {query.queued}/{n} (refused {query.refused})")
+
+
 def profile_bulk(n: int, latency: float) -> None:
     profiled: list[Profiled] = []
 
@@ -117,13 +186,26 @@ def profile_bulk(n: int, latency: float) -> None:
     print(profiled[0].report("tottime", 15))
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/retry.py", description="Retry cost over HTTP: retry_jobs of N ids vs N retry_job "
+        "calls, then retry_batch and an admin's retry by query of N failed jobs. EE2_BENCH_LATENCY "
+        "sets the fake schedd's seconds per call (default 0.05).")
+    parser.add_argument("sizes", nargs="*", type=int, default=[10, 100, 1000], metavar="N",
+                        help="numbers of failed jobs to retry (default: 10 100 1000)")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile one more retry_jobs call of the largest N")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> None:
-    force_profile = "--profile" in argv
-    sizes = parse_sizes([arg for arg in argv if arg != "--profile"])
+    args = parse_args(argv)
+    force_profile, sizes = args.profile, tuple(args.sizes)
     latency = latency_from_env()
     print(f"retry over HTTP (127.0.0.1), fake schedd latency: {latency * 1000:.0f} ms per call")
     rows = [(n, measure(n, _bulk, latency), measure(n, _singles, latency)) for n in sizes]
     print_table(rows)
+    print_chosen([(n, measure(n, _by_batch, latency), measure(n, _by_query, latency)) for n in sizes])
     target = next((bulk for n, bulk, _ in rows if n == TARGET_N), None)
     if target is not None:
         met = target.answer_s < TARGET_SECONDS

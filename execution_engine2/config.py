@@ -148,6 +148,8 @@ KEYS: tuple[Key, ...] = (
     Key("max-log-page-bytes", 8 * 1024 * 1024, _positive_int, "Most bytes of line text in one `get_job_logs` page (a page always has its first line); 0 = no limit."),
     # gaps: request size edges
     Key("max-batch-size", 10_000, _positive_int, "Most child jobs one `run_job_batch` call may create."),
+    # Retry beyond the existing service (retry)
+    Key("retry-memory-multiplier", 0.0, _float, "When above 1, a retry of a job that ended for exceeding its memory asks for this many times the memory that attempt had, at most its client group's `max_request_memory` (default: the group's `request_memory`); 0 or 1 = off."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
@@ -176,6 +178,7 @@ class ClientGroup:
     request_disk: int  # GB
     client_group_regex: bool | None = None
     debug_mode: bool | None = None
+    max_request_memory: int | None = None  # MB; the most a memory-multiplied retry gets
 
 
 def _standalone_client_groups() -> dict[str, ClientGroup]:
@@ -273,6 +276,8 @@ def _client_group(section: configparser.SectionProxy) -> ClientGroup:
         request_disk=_positive(section, "request_disk", "GB"),
         client_group_regex=flag("client_group_regex"),
         debug_mode=flag("debug_mode"),
+        max_request_memory=(_positive(section, "max_request_memory", "MB")
+                            if section.get("max_request_memory") is not None else None),
     )
 
 

@@ -106,6 +106,14 @@ class CountingStore:
         self._count("release_claims")
         self.inner.release_claims(kind, owner, job_ids)
 
+    def record_attempts(self, attempts: Sequence[Record]) -> None:
+        self._count("record_attempts")
+        self.inner.record_attempts(attempts)
+
+    def get_attempts(self, job_ids: Sequence[str]) -> dict[str, Record]:
+        self._count("get_attempts")
+        return self.inner.get_attempts(job_ids)
+
     def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float,
                     max_lines: int | None = None) -> LogAppend:
         self._count("append_logs")

@@ -23,7 +23,7 @@ from dataclasses import replace as dataclass_replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import (
     BulkWriteError, DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError, WriteError,
 )
@@ -34,7 +34,7 @@ from execution_engine2.db.legacy_jobs import merge, route_changes, split
 from execution_engine2.db.mongo_filter import job_filter, oids
 from execution_engine2.db.mongo_own import OwnCollections, ended
 from execution_engine2.db.query import (
-    check_distinct, check_kind, check_records, field_updates, group_additions, project,
+    check_attempt, check_distinct, check_kind, check_records, field_updates, group_additions, project,
     split_live_retries, status_values, transition_update, translate_errors,
 )
 from execution_engine2.db import legacy_logs
@@ -62,6 +62,10 @@ _INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 
 _store_errors = translate_errors(PyMongoError, "MongoDB")
 logger = logging.getLogger(__name__)
+
+# Retry attempt metadata (who requested each retry): the service's own collection,
+# ``_id`` the retry's job id, so ``ee2_jobs`` documents keep the existing model.
+ATTEMPTS_COLLECTION = "ee2_retry_attempts"
 
 
 def _oid(job_id: str) -> ObjectId | None:
@@ -482,6 +486,23 @@ class MongoJobStore:
         if not docs:
             return None
         return int(docs[0]["count"]), list(docs[0].get("page") or [])
+
+    # --- retry attempts: a collection of the service's own, keyed by job id ------
+    @property
+    def _attempts(self) -> Any:
+        return self._database[ATTEMPTS_COLLECTION]
+
+    @_store_errors
+    def record_attempts(self, attempts: Sequence[Record]) -> None:
+        writes = [ReplaceOne({"_id": check_attempt(attempt)}, dict(attempt), upsert=True)
+                  for attempt in attempts]
+        if writes:
+            self._attempts.bulk_write(writes, ordered=False)
+
+    @_store_errors
+    def get_attempts(self, job_ids: Sequence[str]) -> dict[str, Record]:
+        found = self._attempts.find({"_id": {"$in": list(job_ids)}})
+        return {doc["_id"]: {key: value for key, value in doc.items() if key != "_id"} for doc in found}
 
     # --- leases -----------------------------------------------------------------
     @_store_errors

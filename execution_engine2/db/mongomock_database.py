@@ -201,5 +201,8 @@ class _WithoutSort:
     def add_update(self, *args: Any, sort: Any = None, **kwargs: Any) -> None:
         self._builder.add_update(*args, **kwargs)
 
+    def add_replace(self, *args: Any, sort: Any = None, **kwargs: Any) -> None:
+        self._builder.add_replace(*args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._builder, name)

@@ -230,3 +230,32 @@ def translate_errors(driver_errors: type[BaseException] | tuple[type[BaseExcepti
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def check_attempt(attempt: Mapping[str, Any]) -> str:
+    """The job id of a ``record_attempts`` entry. Raises ValidationError without one."""
+    job_id = attempt.get("job_id")
+    if not isinstance(job_id, str) or not is_job_id(job_id):
+        raise errors.ValidationError(f"Invalid job id: {errors.describe(job_id)}")
+    return job_id
+
+
+def retry_candidates(*, statuses: Sequence[str], user: str | None = None, app_id: str | None = None,
+                     method: str | None = None, error_code: int | None = None,
+                     created_after: float | None = None, created_before: float | None = None,
+                     limit: int) -> JobQuery:
+    """The jobs an admin's retry-by-query selects: finished in ``statuses``, not batch
+    containers, matching every given filter, oldest first, at most ``limit``.
+
+    Both stores answer it from their (status, id) index, narrowed by the id range
+    of the creation bounds; the other filters are checked on those rows only.
+    """
+    extra: dict[str, Any] = {}
+    if app_id is not None:
+        extra["job_input.app_id"] = app_id
+    if method is not None:
+        extra["job_input.method"] = method
+    if error_code is not None:
+        extra["error_code"] = error_code
+    return JobQuery(statuses=list(statuses), user=user, batch_job=False, extra=extra or None,
+                    created_after=created_after, created_before=created_before, limit=limit)

@@ -25,7 +25,8 @@ from execution_engine2 import errors
 from execution_engine2.datadir import private_file, tighten
 from execution_engine2.db.fair import Share, fair_picks
 from execution_engine2.db.query import (
-    check_distinct, check_kind, check_records, created_bounds, extra_conditions, field_updates,
+    check_attempt, check_distinct, check_kind, check_records, created_bounds, extra_conditions,
+    field_updates,
     group_additions, project, status_values, time_condition, transition_update, translate_errors,
 )
 from execution_engine2.db import legacy_logs
@@ -73,6 +74,9 @@ CREATE TABLE IF NOT EXISTS log_lines (
     job_id TEXT NOT NULL, linepos INTEGER NOT NULL, line TEXT NOT NULL,
     error INTEGER NOT NULL, ts REAL NOT NULL,
     PRIMARY KEY (job_id, linepos)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retry_attempts (
+    job_id TEXT PRIMARY KEY, doc TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
@@ -521,6 +525,23 @@ class SqliteJobStore:
         with self._write() as conn:
             conn.execute(f"DELETE FROM claims WHERE kind = ? AND owner = ? AND job_id IN {_IDS}",
                          (check_kind(kind), owner, _dumps(list(job_ids))))
+
+    # --- retry attempts -----------------------------------------------------------
+    @_store_errors
+    def record_attempts(self, attempts: Sequence[Record]) -> None:
+        rows = [(check_attempt(attempt), _dumps(dict(attempt))) for attempt in attempts]
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.executemany("INSERT INTO retry_attempts (job_id, doc) VALUES (?, ?)"
+                             " ON CONFLICT (job_id) DO UPDATE SET doc = excluded.doc", rows)
+
+    @_store_errors
+    def get_attempts(self, job_ids: Sequence[str]) -> dict[str, Record]:
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT job_id, doc FROM retry_attempts WHERE job_id IN {_IDS}",
+                                (_dumps(list(job_ids)),)).fetchall()
+        return {job_id: json.loads(doc) for job_id, doc in rows}
 
     # --- logs -------------------------------------------------------------------
     @_store_errors

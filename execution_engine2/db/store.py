@@ -189,6 +189,16 @@ class JobStore(Protocol):
     def release_claims(self, kind: str, owner: str, job_ids: Sequence[str]) -> None:
         """Drop ``owner``'s claims of ``kind`` on these jobs."""
 
+    # --- retry attempts: who asked for each retry, and with what (a side table) -
+    def record_attempts(self, attempts: Sequence[Record]) -> None:
+        """Store the metadata of retry attempts, each a dict with ``job_id`` (the
+        retry's id) and plain JSON values (``requested_by``, ``requester``...), in
+        one bulk write. Kept beside the jobs (never in job records), keyed by job
+        id; writing an id again replaces its entry."""
+
+    def get_attempts(self, job_ids: Sequence[str]) -> dict[str, Record]:
+        """The stored attempt metadata among ``job_ids``, keyed by job id."""
+
     # --- logs -----------------------------------------------------------------
     def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float,
                     max_lines: int | None = None) -> LogAppend:

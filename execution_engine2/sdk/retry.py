@@ -12,6 +12,14 @@ written (preflight); then the retry lifecycle runs as idempotent bulk steps:
 3. ``notify_roots``: the new ids appended to the roots' ``retry_ids`` (creation order);
 4. ``toggle``: ``retry_saved_toggle`` true on the new jobs.
 
+Before step 1, ``record_attempts`` writes who asked for each new job (user or
+admin) and why its requirements differ from a fresh resolution, in a side table
+(``get_retry_history`` reads it; job records keep the existing model).
+
+``retry_batch`` and ``retry_jobs`` with a ``query`` (admins, ``sdk.retry_bulk``)
+choose their ids and then take this same path (``retry_entries``). ``dry_run``
+runs the preflight only and writes nothing.
+
 Only then are the new jobs handed to ``submitter.submit_later`` (both for retry_job
 and retry_jobs: the caller never waits for the scheduler; a scheduler failure ends
 the new job in ``error`` with the submission code, and it can be retried again).
@@ -28,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from execution_engine2.auth.base import Caller, WorkspacePermission
 from execution_engine2.catalog.requirements import needs_admin
+from execution_engine2.config import Config
 from execution_engine2.db.store import JobQuery, JobStore, Record
 from execution_engine2.errors import (
     EE2Error, InvalidParams, RetryRefused, ValidationError, cannot_find_jobs, describe,
@@ -36,8 +45,10 @@ from execution_engine2.job import ACTIVE, RETRYABLE, is_batch_container, new_job
 from execution_engine2.sdk import params as p
 from execution_engine2.sdk.permissions import Access, denied, may_access, require_admin, workspace_permissions
 from execution_engine2.sdk.prepare import (
-    INACCESSIBLE_OBJECTS, JobSpec, Preparer, job_record, spec_from_record, unreadable_sources,
+    INACCESSIBLE_OBJECTS, JobSpec, Preparer, check_requirements_allowed, job_record, spec_from_record,
+    unreadable_sources,
 )
+from execution_engine2.sdk.retry_resources import ATTEMPT_FIELDS, admin_requirements, merged, multiplied_memory
 from execution_engine2.sdk.services import Services
 
 logger = logging.getLogger(__name__)
@@ -61,14 +72,16 @@ _after_step: Callable[[str], None] | None = None
 
 
 def retry_job(services: Services, caller: Caller, params: Any) -> dict[str, str]:
-    """Retry one job: ``{"job_id": <root id>, "retry_id": <new id>}``.
+    """Retry one job: ``{"job_id": <root id>, "retry_id": <new id>}``. Optional
+    ``job_requirements`` (full admins with ``as_admin``) and ``dry_run`` (answers
+    what would be retried, writes nothing) as described in ``RetryOptions``.
 
     Raises InvalidParams, ValidationError, NotFound, PermissionDenied, RetryRefused
     (status, container, in flight, limit), ServiceUnavailable.
     """
     params = p.mapping(params)
     job_id = p.required_job_id(params)
-    outcome = _retry(services, caller, [job_id], p.as_admin(params))[0]
+    outcome = _retry(services, caller, [job_id], RetryOptions.of(params))[0]
     if isinstance(outcome, EE2Error):
         raise outcome
     return outcome
@@ -86,7 +99,16 @@ def retry_jobs(services: Services, caller: Caller, params: Any) -> list[dict[str
     """
     params = p.mapping(params)
     job_ids = parse_job_ids(params.get("job_ids"), int(services.config["max-retry-jobs-per-call"]))
-    outcomes = _retry(services, caller, job_ids, p.as_admin(params))
+    return retry_entries(services, caller, job_ids, RetryOptions.of(params))
+
+
+def retry_entries(services: Services, caller: Caller, job_ids: Sequence[str], options: "RetryOptions"
+                  ) -> list[dict[str, Any]]:
+    """The bulk retry of ``job_ids`` as retry_jobs answers it, one entry per id in
+    order; refusals as ``{"job_id": <id as sent>, "error"}``."""
+    if not job_ids:
+        return []
+    outcomes = _retry(services, caller, job_ids, options)
     return [{"job_id": job_id, "error": outcome.message} if isinstance(outcome, EE2Error) else outcome
             for job_id, outcome in zip(job_ids, outcomes)]
 
@@ -115,6 +137,29 @@ def parse_job_ids(value: Any, limit: int) -> list[str]:
 # --- preflight ---------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
+class RetryOptions:
+    """How a retry call asks: ``as_admin``, a full admin's ``job_requirements``,
+    ``dry_run`` (preflight only), and who asked, recorded per attempt as
+    ``requested_by``: ``user``, ``admin`` (``as_admin``) or ``automatic`` (set by
+    the service itself, e.g. a retry policy; never from request parameters)."""
+
+    as_admin: bool = False
+    job_requirements: Mapping[str, Any] | None = None
+    dry_run: bool = False
+    automatic: bool = False
+
+    @property
+    def requested_by(self) -> str:
+        return "automatic" if self.automatic else "admin" if self.as_admin else "user"
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> "RetryOptions":
+        """The options of a retry request. Raises InvalidParams for wrong types."""
+        return cls(as_admin=p.as_admin(params), job_requirements=admin_requirements(params),
+                   dry_run=p.flag(params, "dry_run"))
+
+
+@dataclasses.dataclass(frozen=True)
 class _Planned:
     """A retry that passed preflight: the record to insert for ``job_id``."""
 
@@ -122,6 +167,7 @@ class _Planned:
     root_id: str
     spec: JobSpec
     record: Record
+    note: str | None = None  # why the requirements differ from a fresh resolution
 
 
 @dataclasses.dataclass
@@ -129,19 +175,31 @@ class _Context:
     """What preflight read, in a fixed number of round trips."""
 
     caller: Caller
-    as_admin: bool
+    options: RetryOptions
     records: dict[str, Record]  # the requested jobs, their roots and containers
     permissions: Mapping[int, WorkspacePermission]
     retries_of: dict[str, list[Record]]  # root id -> its retry records
     max_retries: int
+    config: Config
+
+    @property
+    def as_admin(self) -> bool:
+        return self.options.as_admin
+
+    def latest_attempt(self, root_id: str) -> Record | None:
+        """The newest record of the lineage (the attempt a retry retries)."""
+        lineage = [self.records.get(root_id), *self.retries_of.get(root_id, [])]
+        return max((r for r in lineage if r is not None), key=lambda r: r["_id"], default=None)
 
 
-def _retry(services: Services, caller: Caller, job_ids: Sequence[str], as_admin: bool
-           ) -> list[dict[str, str] | EE2Error]:
-    """Preflight every id, then run the lifecycle for those that passed."""
-    if as_admin:
-        require_admin(caller, Access.WRITE)
-    context = _load(services, caller, job_ids, as_admin)
+def _retry(services: Services, caller: Caller, job_ids: Sequence[str], options: RetryOptions
+           ) -> list[dict[str, Any] | EE2Error]:
+    """Preflight every id, then run the lifecycle for those that passed (with
+    ``dry_run``, answer what would be retried instead)."""
+    if options.as_admin:
+        require_admin(caller, Access.READ if options.dry_run else Access.WRITE)
+    check_requirements_allowed(options.job_requirements, full_admin=options.as_admin)
+    context = _load(services, caller, job_ids, options)
     preparer = Preparer(services)
     now = services.clock()
     outcomes: list[Any] = []
@@ -153,6 +211,10 @@ def _retry(services: Services, caller: Caller, job_ids: Sequence[str], as_admin:
     _check_sources(services, caller, outcomes)
     first_of_root = _one_per_root(outcomes)
     planned = [o for o in outcomes if isinstance(o, _Planned) and first_of_root[o.root_id] is o]
+    if options.dry_run:
+        return [_dry_answer(outcome, first_of_root) for outcome in outcomes]
+    if planned:
+        services.store.record_attempts([_attempt(o, caller, options) for o in planned])
     refused = run_lifecycle(services.store, [o.record for o in planned], now) if planned else {}
     new_ids = [o.record["_id"] for o in planned if o.record["_id"] not in refused]
     if new_ids:
@@ -161,7 +223,7 @@ def _retry(services: Services, caller: Caller, job_ids: Sequence[str], as_admin:
     return [_answer(outcome, first_of_root, refused) for outcome in outcomes]
 
 
-def _load(services: Services, caller: Caller, job_ids: Sequence[str], as_admin: bool) -> _Context:
+def _load(services: Services, caller: Caller, job_ids: Sequence[str], options: RetryOptions) -> _Context:
     """The requested jobs, their roots and containers, the roots' retries and the
     caller's workspace permissions: at most four store reads and one workspace call."""
     store = services.store
@@ -177,12 +239,12 @@ def _load(services: Services, caller: Caller, job_ids: Sequence[str], as_admin: 
     retries_of: dict[str, list[Record]] = {root: [] for root in roots}
     if roots:
         for found in store.find_jobs(JobQuery(retry_parents=roots),
-                                     projection=["retry_parent", "status", "retry_active"]):
+                                     projection=["retry_parent", "retry_active", *ATTEMPT_FIELDS]):
             retries_of.setdefault(found["retry_parent"], []).append(found)
-    permissions = {} if as_admin else workspace_permissions(
+    permissions = {} if options.as_admin else workspace_permissions(
         services, caller, (r.get("wsid") for r in records.values()))
-    return _Context(caller, as_admin, records, permissions, retries_of,
-                    int(services.config["max-retries"]))
+    return _Context(caller, options, records, permissions, retries_of,
+                    int(services.config["max-retries"]), services.config)
 
 
 def _fetch(store: JobStore, job_ids: set[Any]) -> dict[str, Record]:
@@ -200,13 +262,16 @@ def _plan(context: _Context, preparer: Preparer, job_id: str, now: float) -> _Pl
     _check_lineage(context, job_id, root_id, root)
     spec = spec_from_record(root)
     resolved = preparer.commit(spec)  # the catalog must still know the commit the root ran
-    job_requirements = _kept_requirements(spec, context.as_admin)
-    requirements = preparer.requirements(spec, job_requirements)
+    given = context.options.job_requirements
+    job_requirements = merged(_kept_requirements(spec, context.as_admin), given)
+    sized = multiplied_memory(preparer.requirements(spec, job_requirements),
+                              context.latest_attempt(root_id), context.config,
+                              explicit_memory=bool(given and "request_memory" in given))
     new_record = job_record(spec, job_id=new_job_id(), user=context.caller.user,
-                            commit=spec.service_ver or resolved, requirements=requirements,
+                            commit=spec.service_ver or resolved, requirements=sized.requirements,
                             job_requirements=job_requirements, now=now,
                             batch_id=root.get("batch_id"), retry_parent=root_id)
-    return _Planned(job_id, root_id, spec, new_record)
+    return _Planned(job_id, root_id, spec, new_record, sized.note)
 
 
 def _retryable(context: _Context, job_id: str) -> Record:
@@ -282,6 +347,37 @@ def _answer(outcome: Any, first_of_root: Mapping[str, _Planned], refused: Mappin
         return {"job_id": outcome.root_id, "retry_id": new_id}
     live_id = refused.get(new_id, new_id)
     return RetryRefused(IN_FLIGHT.format(job_id=outcome.job_id, root_id=outcome.root_id, live_id=live_id))
+
+
+def _dry_answer(outcome: Any, first_of_root: Mapping[str, _Planned]) -> dict[str, Any] | EE2Error:
+    """What a dry run answers for one id: the retry that would be made, or the refusal."""
+    if isinstance(outcome, EE2Error):
+        return outcome
+    winner = first_of_root[outcome.root_id]
+    if winner is not outcome:
+        return RetryRefused(IN_FLIGHT.format(job_id=outcome.job_id, root_id=outcome.root_id,
+                                             live_id=winner.job_id))
+    answer = {"job_id": outcome.job_id, "root_id": outcome.root_id, "dry_run": True,
+              "requirements": outcome.record["job_input"]["requirements"]}
+    if outcome.note:
+        answer["requirements_note"] = outcome.note
+    return answer
+
+
+def _attempt(planned: _Planned, caller: Caller, options: RetryOptions) -> dict[str, Any]:
+    """The side-table entry of a new retry: who asked, which job it retries, and
+    why its requirements are not a fresh resolution."""
+    entry: dict[str, Any] = {"job_id": planned.record["_id"], "root_id": planned.root_id,
+                             "retry_of": planned.job_id, "requested_by": options.requested_by,
+                             "requester": caller.user}
+    if options.job_requirements:
+        entry["admin_job_requirements"] = dict(options.job_requirements)
+    # Also kept here so the history does not depend on where job records keep them.
+    if planned.record["job_input"].get("job_requirements"):
+        entry["job_requirements"] = planned.record["job_input"]["job_requirements"]
+    if planned.note:
+        entry["requirements_note"] = planned.note
+    return entry
 
 
 # --- lifecycle ---------------------------------------------------------------------

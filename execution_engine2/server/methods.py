@@ -48,7 +48,8 @@ METHODS: tuple[Method, ...] = (
            (("params", dict), ("concierge params", dict))),
     Method("abandon_children", "run.abandon_children", PARAMS),
     Method("retry_job", "retry.retry_job", PARAMS),
-    Method("retry_jobs", "retry.retry_jobs", PARAMS),
+    Method("retry_jobs", "retry_bulk.retry_jobs", PARAMS),
+    Method("retry_batch", "retry_bulk.retry_batch", PARAMS),
     # Runner-facing (3.2)
     Method("get_job_params", "query.get_job_params", PARAMS),
     Method("start_job", "status.start_job", PARAMS, void=True),
@@ -64,6 +65,7 @@ METHODS: tuple[Method, ...] = (
     Method("check_jobs_date_range_for_user", "query.check_jobs_date_range_for_user", PARAMS),
     Method("check_jobs_date_range_for_all", "query.check_jobs_date_range_for_all", PARAMS),
     Method("get_job_logs", "logs.get_job_logs", PARAMS),
+    Method("get_retry_history", "history.get_retry_history", PARAMS),
     # State changes (3.4)
     Method("cancel_job", "status.cancel_job", PARAMS, void=True),
     Method("update_job_status", "status.update_job_status", PARAMS),

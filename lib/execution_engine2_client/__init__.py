@@ -175,8 +175,17 @@ class Client:
 
     def retry_jobs(self, params: dict[str, Any],
                    context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """``{"job_ids", "as_admin"?}`` -> one ``{job_id, retry_id}`` or ``{job_id, error}`` per id."""
+        """``{"job_ids", "as_admin"?}`` -> one ``{job_id, retry_id}`` or ``{job_id, error}`` per id.
+
+        Admins may send ``{"query": {...}, "limit"?, "dry_run"?, "as_admin": 1}`` instead
+        of ``job_ids``; ``job_requirements`` (full admins, ``as_admin``) sets resources."""
         return self.call("retry_jobs", [params], context)
+
+    def retry_batch(self, params: dict[str, Any],
+                    context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``{"batch_id", "statuses"?, "as_admin"?, "job_requirements"?, "dry_run"?}`` ->
+        the ``retry_jobs`` entries of the children retried."""
+        return self.call("retry_batch", [params], context)
 
     def abandon_children(self, params: dict[str, Any],
                          context: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -232,6 +241,11 @@ class Client:
 
     def get_job_logs(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.call("get_job_logs", [params], context)
+
+    def get_retry_history(self, params: dict[str, Any],
+                          context: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``{"job_id", "as_admin"?}`` -> ``{job_id, root_id, attempts: [...]}``."""
+        return self.call("get_retry_history", [params], context)
 
     # -- state changes -------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import secrets
 import time
 import uuid
 from typing import Any, Callable, Mapping, Union
@@ -138,6 +139,25 @@ RETRY_JOBS = {
     "admin": (entries(), entries("job")),
     "roadmin": (entries(), RO),
     "concierge": (entries("job"), NOT_ADMIN_W),
+    **NO_AUTH,
+}
+# Issue 12: retry by query is for admins (as_admin; a read-only admin may only look),
+# and only full admins pass job_requirements on a retry.
+QUERY_ADMIN = Deny("Retry by query is for admins: send it with as_admin")
+FULL_ADMIN_REQUIREMENTS = Deny("In order to specify job requirements you must be a full admin")
+USERS_ONLY = ("owner", "other", "ws_reader", "ws_writer", "concierge")
+RETRY_QUERY = {
+    **{caller: (QUERY_ADMIN, NOT_ADMIN_W) for caller in USERS_ONLY},
+    "admin": (QUERY_ADMIN, A),
+    "roadmin": (QUERY_ADMIN, RO),
+    **NO_AUTH,
+}
+LOOK_QUERY = {**RETRY_QUERY, **{caller: (QUERY_ADMIN, NOT_ADMIN) for caller in USERS_ONLY},
+              "roadmin": (QUERY_ADMIN, A)}
+RETRY_REQUIREMENTS = {
+    **{caller: (FULL_ADMIN_REQUIREMENTS, NOT_ADMIN_W) for caller in USERS_ONLY},
+    "admin": (FULL_ADMIN_REQUIREMENTS, A),
+    "roadmin": (FULL_ADMIN_REQUIREMENTS, RO),
     **NO_AUTH,
 }
 RUN_IN_WORKSPACE = {
@@ -270,6 +290,17 @@ def container_with(children: Mapping[str, int]) -> Callable[[Row], None]:
         row.container("job", children)
 
     return build
+
+
+def failed_with_own_code(row: Row) -> None:
+    """A failed job whose error code no other row's job has (what the query names)."""
+    row.job("job", "error", error_code=1000 + secrets.randbelow(10**9))
+
+
+def container_with_failed_child(row: Row) -> None:
+    batch_id = row.job("job", "created", batch_job=True)
+    child = row.job("child", "error", batch_id=batch_id)
+    row.stack.services.store.add_to_set([(batch_id, "child_jobs", child)], row.stack.services.clock())
 
 
 def with_as_admin(params: dict[str, Any], as_admin: bool | None) -> dict[str, Any]:
@@ -415,6 +446,29 @@ def verify_retries(row: Row, result: Any) -> None:
             verify_retry(row, [entry])
 
 
+def verify_history(row: Row, result: Any) -> None:
+    history = result[0]
+    assert (history["root_id"], [a["job_id"] for a in history["attempts"]]) == (row.jobs["job"], [row.jobs["job"]])
+
+
+def verify_batch_retry(row: Row, result: Any) -> None:
+    [entry] = result[0]
+    assert entry["job_id"] == row.jobs["child"]
+    retry = row.stack.services.store.get_jobs([entry["retry_id"]])[entry["retry_id"]]
+    assert (retry["retry_parent"], retry["batch_id"], retry["user"]) == (row.jobs["child"], row.jobs["job"], row.user)
+
+
+def verify_query_look(row: Row, result: Any) -> None:
+    assert [(entry["job_id"], entry["dry_run"]) for entry in result[0]] == [(row.jobs["job"], True)]
+    assert row.stored("job")["retry_ids"] == []
+
+
+def verify_admin_requirements(row: Row, result: Any) -> None:
+    verify_retry(row, result)
+    retry_id = result[0]["retry_id"]
+    assert row.stack.services.store.get_jobs([retry_id])[retry_id]["job_input"]["requirements"]["memory"] == 3000
+
+
 def verify_status(row: Row, result: Any) -> None:
     assert result[0]["service"] == "KBase Execution Engine"
 
@@ -499,6 +553,18 @@ def retry_jobs_params(row: Row, as_admin: bool | None) -> list[Any]:
     return [with_as_admin({"job_ids": [row.jobs["job"]]}, as_admin)]
 
 
+def batch_id_params(row: Row, as_admin: bool | None) -> list[Any]:
+    return [with_as_admin({"batch_id": row.jobs["job"]}, as_admin)]
+
+
+def query_params(dry_run: bool) -> Callable[[Row, bool | None], list[Any]]:
+    def build(row: Row, as_admin: bool | None) -> list[Any]:
+        query = {"error_code": row.stored("job")["error_code"]}
+        return [with_as_admin({"query": query, "dry_run": dry_run}, as_admin)]
+
+    return build
+
+
 def held_params(row: Row, as_admin: bool | None) -> list[Any]:
     return [row.stored("job")["scheduler_id"]]
 
@@ -534,6 +600,16 @@ CASES: tuple[Case, ...] = (
     Case("retry_job", "retry_job", WRITE_JOB, one_job("error"), job_param(), verify_retry),
     Case("retry_jobs", "retry_jobs", RETRY_JOBS, one_job("error"), retry_jobs_params, verify_retries,
          entries=lambda result: result[0], entry_labels=("job",), refused=W.message),
+    # Beyond the existing service (issue 12)
+    Case("get_retry_history", "get_retry_history", READ_JOB, one_job("error"), job_param(), verify_history),
+    Case("retry_batch", "retry_batch", WRITE_JOB, container_with_failed_child, batch_id_params,
+         verify_batch_retry),
+    Case("retry_jobs[query]", "retry_jobs", RETRY_QUERY, failed_with_own_code, query_params(False),
+         lambda row, result: verify_retries(row, result) if result[0] else pytest.fail("nothing retried")),
+    Case("retry_jobs[query dry_run]", "retry_jobs", LOOK_QUERY, failed_with_own_code, query_params(True),
+         verify_query_look),
+    Case("retry_job[job_requirements]", "retry_job", RETRY_REQUIREMENTS, one_job("error"),
+         job_param({"job_requirements": {"request_memory": 3000}}), verify_admin_requirements),
     # Workspace and date-range queries
     Case("check_workspace_jobs", "check_workspace_jobs", READ_WORKSPACE, one_job(),
          plain({"workspace_id": WSID}), verify_workspace_jobs),

@@ -72,3 +72,22 @@ def test_memory_benchmark_reports_every_scenario(monkeypatch: pytest.MonkeyPatch
     assert "Too many log lines in one call: 13900" in table  # the call, scaled, refused
     assert "30 lines, last_line_number 30" in table and "20 children" in table
     assert "peak RSS of the server worker over all scenarios" in out
+
+
+def test_retry_benchmark_shows_one_submission_for_retry_batch_and_retry_by_query(
+        fast_schedd: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    _load("retry", monkeypatch).main(["4"])
+    out = capsys.readouterr().out
+    chosen = out.split("retries that choose their own ids")[1]
+    row = next(line for line in chosen.splitlines() if line.strip().startswith("4 |"))
+    batch, query = row.split("|")[1].split(), row.split("|")[2].split()
+    assert batch[4] == "1" and query[4] == "1"  # one schedd transaction per call
+    assert "queued retry_batch" not in out  # printed only when some retry was not queued
+
+
+def test_retry_benchmark_help_prints_usage(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        _load("retry", monkeypatch).main(["--help"])
+    assert done.value.code == 0
+    assert "usage: bench/retry.py" in capsys.readouterr().out

@@ -20,7 +20,7 @@ from execution_engine2.sdk.job_state import job_state
 from execution_engine2.sdk.submission import StoreSubmitter
 from support.legacy_model import job_problems, legacy_jobs
 from support.sdk_services import close_services, make_services
-from support.stores import SerializedDatabase
+from execution_engine2.db.mongomock_database import AtomicDatabase
 
 OLD = legacy_jobs(time.time())
 
@@ -42,7 +42,7 @@ class Cutover:
 @pytest.fixture
 def cutover(tmp_path: Any) -> Iterator[Cutover]:
     client = mongomock.MongoClient()
-    database = SerializedDatabase(client["ee2"])
+    database = AtomicDatabase(client["ee2"])
     database["ee2_jobs"].insert_many([dict(doc) for doc in OLD.values()])  # the existing service's data
     built = make_services(tmp_path)
     store = MongoJobStore(database)  # starts on the pre-filled database: indexes and all

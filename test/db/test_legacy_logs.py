@@ -19,7 +19,7 @@ from execution_engine2.db.mongo import MongoJobStore
 from execution_engine2.db.store import LogLine
 from execution_engine2.job import new_job_id
 from support.legacy_log_docs import OLD_TS, existing_service_page, upstream_line, upstream_log
-from support.stores import SerializedDatabase
+from execution_engine2.db.mongomock_database import AtomicDatabase
 
 NOW = 1_700_000_000.0
 
@@ -28,7 +28,7 @@ NOW = 1_700_000_000.0
 def database() -> Iterator[Any]:
     client = mongomock.MongoClient()
     name = f"ee2_test_{uuid.uuid4().hex}"
-    yield SerializedDatabase(client[name])
+    yield AtomicDatabase(client[name])
     client.drop_database(name)
 
 

@@ -14,7 +14,7 @@ from execution_engine2.db.mongo import MongoJobStore
 from execution_engine2.db.mongo_own import PENDING_GUARD_SECONDS, OwnCollections
 from execution_engine2.db.store import JobQuery, Transition
 from execution_engine2.job import ACTIVE, JobStatus, new_job_id, new_job_record
-from support.stores import SerializedDatabase
+from execution_engine2.db.mongomock_database import AtomicDatabase
 
 NOW = 1_700_000_000.0
 JOB_INPUT = {"method": "Demo.echo", "service_ver": "abc", "narrative_cell_info": {}}
@@ -23,7 +23,7 @@ JOB_INPUT = {"method": "Demo.echo", "service_ver": "abc", "narrative_cell_info":
 @pytest.fixture
 def database() -> Iterator[Any]:
     client = mongomock.MongoClient()
-    yield SerializedDatabase(client["ee2"])
+    yield AtomicDatabase(client["ee2"])
     client.close()
 
 

@@ -20,7 +20,7 @@ from execution_engine2.sdk.job_state import job_state
 from execution_engine2.sdk.submission import INTERRUPTED, StoreSubmitter
 from support.recording_scheduler import RecordingScheduler
 from support.sdk_services import close_services, make_services, stored
-from support.stores import SerializedDatabase
+from execution_engine2.db.mongomock_database import AtomicDatabase
 
 GRACE = 60.0
 
@@ -191,7 +191,7 @@ def test_a_half_written_retry_cancelled_before_the_pass_still_reaches_its_root(s
 def test_the_pass_frees_a_root_whose_mongo_guard_a_crash_left(tmp_path, clock, alice):
     """MongoDB keeps the one-live-retry guard apart from the job: a crash between taking
     it and inserting the retry leaves the root blocked until the pass runs."""
-    database = SerializedDatabase(mongomock.MongoClient()["ee2"])
+    database = AtomicDatabase(mongomock.MongoClient()["ee2"])
     built = make_services(tmp_path / "mongo", clock=clock, config_overrides={"repair-grace-seconds": GRACE})
     store = MongoJobStore(database)
     services = dataclasses.replace(built, store=store,

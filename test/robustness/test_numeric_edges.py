@@ -16,12 +16,12 @@ from execution_engine2.db.mongo import MongoJobStore
 from execution_engine2.db.store import JobStore
 from execution_engine2.job import JobStatus
 from support.sdk_services import make_job
-from support.stores import SerializedDatabase
+from execution_engine2.db.mongomock_database import AtomicDatabase
 
 
 def on_mongomock(sqlite_store: JobStore) -> JobStore:
     sqlite_store.close()
-    return MongoJobStore(SerializedDatabase(mongomock.MongoClient()[f"ee2_{uuid.uuid4().hex}"]))
+    return MongoJobStore(AtomicDatabase(mongomock.MongoClient()[f"ee2_{uuid.uuid4().hex}"]))
 
 
 @pytest.fixture(params=["sqlite", "mongomock"])

@@ -14,7 +14,7 @@ from execution_engine2.errors import InvalidParams, NotFound, PermissionDenied, 
 from execution_engine2.sdk import logs
 from support.legacy_log_docs import OLD_TS, upstream_log
 from support.sdk_services import close_services, make_job, make_services
-from support.stores import SerializedDatabase
+from execution_engine2.db.mongomock_database import AtomicDatabase
 
 NOW = 1_750_000_000.25
 
@@ -337,7 +337,7 @@ def mongo_services(tmp_path):
     services = make_services(tmp_path)
     services.store.close()
     client = mongomock.MongoClient()
-    database = SerializedDatabase(client["ee2"])
+    database = AtomicDatabase(client["ee2"])
     services.store = MongoJobStore(database)
     alice = services.auth.authenticate(services.auth.create_token("alice"))
     yield services, alice, database
