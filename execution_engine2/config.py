@@ -145,6 +145,10 @@ KEYS: tuple[Key, ...] = (
     Key("max-log-page-lines", 10_000, _positive_int, "Most lines one `get_job_logs` page returns, whatever `limit` asks; 0 = no limit."),
     Key("max-request-containers", 250_000, _positive_int, "Most JSON objects and arrays one request body may hold (refused unparsed beyond); 0 = no limit."),
     Key("max-log-page-bytes", 8 * 1024 * 1024, _positive_int, "Most bytes of line text in one `get_job_logs` page (a page always has its first line); 0 = no limit."),
+    # Safe resends (area: idem, issue 12 item 3)
+    Key("request-id-window", 86400.0, _float, "Seconds a `request_id` is remembered: the same caller sending it again within this time gets the first call's answer; after it, the id may be used afresh."),
+    Key("request-id-wait", 30.0, _float, "Seconds a resend waits for the answer of a first call with the same `request_id` that is still running, before answering that it is still in progress."),
+    Key("request-id-lease", 900.0, _float, "Seconds after which a first call that never answered counts as dead (its process stopped): resends of its `request_id` then get an error saying its outcome is unknown. Keep it longer than any call takes (above `http-worker-timeout`)."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

@@ -21,7 +21,9 @@ from collections import Counter
 from typing import Any, Mapping, Sequence
 
 from execution_engine2.db.fair import Share
-from execution_engine2.db.store import JobQuery, JobStore, LogAppend, LogLine, Record, Transition, TransitionResult
+from execution_engine2.db.store import (
+    JobQuery, JobStore, LogAppend, LogLine, Record, RequestClaim, Transition, TransitionResult,
+)
 
 COSTS: Mapping[str, int] = {"transition_many": 2, "claim_jobs": 3, "close": 0}
 
@@ -115,6 +117,23 @@ class CountingStore:
                  max_bytes: int | None = None) -> tuple[list[dict[str, Any]], int] | None:
         self._count("get_logs")
         return self.inner.get_logs(job_id, first_line, limit, max_bytes)
+
+    def claim_request(self, user: str, request_id: str, fingerprint: str, owner: str, now: float,
+                      expired_before: float) -> RequestClaim | None:
+        self._count("claim_request")
+        return self.inner.claim_request(user, request_id, fingerprint, owner, now, expired_before)
+
+    def answer_request(self, user: str, request_id: str, owner: str, answer: str) -> bool:
+        self._count("answer_request")
+        return self.inner.answer_request(user, request_id, owner, answer)
+
+    def release_request(self, user: str, request_id: str, owner: str) -> None:
+        self._count("release_request")
+        self.inner.release_request(user, request_id, owner)
+
+    def purge_requests(self, claimed_before: float, limit: int) -> int:
+        self._count("purge_requests")
+        return self.inner.purge_requests(claimed_before, limit)
 
     def acquire_lease(self, name: str, owner: str, seconds: float, now: float) -> bool:
         self._count("acquire_lease")
