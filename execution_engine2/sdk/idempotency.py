@@ -16,18 +16,22 @@ The guarantee is the store's unique key on ``(user, request_id)``
    same id is refused; an answered claim is replayed; a claim still running is
    polled (bounded by ``request-id-wait``, then "still in progress", try later).
 
-What the first call's outcome does to the id:
+What the first call's outcome does to the id (the call runs with a store that
+notes whether it wrote anything):
 
 - an answer: stored and replayed to every resend;
-- ``SubmissionFailed``: the job was written (and ended in ``error``) before the
-  scheduler refused it, so the error is stored and replayed: no second job;
-- any other service error (invalid params, permission, not found, refused retry,
-  store down): nothing was created, so the claim is released and a resend runs the
-  call again;
-- an unexpected failure: its effects are unknown, so resends are told so (never
-  run again); the same holds for a claim never answered within
-  ``request-id-lease`` (its process died mid-call). The caller checks its jobs
-  and sends with a new id.
+- a service error after the call wrote to the store (the scheduler refused a job
+  that now exists in ``error``; a retry refused by the store's one-live-retry
+  rule; the store failing mid-way): the error is stored and replayed, the call
+  never runs again;
+- a service error before any write (invalid params, permission, not found, a
+  refused retry, a dependency down): nothing happened, so the claim is released
+  and a resend runs the call again;
+- an unexpected failure after a write, or a claim never answered within
+  ``request-id-lease`` (its process died mid-call): its effects are unknown, so
+  resends are told so and the call never runs again under that id; the caller
+  checks its jobs and sends with a new id. (An unexpected failure before any
+  write releases the claim.)
 
 Without ``request_id`` (or with null) a call runs exactly as before, no store round
 trip added. ``request_id`` never reaches the method (nor its job records).
@@ -40,10 +44,12 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
+from execution_engine2 import errors
 from execution_engine2.auth.base import Caller
-from execution_engine2.errors import EE2Error, InvalidParams, ServiceUnavailable, SubmissionFailed, ValidationError, describe
+from execution_engine2.db.store import JobStore
+from execution_engine2.errors import EE2Error, InvalidParams, ServiceUnavailable, ValidationError, describe
 from execution_engine2.sdk.services import Services
 
 logger = logging.getLogger(__name__)
@@ -62,8 +68,12 @@ UNKNOWN = ("The first call with request_id {request_id!r} did not finish (it fai
            "or its server process stopped), so whether it created or submitted jobs is unknown. "
            "Check your jobs, then send the call again with a new request_id")
 
-# Errors raised after the call wrote its jobs: replayed, never run again.
-_REPLAYED: Mapping[str, type[EE2Error]] = {"SubmissionFailed": SubmissionFailed}
+# The classes a stored error is raised again as, by name.
+_ERROR_CLASSES: Mapping[str, type[EE2Error]] = {
+    name: value for name, value in vars(errors).items()
+    if isinstance(value, type) and issubclass(value, EE2Error)}
+# ``JobStore`` methods that only read; calling any other one counts as a write.
+_READS = frozenset({"get_jobs", "find_jobs", "count_jobs", "get_logs"})
 _FIRST_PAUSE, _MAX_PAUSE = 0.02, 0.5
 
 SdkFunction = Callable[..., Any]
@@ -94,7 +104,9 @@ def deduplicated(function: SdkFunction, method: str, position: int) -> SdkFuncti
         if request_id is None:
             return function(services, caller, *stripped)
         send = _Send(services, caller.user, method, request_id, fingerprint(method, stripped))
-        return _once(send, lambda: function(services, caller, *stripped))
+        watched = _WriteWatch(services.store)
+        observed = dataclasses.replace(services, store=cast(JobStore, watched))
+        return _once(send, watched, lambda: function(observed, caller, *stripped))
 
     call.__name__ = getattr(function, "__name__", method)
     call.__doc__ = function.__doc__
@@ -116,7 +128,20 @@ def fingerprint(method: str, params: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _once(send: _Send, run: Callable[[], Any]) -> Any:
+class _WriteWatch:
+    """A ``JobStore`` passing every call through, noting whether any could have written."""
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
+        self.wrote = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _READS:
+            self.wrote = True
+        return getattr(self._store, name)
+
+
+def _once(send: _Send, watched: _WriteWatch, run: Callable[[], Any]) -> Any:
     config = send.services.config
     window = float(config["request-id-window"])
     lease = float(config["request-id-lease"])
@@ -128,7 +153,7 @@ def _once(send: _Send, run: Callable[[], Any]) -> Any:
         found = send.services.store.claim_request(send.user, send.request_id, send.fingerprint, owner,
                                                   now, now - window)
         if found is None:
-            return _run_claimed(send, owner, run)
+            return _run_claimed(send, owner, watched, run)
         if found.fingerprint != send.fingerprint:
             raise ValidationError(MISMATCH.format(request_id=send.request_id, user=send.user,
                                                   window=window, method=send.method))
@@ -144,17 +169,16 @@ def _once(send: _Send, run: Callable[[], Any]) -> Any:
         pause = min(pause * 2, _MAX_PAUSE)
 
 
-def _run_claimed(send: _Send, owner: str, run: Callable[[], Any]) -> Any:
+def _run_claimed(send: _Send, owner: str, watched: _WriteWatch, run: Callable[[], Any]) -> Any:
     try:
         result = run()
-    except EE2Error as err:
-        if type(err).__name__ in _REPLAYED:
+    except Exception as err:
+        if not watched.wrote:
+            _release(send, owner)
+        elif isinstance(err, EE2Error):
             _store(send, owner, {"error": type(err).__name__, "message": err.message})
         else:
-            _release(send, owner)
-        raise
-    except Exception:
-        _store(send, owner, {"unknown": True})
+            _store(send, owner, {"unknown": True})
         raise
     _store(send, owner, {"result": result})
     return result
@@ -164,9 +188,8 @@ def _replay(send: _Send, answer: str) -> Any:
     stored = json.loads(answer)
     if "result" in stored:
         return stored["result"]
-    error_class = _REPLAYED.get(stored.get("error", ""))
-    if error_class is not None:
-        raise error_class(stored["message"])
+    if "error" in stored:
+        raise _ERROR_CLASSES.get(stored["error"], EE2Error)(stored["message"])
     raise ValidationError(UNKNOWN.format(request_id=send.request_id))
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from execution_engine2.auth.base import AdminRole
 from execution_engine2.db.counting import CountingStore
-from execution_engine2.db.store import JobQuery
+from execution_engine2.db.store import JobQuery, JobStore
+from execution_engine2.errors import ServiceUnavailable
 from execution_engine2.maintenance import passes
 from execution_engine2.sdk import idempotency
 from execution_engine2.sdk.services import Services
@@ -187,6 +188,34 @@ def test_a_scheduler_refusal_is_replayed_not_resubmitted(stack: Stack) -> None:
     assert stack.jobs() == 1 and len(stack.scheduler.submissions) == 1
     (job,) = stack.services.store.find_jobs(JobQuery())
     assert job["status"] == "error"
+
+
+class LostAcknowledgement:
+    """The stack's store, except that the first ``insert_jobs`` writes and then fails,
+    as when the database's acknowledgement is lost on the way back."""
+
+    def __init__(self, inner: JobStore) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def insert_jobs(self, records: Any) -> Any:
+        answer = self.inner.insert_jobs(records)
+        if not self.failed:
+            self.failed = True
+            raise ServiceUnavailable("MongoDB failed: connection reset")
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_an_error_after_a_write_is_replayed_not_run_again(stack: Stack) -> None:
+    stack.services.store = LostAcknowledgement(stack.services.store)  # type: ignore[assignment]
+    with stack.client() as ee2:
+        first = refused(lambda: ee2.run_job({**ECHO, "request_id": "lost-ack"}))
+        again = refused(lambda: ee2.run_job({**ECHO, "request_id": "lost-ack"}))
+    assert again.message == first.message == "MongoDB failed: connection reset"
+    assert stack.jobs() == 1  # the job the first send wrote, and no second one
 
 
 @pytest.mark.parametrize("stack_config", [{"request-id-wait": 0.3}])
