@@ -7,7 +7,8 @@ grow with the number of jobs. Each call is charged its nominal cost from
 claim, read-back; every other method 1; ``close`` 0). The count is per call,
 not measured on the wire: ``MongoJobStore`` spends a second, still constant,
 round trip in ``renew_claims``, ``append_logs`` (more when appends race), ``get_logs``, a conflicting
-``transition`` and an ``insert_jobs`` that refuses live retries, and a few more
+``transition``, an ``insert_jobs`` that refuses live retries and a ``claim_request``
+that finds a live claim, and a few more
 reading its own collections beside ``ee2_jobs``. What matters to its users is
 that no method's cost depends on how many jobs it is given, with one exception:
 ``MongoJobStore.transition_many`` makes one conditional update per job, because
