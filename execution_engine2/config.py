@@ -150,6 +150,10 @@ KEYS: tuple[Key, ...] = (
     Key("max-batch-size", 10_000, _positive_int, "Most child jobs one `run_job_batch` call may create."),
     # Retry beyond the existing service (retry)
     Key("retry-memory-multiplier", 0.0, _float, "When above 1, a retry of a job that ended for exceeding its memory asks for this many times the memory that attempt had, at most its client group's `max_request_memory` (default: the group's `request_memory`); 0 or 1 = off."),
+    # Safe resends (area: idem, issue 12 item 3)
+    Key("request-id-window", 86400.0, _float, "Seconds a `request_id` is remembered: the same caller sending it again within this time gets the first call's answer; after it, the id may be used afresh."),
+    Key("request-id-wait", 30.0, _float, "Seconds a resend waits for the answer of a first call with the same `request_id` that is still running, before answering that it is still in progress."),
+    Key("request-id-lease", 300.0, _float, "Seconds after which a first call that never answered counts as dead (its process stopped): resends of its `request_id` then get an error saying its outcome is unknown. Keep it longer than any call takes (above `http-worker-timeout`)."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

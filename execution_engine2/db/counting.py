@@ -7,7 +7,8 @@ grow with the number of jobs. Each call is charged its nominal cost from
 claim, read-back; every other method 1; ``close`` 0). The count is per call,
 not measured on the wire: ``MongoJobStore`` spends a second, still constant,
 round trip in ``renew_claims``, ``append_logs`` (more when appends race), ``get_logs``, a conflicting
-``transition`` and an ``insert_jobs`` that refuses live retries, and a few more
+``transition``, an ``insert_jobs`` that refuses live retries and a ``claim_request``
+that finds a live claim, and a few more
 reading its own collections beside ``ee2_jobs``. What matters to its users is
 that no method's cost depends on how many jobs it is given, with one exception:
 ``MongoJobStore.transition_many`` makes one conditional update per job, because
@@ -21,7 +22,9 @@ from collections import Counter
 from typing import Any, Mapping, Sequence
 
 from execution_engine2.db.fair import Share
-from execution_engine2.db.store import JobQuery, JobStore, LogAppend, LogLine, Record, Transition, TransitionResult
+from execution_engine2.db.store import (
+    JobQuery, JobStore, LogAppend, LogLine, Record, RequestClaim, Transition, TransitionResult,
+)
 
 COSTS: Mapping[str, int] = {"transition_many": 2, "claim_jobs": 3, "close": 0}
 
@@ -123,6 +126,23 @@ class CountingStore:
                  max_bytes: int | None = None) -> tuple[list[dict[str, Any]], int] | None:
         self._count("get_logs")
         return self.inner.get_logs(job_id, first_line, limit, max_bytes)
+
+    def claim_request(self, user: str, request_id: str, fingerprint: str, owner: str, now: float,
+                      expired_before: float) -> RequestClaim | None:
+        self._count("claim_request")
+        return self.inner.claim_request(user, request_id, fingerprint, owner, now, expired_before)
+
+    def answer_request(self, user: str, request_id: str, owner: str, answer: str) -> bool:
+        self._count("answer_request")
+        return self.inner.answer_request(user, request_id, owner, answer)
+
+    def release_request(self, user: str, request_id: str, owner: str) -> None:
+        self._count("release_request")
+        self.inner.release_request(user, request_id, owner)
+
+    def purge_requests(self, claimed_before: float, limit: int) -> int:
+        self._count("purge_requests")
+        return self.inner.purge_requests(claimed_before, limit)
 
     def acquire_lease(self, name: str, owner: str, seconds: float, now: float) -> bool:
         self._count("acquire_lease")

@@ -9,7 +9,8 @@ claims, the one-live-retry-per-root guard) lives in collections of our own keyed
 by job id (``db.mongo_own``), joined back on every read.
 A job's log is one document of the logs collection in the existing service's
 layout (``db.legacy_logs``), lines embedded, so either service reads what the
-other wrote. Leases are documents of their own collection.
+other wrote. Leases are documents of their own collection, and so are request ids
+(``ee2_requests``, ``db.mongo_requests``).
 
 Works with a real ``pymongo`` Database and with a ``mongomock`` one; every
 driver error leaves as ``errors.ServiceUnavailable``.
@@ -33,12 +34,15 @@ from execution_engine2.db.fair import Share, fair_picks
 from execution_engine2.db.legacy_jobs import merge, route_changes, split
 from execution_engine2.db.mongo_filter import job_filter, oids
 from execution_engine2.db.mongo_own import OwnCollections, ended
+from execution_engine2.db.mongo_requests import RequestCollection
 from execution_engine2.db.query import (
     check_attempt, check_distinct, check_kind, check_records, field_updates, group_additions, project,
     split_live_retries, status_values, transition_update, translate_errors,
 )
 from execution_engine2.db import legacy_logs
-from execution_engine2.db.store import JobQuery, LogAppend, LogLine, Record, Transition, TransitionResult
+from execution_engine2.db.store import (
+    JobQuery, LogAppend, LogLine, Record, RequestClaim, Transition, TransitionResult,
+)
 from execution_engine2.job import INTERNAL_FIELDS, JobStatus, is_job_id
 
 _DUPLICATE_KEY = 11000
@@ -102,12 +106,13 @@ class MongoJobStore:
 
     def __init__(self, database: Any, jobs_collection: str = "ee2_jobs",
                  logs_collection: str = "ee2_logs", *, leases_collection: str = "ee2_leases",
-                 owns_client: bool = False) -> None:
+                 requests_collection: str = "ee2_requests", owns_client: bool = False) -> None:
         self._database = database
         self._jobs = database[jobs_collection]
         self._own = OwnCollections(database, jobs_collection)
         self._logs = database[logs_collection]
         self._leases = database[leases_collection]
+        self._requests = RequestCollection(database[requests_collection])
         self._owns_client = owns_client
         self.ensure_indexes()
 
@@ -125,6 +130,7 @@ class MongoJobStore:
                     raise
                 logger.warning("jobs index %s %s not created: %s", name, keys, err)
         self._own.ensure_indexes()
+        self._requests.ensure_indexes()
 
     def legacy_documents(self) -> Iterable[Mapping[str, Any]]:
         """Every document of the jobs collection as stored (for checks and tests)."""
@@ -503,6 +509,24 @@ class MongoJobStore:
     def get_attempts(self, job_ids: Sequence[str]) -> dict[str, Record]:
         found = self._attempts.find({"_id": {"$in": list(job_ids)}})
         return {doc["_id"]: {key: value for key, value in doc.items() if key != "_id"} for doc in found}
+
+    # --- request ids ----------------------------------------------------------------
+    @_store_errors
+    def claim_request(self, user: str, request_id: str, fingerprint: str, owner: str, now: float,
+                      expired_before: float) -> RequestClaim | None:
+        return self._requests.claim(user, request_id, fingerprint, owner, now, expired_before)
+
+    @_store_errors
+    def answer_request(self, user: str, request_id: str, owner: str, answer: str) -> bool:
+        return self._requests.answer(user, request_id, owner, answer)
+
+    @_store_errors
+    def release_request(self, user: str, request_id: str, owner: str) -> None:
+        self._requests.release(user, request_id, owner)
+
+    @_store_errors
+    def purge_requests(self, claimed_before: float, limit: int) -> int:
+        return self._requests.purge(claimed_before, limit)
 
     # --- leases -----------------------------------------------------------------
     @_store_errors

@@ -6,7 +6,8 @@ only copy of the data. The one-live-retry-per-root rule is a UNIQUE partial
 index on ``retry_parent WHERE retry_active = 1``; a partial index holds the
 unsaved retries the repair pass looks for. Claims live in their own
 table and are merged into records on the way out; log lines are rows keyed by
-``(job_id, linepos)`` with a per-job counter row.
+``(job_id, linepos)`` with a per-job counter row. Request ids (``sdk.idempotency``)
+are rows keyed by ``(user, request_id)``.
 
 Safe for many threads (one connection per thread) and several processes on one
 file (WAL journal, busy timeout, every write in one ``BEGIN IMMEDIATE``
@@ -30,7 +31,9 @@ from execution_engine2.db.query import (
     group_additions, project, status_values, time_condition, transition_update, translate_errors,
 )
 from execution_engine2.db import legacy_logs
-from execution_engine2.db.store import JobQuery, LogAppend, LogLine, Record, Transition, TransitionResult
+from execution_engine2.db.store import (
+    JobQuery, LogAppend, LogLine, Record, RequestClaim, Transition, TransitionResult,
+)
 from execution_engine2.job import JobStatus
 
 # (column, type): each is json_extract(doc, '$.<column>').
@@ -78,6 +81,12 @@ CREATE TABLE IF NOT EXISTS log_lines (
 CREATE TABLE IF NOT EXISTS retry_attempts (
     job_id TEXT PRIMARY KEY, doc TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS requests (
+    user TEXT NOT NULL, request_id TEXT NOT NULL, fingerprint TEXT NOT NULL, owner TEXT NOT NULL,
+    claimed REAL NOT NULL, answer TEXT,
+    PRIMARY KEY (user, request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS requests_claimed ON requests (claimed);
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
 ) WITHOUT ROWID;
@@ -579,6 +588,43 @@ class SqliteJobStore:
             legacy_logs.take_page(({"line": line, "linepos": pos, "error": bool(error), "ts": ts}
                                    for line, pos, error, ts in rows), max_bytes, page, 0)
         return page, row[0]
+
+    # --- request ids ----------------------------------------------------------------
+    @_store_errors
+    def claim_request(self, user: str, request_id: str, fingerprint: str, owner: str, now: float,
+                      expired_before: float) -> RequestClaim | None:
+        with self._write() as conn:
+            claimed = conn.execute(
+                "INSERT INTO requests (user, request_id, fingerprint, owner, claimed) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (user, request_id) DO UPDATE SET fingerprint = excluded.fingerprint,"
+                " owner = excluded.owner, claimed = excluded.claimed, answer = NULL"
+                " WHERE requests.claimed < ?",
+                (user, request_id, fingerprint, owner, now, expired_before)).rowcount == 1
+            if claimed:
+                return None
+            row = conn.execute("SELECT fingerprint, claimed, answer FROM requests"
+                               " WHERE user = ? AND request_id = ?", (user, request_id)).fetchone()
+        return RequestClaim(*row)
+
+    @_store_errors
+    def answer_request(self, user: str, request_id: str, owner: str, answer: str) -> bool:
+        with self._write() as conn:
+            return conn.execute("UPDATE requests SET answer = ? WHERE user = ? AND request_id = ?"
+                                " AND owner = ?", (answer, user, request_id, owner)).rowcount == 1
+
+    @_store_errors
+    def release_request(self, user: str, request_id: str, owner: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM requests WHERE user = ? AND request_id = ? AND owner = ?",
+                         (user, request_id, owner))
+
+    @_store_errors
+    def purge_requests(self, claimed_before: float, limit: int) -> int:
+        with self._write() as conn:
+            return conn.execute(
+                "DELETE FROM requests WHERE (user, request_id) IN"
+                " (SELECT user, request_id FROM requests WHERE claimed < ? LIMIT ?)",
+                (claimed_before, max(limit, 0))).rowcount
 
     # --- leases -----------------------------------------------------------------
     @_store_errors

@@ -111,6 +111,17 @@ class LogAppend(NamedTuple):
     dropped: int
 
 
+@dataclasses.dataclass(frozen=True)
+class RequestClaim:
+    """A live claim of a (user, request id), as ``claim_request`` found it:
+    ``fingerprint`` of the call that claimed it, when (``claimed``, epoch seconds),
+    and its ``answer`` (JSON text) once that call has finished, else None."""
+
+    fingerprint: str
+    claimed: float
+    answer: str | None
+
+
 class JobStore(Protocol):
     # --- jobs -----------------------------------------------------------------
     def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
@@ -215,6 +226,24 @@ class JobStore(Protocol):
         ``{line, linepos, error, ts}``, ``ts`` as stored), at most ``limit`` of
         them and, after the first, no more than ``max_bytes`` of line text; and
         the count of all stored lines. None when the job has no log."""
+
+    # --- request ids: calls a client may resend safely (``sdk.idempotency``) -----
+    def claim_request(self, user: str, request_id: str, fingerprint: str, owner: str, now: float,
+                      expired_before: float) -> RequestClaim | None:
+        """Claim ``(user, request_id)`` for ``owner`` at ``now``: None when claimed
+        (no claim existed, or only one made before ``expired_before``, which is
+        replaced); otherwise the live claim found, unchanged. The pair is a unique
+        key in the store: of two racing claims exactly one gets None."""
+
+    def answer_request(self, user: str, request_id: str, owner: str, answer: str) -> bool:
+        """Store the ``answer`` (JSON text) on ``owner``'s claim; False when the claim
+        is no longer ``owner``'s (it expired and was taken over)."""
+
+    def release_request(self, user: str, request_id: str, owner: str) -> None:
+        """Forget ``owner``'s claim (its call failed before doing anything)."""
+
+    def purge_requests(self, claimed_before: float, limit: int) -> int:
+        """Remove up to ``limit`` claims made before ``claimed_before``; how many."""
 
     # --- leases: one housekeeping pass at a time across processes -------------
     def acquire_lease(self, name: str, owner: str, seconds: float, now: float) -> bool:

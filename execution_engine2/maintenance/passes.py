@@ -72,6 +72,12 @@ def orphans(services: Services, now: float | None = None,
     return _run_pass("orphans", _orphans_body, services, now, lease_seconds)
 
 
+def requests(services: Services, now: float | None = None,
+             lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
+    """Forget request ids older than ``request-id-window`` (``sdk.idempotency``)."""
+    return _run_pass("requests", _requests_body, services, now, lease_seconds)
+
+
 def maintain(services: Services, now: float | None = None,
              lease_seconds: float = LEASE_SECONDS) -> dict[str, dict[str, Any]]:
     """Every pass, in order (repair first so repaired retries are not reaped as stuck;
@@ -82,6 +88,7 @@ def maintain(services: Services, now: float | None = None,
         "held": held(services, now, lease_seconds),
         "workdirs": workdirs(services, now, lease_seconds),
         "orphans": orphans(services, now, lease_seconds),
+        "requests": requests(services, now, lease_seconds),
     }
 
 
@@ -97,6 +104,15 @@ def _workdirs_body(services: Services, now: float) -> Any:
     return clean_workdirs(services, now)
 def _orphans_body(services: Services, now: float) -> Any:
     return remove_orphans(services, now)
+
+
+# Request ids removed per pass at most: one bounded write; the next pass takes the rest.
+REQUEST_PURGE_LIMIT = 10_000
+
+
+def _requests_body(services: Services, now: float) -> Any:
+    window = float(services.config["request-id-window"])
+    return {"purged": services.store.purge_requests(now - window, REQUEST_PURGE_LIMIT)}
 
 
 def _repair_body(services: Services, now: float) -> Any:

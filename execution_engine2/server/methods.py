@@ -25,6 +25,9 @@ class Method:
     params: tuple[tuple[str, type], ...] = ()  # (label for error messages, JSON type)
     auth: AuthLevel = REQUIRED
     void: bool = False
+    # Index of the mapping parameter that may carry a ``request_id`` (safe resends,
+    # ``sdk.idempotency``); None: the method takes none.
+    request_id_in: int | None = None
 
     @property
     def types(self) -> tuple[type, ...]:
@@ -42,14 +45,15 @@ METHODS: tuple[Method, ...] = (
     Method("is_admin", "admin.is_admin"),
     Method("get_admin_permission", "admin.get_admin_permission"),
     # Submission (3.1)
-    Method("run_job", "run.run_job", PARAMS),
-    Method("run_job_batch", "run.run_job_batch", (("params", list), ("batch params", dict))),
+    Method("run_job", "run.run_job", PARAMS, request_id_in=0),
+    Method("run_job_batch", "run.run_job_batch", (("params", list), ("batch params", dict)),
+           request_id_in=1),
     Method("run_job_concierge", "run.run_job_concierge",
            (("params", dict), ("concierge params", dict))),
     Method("abandon_children", "run.abandon_children", PARAMS),
-    Method("retry_job", "retry.retry_job", PARAMS),
-    Method("retry_jobs", "retry_bulk.retry_jobs", PARAMS),
-    Method("retry_batch", "retry_bulk.retry_batch", PARAMS),
+    Method("retry_job", "retry.retry_job", PARAMS, request_id_in=0),
+    Method("retry_jobs", "retry_bulk.retry_jobs", PARAMS, request_id_in=0),
+    Method("retry_batch", "retry_bulk.retry_batch", PARAMS, request_id_in=0),
     # Runner-facing (3.2)
     Method("get_job_params", "query.get_job_params", PARAMS),
     Method("start_job", "status.start_job", PARAMS, void=True),
@@ -96,7 +100,12 @@ def reject_nulls(method: Method, params: tuple[Any, ...]) -> None:
 
 
 def bind(method: Method, function: SdkFunction, services: Services) -> Callable[..., Any]:
-    """``function`` as a dispatcher entry: ``(context, *params)`` -> ``function(services, caller, *params)``."""
+    """``function`` as a dispatcher entry: ``(context, *params)`` -> ``function(services, caller, *params)``,
+    run once per request id when the method takes one."""
+    if method.request_id_in is not None:
+        from execution_engine2.sdk.idempotency import deduplicated
+
+        function = deduplicated(function, method.name, method.request_id_in)
 
     def call(context: RequestContext, *params: Any) -> Any:
         reject_nulls(method, params)

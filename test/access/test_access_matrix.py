@@ -241,6 +241,7 @@ class Row:
     caller: str
     secret: str  # in every fixture job's params and log of this row
     jobs: Jobs = dataclasses.field(default_factory=dict)
+    sent: list[Any] = dataclasses.field(default_factory=list)  # params of a request_id row
 
     @property
     def user(self) -> str:
@@ -569,6 +570,32 @@ def held_params(row: Row, as_admin: bool | None) -> list[Any]:
     return [row.stored("job")["scheduler_id"]]
 
 
+def with_request_id(build: Callable[[Row, bool | None], list[Any]]) -> Callable[[Row, bool | None], list[Any]]:
+    """``build``'s params with a ``request_id`` in the last one (the mapping that carries it)."""
+
+    def params(row: Row, as_admin: bool | None) -> list[Any]:
+        row.sent = build(row, as_admin)
+        row.sent[-1]["request_id"] = f"rid-{row.secret}"
+        return row.sent
+
+    return params
+
+
+def resent(method: str, verify: Callable[[Row, Any], None]) -> Callable[[Row, Any], None]:
+    """``verify``, then: the same call sent again answers the same and creates nothing."""
+
+    def check(row: Row, result: Any) -> None:
+        verify(row, result)
+        store = row.stack.services.store
+        jobs = store.count_jobs(JobQuery())
+        again = row.stack.post(method, row.sent, row.caller)
+        assert again.status_code == 200, again.text
+        assert again.json()["result"] == result
+        assert store.count_jobs(JobQuery()) == jobs
+
+    return check
+
+
 NO_READ = "No read permissions for {job_id}"
 FINISHED_OUTPUT = {"job_output": {"version": "1.1", "result": [{}]}}
 
@@ -624,6 +651,16 @@ CASES: tuple[Case, ...] = (
     Case("run_job_batch", "run_job_batch", RUN_IN_WORKSPACE, no_jobs, batch_params, verify_batch),
     Case("run_job_concierge", "run_job_concierge", RUN_CONCIERGE, no_jobs, concierge_params,
          verify_concierge_job),
+    # Safe resends: a request_id changes no permission; an allowed call resent answers the same
+    Case("run_job[request_id]", "run_job", RUN_IN_WORKSPACE, no_jobs, with_request_id(run_params),
+         resent("run_job", verify_new_job)),
+    Case("run_job_batch[request_id]", "run_job_batch", RUN_IN_WORKSPACE, no_jobs,
+         with_request_id(batch_params), resent("run_job_batch", verify_batch)),
+    Case("retry_job[request_id]", "retry_job", WRITE_JOB, one_job("error"), with_request_id(job_param()),
+         resent("retry_job", verify_retry)),
+    Case("retry_jobs[request_id]", "retry_jobs", RETRY_JOBS, one_job("error"),
+         with_request_id(retry_jobs_params), resent("retry_jobs", verify_retries),
+         entries=lambda result: result[0], entry_labels=("job",), refused=W.message),
     # Admin and informational methods (no as_admin)
     Case("handle_held_job", "handle_held_job", FULL_ADMIN_ROLE, one_job(), held_params, verify_held,
          takes_as_admin=False),
