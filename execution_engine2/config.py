@@ -139,6 +139,10 @@ KEYS: tuple[Key, ...] = (
     Key("condor-max-jobs-per-submit", 10_000, _positive_int, "Most jobs in one schedd submit transaction (a cluster); larger sets are split (0: never). Keep it under the schedd's MAX_JOBS_PER_SUBMISSION (default 20000)."),
     Key("condor-token-delivery", "environment", _choice("environment", "file"), "How HTCondor jobs get the user's and the catalog token: in the job's `environment` (visible to `condor_q -l`), or in a per-job 0600 credential `file` sent with the job."),
     Key("condor-credential-dir", None, _optional_str, "Private directory (0700) for the per-job credential files; default `<data-dir>/condor-credentials`."),
+    # faces: metrics, health probes, JSON logs (issue 13)
+    Key("log-format", "text", _choice("text", "json"), "Log line format: `text`, or `json` (one JSON object per line; each request logged with request id, user, method, duration, outcome)."),
+    Key("metrics-job-counts-ttl", 30.0, _float, "Seconds `/metrics` reuses its count of jobs by status before counting again."),
+    Key("health-timeout", 5.0, _float, "Seconds `/health/ready` waits for the store and the scheduler to answer."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

@@ -32,6 +32,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from execution_engine2.config import Config
 from execution_engine2.sdk.services import Services
+from execution_engine2.server.probes import register_probes
 from execution_engine2.server.jsonrpc import (
     Dispatcher, InvalidRequest, ParseError, error_response, new_request_id, unexpected_error,
 )
@@ -125,6 +126,7 @@ def build_app(dispatcher: Dispatcher, config: Config) -> flask.Flask:
     app.extensions[DISPATCHER_KEY] = dispatcher
     for rule in ("/", "/<path:_path>"):
         app.add_url_rule(rule, "rpc", _entry, methods=ALL_VERBS, provide_automatic_options=False)
+    register_probes(app)  # GET /metrics, /health/live, /health/ready
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     app.after_request(_common_headers)

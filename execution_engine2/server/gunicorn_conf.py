@@ -11,13 +11,29 @@ twice.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from execution_engine2.config import load
+from execution_engine2.logformat import logging_config
 from execution_engine2.serving import LISTEN_FD_ENV, PARENT_PID_ENV
+
+# Metrics of every worker go to files in one private directory (prometheus_client's
+# multiprocess mode), set here in the arbiter before any worker imports
+# prometheus_client; a scrape of any worker then sums them all.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_given_metrics_dir = os.environ.get(MULTIPROC_ENV)
+_metrics_dir = _given_metrics_dir or tempfile.mkdtemp(prefix="ee2-metrics-")
+os.environ[MULTIPROC_ENV] = _metrics_dir
+if _given_metrics_dir:
+    # Files of an earlier run would be counted again: start from zero.
+    for _stale in Path(_metrics_dir).glob("*.db"):
+        _stale.unlink()
 
 _config = load()
 _listen_fd = os.environ.get(LISTEN_FD_ENV)
@@ -40,6 +56,9 @@ preload_app = False  # connections must open in the workers, after the fork
 accesslog = "-"
 errorlog = "-"
 loglevel = "debug" if _config["debug"] else "info"
+if _config["log-format"] == "json":
+    # Every line JSON, gunicorn's access and error lines too; text keeps gunicorn's own.
+    logconfig_dict = logging_config("json", bool(_config["debug"]))
 
 
 def when_ready(server: Any) -> None:
@@ -77,3 +96,16 @@ def worker_exit(server: Any, worker: Any) -> None:
     app = forget_app()
     if app is not None:
         close_app(app)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited (in the arbiter): its metrics stay counted, as a dead process's."""
+    from execution_engine2.metrics import process_exited
+
+    process_exited(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """gunicorn stops: remove the metrics directory it made."""
+    if not _given_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
