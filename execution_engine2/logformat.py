@@ -66,3 +66,11 @@ def logging_config(log_format: str, debug: bool) -> dict[str, Any]:
             "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
         },
     }
+
+
+def startup_line(log_format: str, logger_name: str, message: str) -> str:
+    """``message`` as printed before logging is set up: as is, or as a JSON line."""
+    if log_format != "json":
+        return message
+    record = logging.LogRecord(logger_name, logging.INFO, __file__, 0, message, None, None)
+    return JsonFormatter().format(record)

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from execution_engine2 import __version__
 from execution_engine2.config import KEYS, Config
+from execution_engine2.logformat import startup_line
 
 logger = logging.getLogger("execution_engine2.serve")
 
@@ -224,7 +225,8 @@ def serve_with_gunicorn(config: Config, path: str, overridden: Sequence[str]) ->
     """Replace this process with gunicorn serving the configured service."""
     env = child_environment(config, list(overridden))
     env["KB_DEPLOYMENT_CONFIG"] = str(Path(path).resolve())
-    print(f"execution_engine2 {__version__}: starting gunicorn on {config['host']}:{config['port']} "
-          f"with {config['workers']} worker(s), configuration {env['KB_DEPLOYMENT_CONFIG']}", flush=True)
+    message = (f"execution_engine2 {__version__}: starting gunicorn on {config['host']}:{config['port']} "
+               f"with {config['workers']} worker(s), configuration {env['KB_DEPLOYMENT_CONFIG']}")
+    print(startup_line(config["log-format"], logger.name, message), flush=True)
     os.execvpe(sys.executable, gunicorn_argv(), env)
     return 1  # not reached
