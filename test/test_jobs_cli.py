@@ -4,6 +4,9 @@ history; ``--json`` output parsed."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import threading
 import subprocess
 from typing import Any, Iterator
 
@@ -181,3 +184,49 @@ def test_ee2_jobs_takes_the_token_from_the_environment_or_a_file(world, tmp_path
     token_file.unlink()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "No token" in done.stderr
+
+
+def test_bulk_actions_show_a_progress_bar_on_a_terminal_and_keep_stdout_clean(world, tmp_path):
+    env = clean_env(KB_AUTH_TOKEN=world.alice, HOME=str(tmp_path), TERM="xterm")
+    jobs = [world.a.run_job(sleep_job(60)) for _ in range(3)]
+    status, out, shown = run_on_terminal(ee2_argv("jobs", "cancel", *jobs, "--json", "--url", world.service.url), env)
+    assert status == 0
+    assert json.loads(out)["done"] == 3  # stdout: the JSON alone
+    assert "cancelling" not in shown  # --json: no bar
+
+    jobs = [world.a.run_job(sleep_job(60)) for _ in range(3)]
+    status, out, shown = run_on_terminal(ee2_argv("jobs", "cancel", *jobs, "--url", world.service.url), env)
+    assert status == 0
+    assert "cancelling" in shown and "3/3" in shown
+    assert "3 done, 0 failed" in out and "cancelling" not in out
+
+
+def run_on_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Run with stderr on a pseudo-terminal (read while it runs) and stdout on a pipe:
+    (exit status, stdout, what the terminal showed)."""
+    leader, follower = pty.openpty()
+    shown: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                return
+            if not data:
+                return
+            shown.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=follower, text=True)
+        os.close(follower)
+        follower = -1
+        out, _ = process.communicate(timeout=120)
+        reader.join(10)
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    return process.returncode, out, b"".join(shown).decode(errors="replace")

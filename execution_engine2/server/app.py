@@ -10,6 +10,8 @@ HTTP behaviour (compatible with the existing service, section 1.6):
 * ``POST`` to any path is a JSON-RPC call: 200 with the result, 500 with an
   error body, 200 and an empty body for a notification (``"id": null``).
 * ``OPTIONS`` answers 200 with an empty body.
+* ``GET /metrics``, ``/health/live`` and ``/health/ready`` are the probes of
+  ``server/probes.py``; other paths and verbs stay JSON-RPC.
 * ``GET`` and other verbs answer 500 with a ``Parse error`` body, as the
   existing service does for an empty body. No HTML page, ever: 404, 405, 413
   and unexpected failures all answer with JSON-RPC error bodies.
