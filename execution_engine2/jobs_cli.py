@@ -266,8 +266,7 @@ def _summary(results: list[dict[str, Any]], done_key: str, done_title: str, as_j
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get("EE2_URL", DEFAULT_URL),
-                        help=f"service URL (default $EE2_URL, else {DEFAULT_URL})")
+    common.add_argument("--url", default=DEFAULT_URL, help=f"service URL (default {DEFAULT_URL})")
     common.add_argument("--token", help="token (default: --token-file, $KB_AUTH_TOKEN, ~/.kbase_token)")
     common.add_argument("--token-file", metavar="FILE", help="file holding the token")
     common.add_argument("--admin", action="store_true", help="act as admin (as_admin)")

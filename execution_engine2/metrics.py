@@ -48,8 +48,6 @@ MAINTENANCE_PASSES = Counter("ee2_maintenance_passes_total",
                              "Housekeeping passes run, by pass and status (done, skipped, failed)",
                              ["pass_name", "status"])
 
-RETRY_KINDS = ("manual", "admin", "automatic")
-
 
 # --- hooks ------------------------------------------------------------------------------
 
