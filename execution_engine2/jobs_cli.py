@@ -145,8 +145,7 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
     while True:
         # The status is read before the lines: lines written before the job ended are
         # all in the page that follows a terminal status.
-        status = client.check_job({"job_id": args.job_id, "exclude_fields": ["job_input"],
-                                   **admin_flag(args)})["status"] if args.follow else None
+        status = _followed_status(client, args) if args.follow else None
         page = client.get_job_logs({"job_id": args.job_id, "skip_lines": position, **admin_flag(args)})
         for line in page["lines"]:
             _print_log_line(line, args.json)
@@ -154,6 +153,15 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
         if not args.follow or status in TERMINAL:
             return 0
         time.sleep(args.interval)
+
+
+def _followed_status(client: Client, args: argparse.Namespace) -> str:
+    state = client.check_job({"job_id": args.job_id, "exclude_fields": ["job_input"], **admin_flag(args)})
+    if state.get("batch_job"):
+        # A container runs nothing and writes no log; its children do.
+        raise CliError(f"{args.job_id} is a batch container and has no log; follow one of its "
+                       f"children (ee2 jobs show {args.job_id} lists them)")
+    return state["status"]
 
 
 def _print_log_line(line: dict[str, Any], as_json: bool) -> None:

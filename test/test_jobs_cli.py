@@ -150,6 +150,8 @@ def test_retry_batch_retries_the_latest_failed_attempt_of_each_child(world, ee2_
     retries = [result["retry_id"] for result in summary["results"]]
     assert summary["done"] == 2 and len(retries) == 2
     wait_for_jobs(world.a, retries)
+    status, _, err = ee2_jobs("logs", batch, "-f")
+    assert status == 1 and "batch container" in err
     # The retries failed again: now they are the ones to retry, not the originals.
     assert sorted(as_json(ee2_jobs("retry", "--batch", batch, "--dry-run", "--json"))["would_retry"]) == sorted(retries)
 
