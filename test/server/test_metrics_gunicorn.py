@@ -27,6 +27,8 @@ BOOT_SECONDS = 60
 class Gunicorn:
     def __init__(self, tmp_path: Path) -> None:
         self.data_dir = tmp_path / "data"
+        self.tmp = tmp_path / "tmp"
+        self.tmp.mkdir()
         self.cfg = tmp_path / "deploy.cfg"
         self.cfg.write_text(
             "[execution_engine2]\nstore = sqlite\nscheduler = local\nauth = local\ncatalog = local\n"
@@ -39,6 +41,7 @@ class Gunicorn:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("EE2_", "PROMETHEUS_")) and k != "KB_DEPLOYMENT_CONFIG"}
+        env["TMPDIR"] = str(self.tmp)  # where gunicorn makes its metrics directory
         argv = [sys.executable, "-m", "execution_engine2.cli", "serve", "--config", str(self.cfg),
                 "--port", "0", "--workers", str(WORKERS)]
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
@@ -145,7 +148,9 @@ def test_every_scrape_sums_all_workers_and_logs_are_json_lines(gunicorn):
     found = scrape(gunicorn.url)
     assert count(found, "ee2_submitted_jobs_total", scheduler="local", outcome="queued") == 2
 
+    assert [path.name[:12] for path in gunicorn.tmp.iterdir()] == ["ee2-metrics-"]
     gunicorn.stop()
+    assert list(gunicorn.tmp.iterdir()) == []  # gunicorn removed its metrics directory
     lines = gunicorn.log_lines()
     parsed = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"time", "level", "logger", "message"} <= set(line) for line in parsed)
