@@ -55,6 +55,9 @@ def load_config(args: argparse.Namespace) -> Config:
     config = config.with_values(**{"data-dir": str(Path(config["data-dir"]).resolve())})
     if config["debug"]:
         logging.getLogger().setLevel(logging.DEBUG)
+    from execution_engine2.server.wsgi import use_log_format
+
+    use_log_format(config["log-format"])
     return config
 
 

@@ -18,12 +18,11 @@ from typing import Any, Callable, Iterable
 import flask
 
 from execution_engine2.config import Config, load
-from execution_engine2.logformat import TEXT_FORMAT, formatter
+from execution_engine2.logformat import formatter
 
 _lock = threading.Lock()
 _app: flask.Flask | None = None
-
-LOG_FORMAT = TEXT_FORMAT
+_OURS = "_ee2_handler"  # marks the handlers configure_logging made
 
 
 def configure_logging(debug: bool = False, log_format: str = "text") -> None:
@@ -31,10 +30,19 @@ def configure_logging(debug: bool = False, log_format: str = "text") -> None:
     has handlers (entry points only; under gunicorn with JSON, gunicorn_conf set them)."""
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(log_format))
+    setattr(handler, _OURS, True)
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])
     # Third-party chatter stays at INFO even with debug on.
     for noisy in ("urllib3", "pymongo"):
         logging.getLogger(noisy).setLevel(logging.INFO)
+
+
+def use_log_format(log_format: str) -> None:
+    """Switch the handlers ``configure_logging`` made to ``log_format`` (once the
+    configuration, read after logging started, names one)."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _OURS, False):
+            handler.setFormatter(formatter(log_format))
 
 
 def get_app(config: Config | None = None) -> flask.Flask:
