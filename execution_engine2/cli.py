@@ -4,6 +4,7 @@
     ee2 token create --user NAME [--admin | --admin-ro] [--data-dir DIR]
     ee2 worker [--data-dir DIR] [--slots N]
     ee2 reap | repair | held | orphans | maintain [--config deploy.cfg | --data-dir DIR]
+    ee2 jobs list | show | logs | cancel | retry | history ...   (execution_engine2.jobs_cli)
 
 ``serve`` always serves through gunicorn (``execution_engine2.serving``): with a
 configuration file (``--config`` or ``KB_DEPLOYMENT_CONFIG``) it replaces itself
@@ -56,6 +57,9 @@ def load_config(args: argparse.Namespace) -> Config:
     config = config.with_values(**{"data-dir": str(Path(config["data-dir"]).resolve())})
     if config["debug"]:
         logging.getLogger().setLevel(logging.DEBUG)
+    from execution_engine2.server.wsgi import use_log_format
+
+    use_log_format(config["log-format"])
     return config
 
 
@@ -210,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     role.add_argument("--admin-ro", action="store_true", help="read-only admin (EE2_ADMIN_RO)")
     create.set_defaults(func=cmd_token_create)
 
+    # Parsed by execution_engine2.jobs_cli (main hands it everything after "jobs").
+    commands.add_parser("jobs", help="list, show, follow, cancel and retry jobs of a service "
+                                     "(ee2 jobs --help)", add_help=False)
     for name in MAINTENANCE_COMMANDS:
         sub = commands.add_parser(name, parents=[config_opts, data_opts],
                                   help=f"run the {name} housekeeping pass once, print its summary as JSON")
@@ -218,7 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["jobs"]:
+        from execution_engine2 import jobs_cli  # its own arguments, parser and help
+
+        return jobs_cli.main(arguments[1:])
+    args = build_parser().parse_args(arguments)
     from execution_engine2.server.wsgi import configure_logging
 
     configure_logging()

@@ -154,6 +154,10 @@ KEYS: tuple[Key, ...] = (
     Key("request-id-window", 86400.0, _float, "Seconds a `request_id` is remembered: the same caller sending it again within this time gets the first call's answer; after it, the id may be used afresh."),
     Key("request-id-wait", 30.0, _float, "Seconds a resend waits for the answer of a first call with the same `request_id` that is still running, before answering that it is still in progress."),
     Key("request-id-lease", 300.0, _float, "Seconds after which a first call that never answered counts as dead (its process stopped): resends of its `request_id` then get an error saying its outcome is unknown. Keep it longer than any call takes (above `http-worker-timeout`)."),
+    # faces: metrics, health probes, JSON logs (issue 13)
+    Key("log-format", "text", _choice("text", "json"), "Log line format: `text`, or `json` (one JSON object per line; each request logged with request id, user, method, duration, outcome)."),
+    Key("metrics-job-counts-ttl", 30.0, _float, "Seconds `/metrics` reuses its count of jobs by status before counting again."),
+    Key("health-timeout", 5.0, _float, "Seconds `/health/ready` waits for the store and the scheduler to answer."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from execution_engine2 import __version__
 from execution_engine2.config import KEYS, Config
+from execution_engine2.logformat import startup_line
 
 logger = logging.getLogger("execution_engine2.serve")
 
@@ -240,7 +241,8 @@ def serve_with_gunicorn(config: Config, path: str, overridden: Sequence[str]) ->
     env["KB_DEPLOYMENT_CONFIG"] = str(Path(path).resolve())
     workers = 1 if serves_in_one_process(config) else config["workers"]
     in_memory = " (store = mongomock lives in one process's memory)" if serves_in_one_process(config) else ""
-    print(f"execution_engine2 {__version__}: starting gunicorn on {config['host']}:{config['port']} "
-          f"with {workers} worker(s){in_memory}, configuration {env['KB_DEPLOYMENT_CONFIG']}", flush=True)
+    message = (f"execution_engine2 {__version__}: starting gunicorn on {config['host']}:{config['port']} "
+               f"with {workers} worker(s){in_memory}, configuration {env['KB_DEPLOYMENT_CONFIG']}")
+    print(startup_line(config["log-format"], logger.name, message), flush=True)
     os.execvpe(sys.executable, gunicorn_argv(), env)
     return 1  # not reached

@@ -14,7 +14,7 @@ import math
 import re
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
-from execution_engine2 import errors
+from execution_engine2 import errors, metrics
 from execution_engine2.db.store import SET_FIELDS, JobQuery, Record, Transition
 from execution_engine2.job import STATUS_TIME_FIELD, TERMINAL, JobStatus, is_job_id
 
@@ -224,6 +224,7 @@ def translate_errors(driver_errors: type[BaseException] | tuple[type[BaseExcepti
             try:
                 return method(*args, **kwargs)
             except driver_errors as err:
+                metrics.store_error(database)
                 raise errors.ServiceUnavailable(
                     f"{database} job store failed in {method.__name__}: {err}") from err
 

@@ -20,6 +20,7 @@ import socket
 import uuid
 from typing import Any, Callable
 
+from execution_engine2 import metrics
 from execution_engine2.maintenance import reaper
 from execution_engine2.maintenance.held import handle_held
 from execution_engine2.maintenance.workdirs import clean_workdirs
@@ -148,6 +149,13 @@ def _recover_submissions(services: Services) -> Any:
 
 def _run_pass(name: str, body: PassBody, services: Services, now: float | None,
               lease_seconds: float) -> dict[str, Any]:
+    summary = _run_pass_once(name, body, services, now, lease_seconds)
+    metrics.maintenance_pass(name, summary["status"])
+    return summary
+
+
+def _run_pass_once(name: str, body: PassBody, services: Services, now: float | None,
+                   lease_seconds: float) -> dict[str, Any]:
     now = services.clock() if now is None else now
     lease = LEASE_PREFIX + name
     owner = _owner()

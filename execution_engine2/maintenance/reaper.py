@@ -13,6 +13,7 @@ import logging
 import uuid
 from typing import Any, Sequence
 
+from execution_engine2 import metrics
 from execution_engine2.db.store import JobQuery, Record, Transition
 from execution_engine2.errors import EE2Error
 from execution_engine2.job import JobStatus, TerminatedCode
@@ -119,6 +120,7 @@ def _cancel(services: Services, done: Sequence[tuple[Transition, Record]]) -> di
     try:
         services.scheduler.cancel(scheduler_ids)
     except EE2Error:
+        metrics.scheduler_error(ours, "cancel")
         # The records are terminated already; a runner still going stops when it
         # next asks check_job_canceled, so this is logged, not retried.
         logger.exception("Reaper could not cancel scheduler jobs %s (jobs %s)", scheduler_ids,

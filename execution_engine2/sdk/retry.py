@@ -34,6 +34,7 @@ import dataclasses
 import logging
 from typing import Any, Callable, Mapping, Sequence
 
+from execution_engine2 import metrics
 from execution_engine2.auth.base import Caller, WorkspacePermission
 from execution_engine2.catalog.requirements import needs_admin
 from execution_engine2.config import Config
@@ -219,6 +220,8 @@ def _retry(services: Services, caller: Caller, job_ids: Sequence[str], options: 
     new_ids = [o.record["_id"] for o in planned if o.record["_id"] not in refused]
     if new_ids:
         logger.info("retries %s created by %s", new_ids, caller.user)
+        kind = "manual" if options.requested_by == "user" else options.requested_by
+        metrics.retries_created(kind, len(new_ids))
         services.submitter.submit_later(new_ids, caller.token)
     return [_answer(outcome, first_of_root, refused) for outcome in outcomes]
 

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from typing import Any, Mapping, Sequence
 
+from execution_engine2 import metrics
 from execution_engine2.auth.base import Caller
 from execution_engine2.db.store import JobQuery, LogLine, Record, Transition, TransitionResult
 from execution_engine2.errors import (
@@ -424,6 +425,7 @@ def _remove_from_scheduler(services: Services, records: Sequence[Record]) -> Non
     try:
         services.scheduler.cancel(scheduler_ids)
     except EE2Error:
+        metrics.scheduler_error(services.scheduler.scheduler_type, "cancel")
         # The jobs are terminated in the store; the runner sees that on its next
         # check_job_canceled poll even if the scheduler never removes them.
         logger.warning("could not remove jobs %s from the scheduler",

@@ -24,6 +24,7 @@ import time
 import uuid
 from typing import Any, Callable, Mapping, Sequence
 
+from execution_engine2 import metrics
 from execution_engine2.config import Config
 from execution_engine2.db.store import JobQuery, JobStore, Record, Transition
 from execution_engine2.errors import EE2Error, SubmissionFailed
@@ -103,6 +104,7 @@ class _Submission:
         prepared, failures = self._prepare(records, token)
         outcomes = self._scheduler_submit(prepared) if prepared else []
         failures.update({o.job_id: o.error or "no reason given" for o in outcomes if not o.ok})
+        metrics.submitted(self.scheduler.scheduler_type, len(outcomes) - len(failures), len(failures))
         self._record([o for o in outcomes if o.ok], failures)
         # On a failed write above the claims stay, unrenewed, until their lease lapses:
         # the jobs may already be in the scheduler; recovery then finds them queued or,
@@ -138,14 +140,19 @@ class _Submission:
 
     def _scheduler_submit(self, prepared: Sequence[PreparedJob]) -> list[SubmitOutcome]:
         ids = [job.job_id for job in prepared]
+        scheduler_type = self.scheduler.scheduler_type
+        started = time.monotonic()
         try:
             outcomes = list(self.scheduler.submit(prepared))
         except EE2Error as err:
+            metrics.submit_transaction(scheduler_type, False, time.monotonic() - started)
             logger.warning("submission of %d jobs (%s...) failed: %s", len(ids), ids[0], err.message)
             return [SubmitOutcome(job_id, error=err.message) for job_id in ids]
         except Exception as err:  # noqa: BLE001 - whatever the scheduler raised, no job may stay created
+            metrics.submit_transaction(scheduler_type, False, time.monotonic() - started)
             logger.exception("scheduler failed submitting %d jobs (%s...)", len(ids), ids[0])
             return [SubmitOutcome(job_id, error=f"{type(err).__name__}: {err}") for job_id in ids]
+        metrics.submit_transaction(scheduler_type, True, time.monotonic() - started)
         by_id = {outcome.job_id: outcome for outcome in outcomes}
         return [by_id.get(job_id, SubmitOutcome(job_id, error="the scheduler returned no outcome"))
                 for job_id in ids]
@@ -182,6 +189,7 @@ class _Submission:
             try:
                 self.scheduler.cancel(stop)
             except EE2Error as err:
+                metrics.scheduler_error(self.scheduler.scheduler_type, "cancel")
                 logger.error("could not cancel scheduler jobs %s: %s", stop, err.message)
 
 

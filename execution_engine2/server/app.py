@@ -12,6 +12,8 @@ HTTP behaviour (compatible with the existing service, section 1.6):
 * ``OPTIONS`` answers 200 with an empty body.
 * ``GET /jobs`` is the job browser page (``execution_engine2/web``), a
   static page that calls this same JSON-RPC endpoint from the browser.
+* ``GET /metrics``, ``/health/live`` and ``/health/ready`` are the probes of
+  ``server/probes.py``; other paths and verbs stay JSON-RPC.
 * ``GET`` and other verbs answer 500 with a ``Parse error`` body, as the
   existing service does for an empty body. No HTML page, ever: 404, 405, 413
   and unexpected failures all answer with JSON-RPC error bodies.
@@ -38,6 +40,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from execution_engine2.config import Config
 from execution_engine2.sdk.services import Services
 from execution_engine2.server.body_guard import too_many_containers
+from execution_engine2.server.probes import register_probes
 from execution_engine2.server.jsonrpc import (
     Dispatcher, InvalidRequest, ParseError, error_response, new_request_id, unexpected_error,
 )
@@ -134,6 +137,7 @@ def build_app(dispatcher: Dispatcher, config: Config) -> flask.Flask:
     _add_job_browser(app)
     for rule in ("/", "/<path:_path>"):
         app.add_url_rule(rule, "rpc", _entry, methods=ALL_VERBS, provide_automatic_options=False)
+    register_probes(app)  # GET /metrics, /health/live, /health/ready
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     app.after_request(_common_headers)

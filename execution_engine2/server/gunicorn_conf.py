@@ -11,13 +11,29 @@ twice.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from execution_engine2.config import load
+from execution_engine2.logformat import logging_config
 from execution_engine2.serving import LISTEN_FD_ENV, PARENT_PID_ENV, local_worker_mode, serves_in_one_process
+
+# Metrics of every worker go to files in one private directory (prometheus_client's
+# multiprocess mode), set here in the arbiter before any worker imports
+# prometheus_client; a scrape of any worker then sums them all.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_given_metrics_dir = os.environ.get(MULTIPROC_ENV)
+_metrics_dir = _given_metrics_dir or tempfile.mkdtemp(prefix="ee2-metrics-")
+os.environ[MULTIPROC_ENV] = _metrics_dir
+if _given_metrics_dir:
+    # Files of an earlier run would be counted again: start from zero.
+    for _stale in Path(_metrics_dir).glob("*.db"):
+        _stale.unlink()
 
 _config = load()
 _listen_fd = os.environ.get(LISTEN_FD_ENV)
@@ -41,6 +57,9 @@ preload_app = False  # connections must open in the workers, after the fork
 accesslog = "-"
 errorlog = "-"
 loglevel = "debug" if _config["debug"] else "info"
+if _config["log-format"] == "json":
+    # Every line JSON, gunicorn's access and error lines too; text keeps gunicorn's own.
+    logconfig_dict = logging_config("json", bool(_config["debug"]))
 
 
 def when_ready(server: Any) -> None:
@@ -70,21 +89,19 @@ def post_worker_init(worker: Any) -> None:
     app = get_app()
     start_background(app)
     if local_worker_mode(_config) == "thread":
-        _start_worker_thread(app)
+        worker.local_worker = _worker_thread(app)
 
 
-_worker_thread: Any = None
-
-
-def _start_worker_thread(app: Any) -> None:
-    """The local worker on this worker's own store (``store = mongomock``)."""
-    global _worker_thread
+def _worker_thread(app: Any) -> Any:
+    """The local worker on this worker's own store (``store = mongomock``), started.
+    ``EE2ThreadWorker`` stops it before it stops serving."""
     from execution_engine2.scheduler.worker_thread import WorkerThread
     from execution_engine2.server.app import services_of
     from execution_engine2.server.wiring import build_local_catalog
 
-    _worker_thread = WorkerThread(_config, services_of(app).store, build_local_catalog(_config))
-    _worker_thread.start()
+    thread = WorkerThread(_config, services_of(app).store, build_local_catalog(_config))
+    thread.start()
+    return thread
 
 
 def worker_exit(server: Any, worker: Any) -> None:
@@ -92,8 +109,22 @@ def worker_exit(server: Any, worker: Any) -> None:
     from execution_engine2.server.app import close_app
     from execution_engine2.server.wsgi import forget_app
 
-    if _worker_thread is not None:
-        _worker_thread.stop()  # first: its runners still report to this worker's app
+    local_worker = getattr(worker, "local_worker", None)
+    if local_worker is not None:
+        local_worker.stop()  # normally stopped already (EE2ThreadWorker.handle_exit)
     app = forget_app()
     if app is not None:
         close_app(app)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited (in the arbiter): its metrics stay counted, as a dead process's."""
+    from execution_engine2.metrics import process_exited
+
+    process_exited(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """gunicorn stops: remove the metrics directory it made."""
+    if not _given_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

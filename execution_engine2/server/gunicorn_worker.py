@@ -24,6 +24,7 @@ import errno
 import json
 import selectors
 import socket
+import threading
 import time
 from functools import partial
 from typing import Any
@@ -81,6 +82,24 @@ class _StallLimitedSocket(socket.socket):
 
 class EE2ThreadWorker(ThreadWorker):
     """gunicorn's gthread worker with JSON error pages and a read timeout (see module doc)."""
+
+    # The local worker thread serving an in-memory store (``gunicorn_conf.post_worker_init``).
+    local_worker: Any = None
+
+    def handle_exit(self, sig: Any, frame: Any) -> None:
+        """Stop the local worker thread before serving stops: its job runners report
+        how their apps ended to this very process. Off the signal handler, so
+        requests are still served meanwhile."""
+        if self.local_worker is None:
+            super().handle_exit(sig, frame)
+            return
+        local_worker, self.local_worker = self.local_worker, None
+
+        def stop_then_exit() -> None:
+            local_worker.stop()
+            ThreadWorker.handle_exit(self, sig, frame)
+
+        threading.Thread(target=stop_then_exit, name="ee2-worker-stop", daemon=True).start()
 
     def init_process(self) -> None:
         util.write_error = write_json_error  # type: ignore[assignment]  # this process only

@@ -47,8 +47,12 @@ from typing import Any, Callable, Sequence
 
 import jsonrpcbase
 
+from execution_engine2 import metrics
 from execution_engine2.auth.base import Authenticator, Caller
-from execution_engine2.errors import AuthenticationError, EE2Error, InvalidParams, describe
+from execution_engine2.errors import (
+    AuthenticationError, EE2Error, InvalidParams, NotFound, PermissionDenied, ServiceUnavailable,
+    ValidationError, describe,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -217,15 +221,19 @@ class Dispatcher(jsonrpcbase.JSONRPCService):
     def _handle(self, jsondata: bytes | str, token: str | None,
                 request_id: str) -> dict[str, Any] | None:
         rdata: Any = None
+        trace = RequestTrace(request_id)
         try:
             rdata = _parse(jsondata)
-            result = self._dispatch(rdata, token, request_id)
+            result = self._dispatch(rdata, token, trace)
         except EE2Error as err:
+            trace.done(outcome_of(err))
             return _error(rdata, err.code, err.name, err.message, getattr(err, "detail", None))
         except Exception:  # process boundary: one RPC
             logger.exception("request %s: unexpected error in %s", request_id,
                              _method_for_log(rdata))
+            trace.done("unexpected")
             return unexpected_error(rdata, request_id)
+        trace.done("ok")
         if rdata["id"] is None:
             return None
         response = _dialect(rdata)
@@ -233,20 +241,19 @@ class Dispatcher(jsonrpcbase.JSONRPCService):
         response["id"] = rdata["id"]
         return response
 
-    def _dispatch(self, rdata: Any, token: str | None, request_id: str) -> Any:
+    def _dispatch(self, rdata: Any, token: str | None, trace: RequestTrace) -> Any:
         name, params = _check_envelope(rdata)
         entry = self.method_data.get(name)
         if entry is None:
             raise MethodNotFound(
                 f"Unknown method {describe(name)}: methods are named '{self._service_name}.<name>'")
         spec: MethodSpec = entry["spec"]
+        trace.method = name.partition(".")[2]
         caller = self._authenticate(spec.auth, token)
+        trace.user = caller.user if caller else None
         _check_params(spec.types, params)
-        context = RequestContext(request_id, name.partition(".")[2], caller)
-        started = time.monotonic()
+        context = RequestContext(trace.request_id, trace.method, caller)
         result = spec.function(context, *params)
-        logger.debug("request %s: %s by %s in %.3f s", request_id, context.method,
-                     caller.user if caller else "anonymous", time.monotonic() - started)
         return None if spec.void else [result]
 
     def _authenticate(self, level: AuthLevel, token: str | None) -> Caller | None:
@@ -264,6 +271,44 @@ class Dispatcher(jsonrpcbase.JSONRPCService):
             if level is AuthLevel.OPTIONAL:
                 return None  # as the existing service: a bad optional token is ignored
             raise
+
+
+# --- per-request metrics and the request log line -------------------------------------
+
+UNKNOWN_METHOD = "unknown"
+request_logger = logging.getLogger("execution_engine2.request")
+
+# Error class -> outcome label (most specific first); any other EE2Error is "refused".
+_OUTCOMES: tuple[tuple[type[EE2Error], str], ...] = (
+    (ParseError, "invalid"), (InvalidRequest, "invalid"), (MethodNotFound, "invalid"),
+    (InvalidParams, "invalid"), (ValidationError, "invalid"), (AuthenticationError, "unauthenticated"),
+    (PermissionDenied, "denied"), (NotFound, "not_found"), (ServiceUnavailable, "unavailable"),
+)
+
+
+def outcome_of(err: EE2Error) -> str:
+    """The outcome label of a refused request (a small fixed set, never a message)."""
+    return next((label for kind, label in _OUTCOMES if isinstance(err, kind)), "refused")
+
+
+@dataclasses.dataclass
+class RequestTrace:
+    """What one request's metrics and log line say: only registered method names (or
+    ``unknown``), the caller's user name, never a token or a parameter."""
+
+    request_id: str
+    method: str = UNKNOWN_METHOD
+    user: str | None = None
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def done(self, outcome: str) -> None:
+        seconds = time.monotonic() - self.started
+        metrics.request_done(self.method, outcome, seconds)
+        request_logger.info(
+            "request %s: %s by %s in %.3f s: %s", self.request_id, self.method,
+            self.user or "anonymous", seconds, outcome,
+            extra={"request_id": self.request_id, "method": self.method, "user": self.user,
+                   "duration": round(seconds, 6), "outcome": outcome})
 
 
 MAX_NESTING = 100  # MongoDB's limit on document nesting; deeper params could not be stored

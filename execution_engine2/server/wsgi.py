@@ -18,19 +18,31 @@ from typing import Any, Callable, Iterable
 import flask
 
 from execution_engine2.config import Config, load
+from execution_engine2.logformat import formatter
 
 _lock = threading.Lock()
 _app: flask.Flask | None = None
+_OURS = "_ee2_handler"  # marks the handlers configure_logging made
 
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
-
-def configure_logging(debug: bool = False) -> None:
-    """Log to stderr unless the process already has handlers (entry points only)."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=LOG_FORMAT)
+def configure_logging(debug: bool = False, log_format: str = "text") -> None:
+    """Log to stderr (``log-format``: text or JSON lines) unless the process already
+    has handlers (entry points only; under gunicorn with JSON, gunicorn_conf set them)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(log_format))
+    setattr(handler, _OURS, True)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])
     # Third-party chatter stays at INFO even with debug on.
     for noisy in ("urllib3", "pymongo"):
         logging.getLogger(noisy).setLevel(logging.INFO)
+
+
+def use_log_format(log_format: str) -> None:
+    """Switch the handlers ``configure_logging`` made to ``log_format`` (once the
+    configuration, read after logging started, names one)."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _OURS, False):
+            handler.setFormatter(formatter(log_format))
 
 
 def get_app(config: Config | None = None) -> flask.Flask:
@@ -41,7 +53,7 @@ def get_app(config: Config | None = None) -> flask.Flask:
             from execution_engine2.server.app import create_app
 
             config = config or load()
-            configure_logging(bool(config["debug"]))
+            configure_logging(bool(config["debug"]), config["log-format"])
             _app = create_app(config)
         return _app
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -209,6 +210,9 @@ def wait_for_jobs(client: Client, job_ids: list[str], statuses: Iterable[str] = 
 
 # --- the service -------------------------------------------------------------------
 
+WORKER_STARTED = re.compile(r"\[(\d+)\] execution_engine2\.scheduler\.worker: local worker \S+ started")
+
+
 class Service:
     """One ``ee2 serve`` (standalone) process on ``data_dir``; cwd ``root``.
 
@@ -285,6 +289,11 @@ class Service:
                 for line in handle.read().decode(errors="replace").splitlines():
                     if "local worker:" in line and "pid " in line:
                         return int(line.rsplit("pid ", 1)[1].split()[0])
+                    # A worker thread (store = mongomock) runs in the gunicorn worker,
+                    # whose pid only its own start line names.
+                    started = WORKER_STARTED.search(line)
+                    if started:
+                        return int(started.group(1))
             return None
 
         return wait_until(found, STARTUP_SECONDS, lambda: f"no worker pid in the banner\n{self.log_tail()}")
