@@ -272,14 +272,21 @@ def _summary(results: list[dict[str, Any]], done_key: str, done_title: str, as_j
 
 # --- arguments ------------------------------------------------------------------------------
 
-def _common() -> argparse.ArgumentParser:
+def _common(defaults: bool = True) -> argparse.ArgumentParser:
+    """The options every command takes. They may stand before the command too
+    (``ee2 jobs --url X list``): there they carry the defaults, and the command's own
+    copies (``defaults=False``) set only what is given after it."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=DEFAULT_URL, help=f"service URL (default {DEFAULT_URL})")
-    common.add_argument("--token", help="token (default: --token-file, $KB_AUTH_TOKEN, ~/.kbase_token)")
-    common.add_argument("--token-file", metavar="FILE", help="file holding the token")
-    common.add_argument("--admin", action="store_true", help="act as admin (as_admin)")
-    common.add_argument("--json", action="store_true", help="JSON output for scripts")
-    common.add_argument("--timeout", type=float, default=300.0, help=argparse.SUPPRESS)
+
+    def option(*names: str, default: Any = None, **kwargs: Any) -> None:
+        common.add_argument(*names, default=default if defaults else argparse.SUPPRESS, **kwargs)
+
+    option("--url", default=DEFAULT_URL, help=f"service URL (default {DEFAULT_URL})")
+    option("--token", help="token (default: --token-file, $KB_AUTH_TOKEN, ~/.kbase_token)")
+    option("--token-file", metavar="FILE", help="file holding the token")
+    option("--admin", default=False, action="store_true", help="act as admin (as_admin)")
+    option("--json", default=False, action="store_true", help="JSON output for scripts")
+    option("--timeout", default=300.0, type=float, help=argparse.SUPPRESS)
     return common
 
 
@@ -299,9 +306,10 @@ def _filters() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ee2 jobs", description="See and act on jobs of an ee2 service")
+    parser = argparse.ArgumentParser(prog="ee2 jobs", description="See and act on jobs of an ee2 service",
+                                     parents=[_common()])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common, filters = _common(), _filters()
+    common, filters = _common(defaults=False), _filters()
 
     add: Callable[..., argparse.ArgumentParser] = commands.add_parser
     add("list", parents=[common, filters], help="list jobs").set_defaults(func=cmd_list)

@@ -94,6 +94,20 @@ def test_show_gives_state_params_and_output(world, ee2_jobs):
     assert status == 1 and "error" in err
 
 
+def test_common_options_may_stand_before_the_command(world, capsys):
+    job_id = world.a.run_job(ECHO)
+    wait_for_job(world.a, job_id)
+    capsys.readouterr()
+    status = jobs_cli.main(["--url", world.service.url, "--token", world.alice, "--json", "show", job_id])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert json.loads(out)["job_id"] == job_id
+    # Given after the command too, the later one wins.
+    status = jobs_cli.main(["--url", "http://127.0.0.1:9/", "show", job_id, "--url", world.service.url,
+                            "--token", world.alice, "--json"])
+    assert status == 0, capsys.readouterr().err
+
+
 def test_logs_follow_a_running_job_until_it_ends(world, ee2_jobs):
     job_id = world.a.run_job(sleep_job(3))
     wait_for_job(world.a, job_id, {"running"})
