@@ -145,6 +145,8 @@ KEYS: tuple[Key, ...] = (
     Key("max-log-page-lines", 10_000, _positive_int, "Most lines one `get_job_logs` page returns, whatever `limit` asks; 0 = no limit."),
     Key("max-request-containers", 250_000, _positive_int, "Most JSON objects and arrays one request body may hold (refused unparsed beyond); 0 = no limit."),
     Key("max-log-page-bytes", 8 * 1024 * 1024, _positive_int, "Most bytes of line text in one `get_job_logs` page (a page always has its first line); 0 = no limit."),
+    # perf: group commit of submissions (issue 11)
+    Key("submit-group-max-jobs", 10_000, _positive_int, "Most jobs one group commit hands to the scheduler: a process's submitter puts every pending `run_job`, batch and retry into one submission up to this many jobs (one larger request still goes alone); 0 = no bound."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
