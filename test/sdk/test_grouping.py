@@ -210,3 +210,23 @@ def test_groups_are_bounded_by_submit_group_max_jobs(tmp_path):
     finally:
         assert submitter.stop()
         services.store.close()
+
+
+def test_run_job_that_does_not_wait_answers_before_the_scheduler(tmp_path, users):
+    scheduler = _PoisonScheduler(latency=0.3)
+    services = make_services(tmp_path / "stack", scheduler=scheduler,
+                             config_overrides={"run-job-waits-for-submission": False})
+    try:
+        job_ids = [run.run_job(services, users["alice"], dict(ECHO)) for _ in range(5)]
+        assert {stored(services, job_id)["status"] for job_id in job_ids} == {"created"}
+        scheduler.poisoned.add(job_ids[2])  # refused: the job ends in error, no caller to fail
+
+        assert services.submitter.flush(10)
+        assert [stored(services, job_id)["status"] for job_id in job_ids] == \
+            ["queued", "queued", "error", "queued", "queued"]
+        assert stored(services, job_ids[2])["errormsg"] == \
+            f"Cannot submit to recording: item for job {job_ids[2]} is malformed"
+        assert len(scheduler.submissions) < 5 + 3
+    finally:
+        assert services.submitter.stop()
+        services.store.close()
