@@ -9,7 +9,8 @@ Besides the JSON-RPC endpoint it answers, for the benchmark only:
 
 * ``POST /_bench/seed?n=N&user=U``: N errored jobs of U (to retry); ``{"job_ids": [...]}``
 * ``POST /_bench/flush``: waits until the submitter has handled everything, then
-* ``GET /_bench/stats``: ``{"schedd_transactions", "round_trips", "groups", "queued"}``.
+* ``GET /_bench/stats``: ``{"schedd_transactions", "round_trips", "groups", "queued",
+  "gc_seconds", "gc_collections"}`` (the last two: time in the garbage collector).
 
 ``served_over_http(latency, env)`` (client side) starts it with a user token, waits
 until it answers and stops it on exit. The client then runs in the calling process.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import re
@@ -67,9 +69,12 @@ def _stack_app(data_dir: str, latency: float) -> Callable[..., Iterable[bytes]]:
     start_background(app)
     tune_gc(config)  # as gunicorn_conf.post_worker_init does
 
+    collector = _CollectorClock()
+
     def stats() -> dict[str, Any]:
         return {"schedd_transactions": schedd.transactions, "round_trips": store.round_trips,
-                "groups": submitter.groups,
+                "groups": submitter.groups, "gc_seconds": collector.seconds,
+                "gc_collections": collector.collections,
                 "queued": store.inner.count_jobs(JobQuery(statuses=[JobStatus.QUEUED]))}
 
     def bench_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -90,6 +95,23 @@ def _stack_app(data_dir: str, latency: float) -> Callable[..., Iterable[bytes]]:
         return [data]
 
     return bench_app
+
+
+class _CollectorClock:
+    """Time this process spends in the garbage collector (all threads), and collections."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._started = 0.0
+        gc.callbacks.append(self._phase)
+
+    def _phase(self, phase: str, info: Mapping[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections += 1
 
 
 def serve(data_dir: str, latency: float) -> None:

@@ -183,7 +183,9 @@ def _error_change(job_id: str, message: str) -> Transition:
 
 def recover_orphans(store: JobStore, scheduler: Scheduler, config: Config, clock: Clock = time.time,
                     *, job_ids: Sequence[str] | None = None, grace_seconds: float | None = None,
-                    owner: str | None = None, limit: int = 1000) -> dict[str, list[str]]:
+                    owner: str | None = None, limit: int = 1000,
+                    submit: Callable[[list[str]], Mapping[str, str]] | None = None
+                    ) -> dict[str, list[str]]:
     """Submit or fail ``created`` jobs nobody is submitting (their process died).
 
     Candidates: ``created``, not a container, no ``scheduler_id``, lifecycle complete,
@@ -192,7 +194,9 @@ def recover_orphans(store: JobStore, scheduler: Scheduler, config: Config, clock
     lost its submitter), no live ``submit`` claim; restricted to ``job_ids`` when given. The owner's token is gone (tokens are
     never stored), so with a scheduler that needs none (``local``) they are submitted;
     otherwise they end in ``error`` (``SUBMISSION_FAILED``, ``INTERRUPTED``) so the user
-    can retry them. Returns ``{"submitted": [...], "failed": [...]}``.
+    can retry them. ``submit`` (``StoreSubmitter``'s, with ``owner`` its own) hands the
+    claimed jobs to that submitter's next group instead of a transaction of their own;
+    it returns ``{job_id: error}``. Returns ``{"submitted": [...], "failed": [...]}``.
     """
     if job_ids is not None and not job_ids:
         return {"submitted": [], "failed": []}
@@ -209,7 +213,7 @@ def recover_orphans(store: JobStore, scheduler: Scheduler, config: Config, clock
         return {"submitted": [], "failed": []}
     ids = [r["_id"] for r in claimed]
     if scheduler.scheduler_type in TOKENLESS_SCHEDULERS:
-        failures = work.submit(claimed, {})
+        failures = submit(ids) if submit is not None else work.submit(claimed, {})
         failed = [job_id for job_id in ids if job_id in failures]
     else:
         try:
@@ -317,12 +321,14 @@ class StoreSubmitter:
         with self._wake:
             return self._wake.wait_for(lambda: self._pending == 0, timeout)
 
-    def recover_once(self, grace_seconds: float | None = None) -> dict[str, list[str]]:
+    def recover_once(self, grace_seconds: float | None = None,
+                     job_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
         """One pass of ``recover_orphans`` for the jobs nobody is submitting (by default
-        those unclaimed for one of this submitter's leases)."""
+        those unclaimed for one of this submitter's leases; only ``job_ids`` if given),
+        submitted in this submitter's next group."""
         grace = self.lease_seconds if grace_seconds is None else grace_seconds
-        return recover_orphans(self.store, self.scheduler, self.config, self.clock,
-                               grace_seconds=grace, owner=self.owner)
+        return recover_orphans(self.store, self.scheduler, self.config, self.clock, job_ids=job_ids,
+                               grace_seconds=grace, owner=self.owner, submit=self._submit_claimed)
 
     def _recover_quietly(self) -> None:
         # The heartbeat's tick: the recovery logs what it did; an empty pass says nothing.
@@ -333,10 +339,21 @@ class StoreSubmitter:
     # meanwhile waits and goes in the next group. A waiting ``submit_now`` caller leads
     # the next group itself (no hand-off to another thread on the hot path); the
     # background thread leads when only ``submit_later`` work is pending.
+    def _submit_claimed(self, job_ids: list[str]) -> dict[str, str]:
+        """Jobs this submitter claimed already (recovery), without a token: in the next
+        group, waited for. ``{job_id: error}``."""
+        self.heartbeat.hold(job_ids)
+        request = self._queue_request(job_ids, None, waited=True)
+        self._lead_until(lambda: request.done)
+        if request.error is not None:
+            raise request.error
+        return request.failures
+
     def _enqueue(self, job_ids: Sequence[str], token: str | None, waited: bool) -> Request | None:
         claimed = [r["_id"] for r in self._work.claim(job_ids)]
-        if not claimed:
-            return None
+        return self._queue_request(claimed, token, waited) if claimed else None
+
+    def _queue_request(self, claimed: list[str], token: str | None, waited: bool) -> Request:
         request = Request(claimed, token)
         with self._lock:
             self._pending += 1
