@@ -21,6 +21,7 @@ import dataclasses
 import logging
 from typing import Sequence
 
+from execution_engine2.db.store import Record
 from execution_engine2.errors import EE2Error
 from execution_engine2.scheduler.base import PreparedJob, Scheduler, SubmitOutcome
 
@@ -33,6 +34,8 @@ class Request:
 
     job_ids: list[str]
     token: str | None
+    records: list[Record] | None = None  # as claimed, when the claim returned them
+    claimed_at: float = 0.0
     done: bool = False  # handled (under the submitter's lock)
     failures: dict[str, str] = dataclasses.field(default_factory=dict)
     error: BaseException | None = None  # the group failed before any job was settled

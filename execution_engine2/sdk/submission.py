@@ -350,11 +350,14 @@ class StoreSubmitter:
         return request.failures
 
     def _enqueue(self, job_ids: Sequence[str], token: str | None, waited: bool) -> Request | None:
-        claimed = [r["_id"] for r in self._work.claim(job_ids)]
-        return self._queue_request(claimed, token, waited) if claimed else None
+        claimed = self._work.claim(job_ids)
+        if not claimed:
+            return None
+        return self._queue_request([r["_id"] for r in claimed], token, waited, claimed)
 
-    def _queue_request(self, claimed: list[str], token: str | None, waited: bool) -> Request:
-        request = Request(claimed, token)
+    def _queue_request(self, claimed: list[str], token: str | None, waited: bool,
+                       records: list[Record] | None = None) -> Request:
+        request = Request(claimed, token, records=records, claimed_at=self.clock())
         with self._lock:
             self._pending += 1
             self._queue.append(request)
@@ -396,13 +399,28 @@ class StoreSubmitter:
                 group = self._take_group()
             self._handle(group)
 
+    def _records(self, group: list[Request]) -> list[Record]:
+        """The group's jobs to submit. A request claimed less than one renewal interval
+        ago brings its records (its claims cannot have lapsed: they last a whole lease;
+        a job cancelled meanwhile is settled by ``_record``'s compare-and-set); older
+        ones are renewed and read again (``reclaim``: one round trip each for all)."""
+        now = self.clock()
+        recent: list[Record] = []
+        older: list[str] = []
+        for request in group:
+            if request.records is not None and request.claimed_at > now - self.heartbeat.interval:
+                recent += request.records
+            else:
+                older += request.job_ids
+        return recent + (self._work.reclaim(older) if older else [])
+
     def _handle(self, group: list[Request]) -> None:
         """One transaction for the whole group; every request learns its own outcome."""
         job_ids = [job_id for request in group for job_id in request.job_ids]
         tokens = {job_id: request.token for request in group for job_id in request.job_ids}
         try:
             self.groups += 1
-            failures = self._work.submit(self._work.reclaim(job_ids), tokens)
+            failures = self._work.submit(self._records(group), tokens)
             for request in group:
                 request.failures = {j: failures[j] for j in request.job_ids if j in failures}
             if failures:
