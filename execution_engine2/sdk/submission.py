@@ -236,14 +236,14 @@ class StoreSubmitter:
 
     ``submit_now`` (``run_job``) and ``submit_later`` (batches, retries) both claim the
     jobs in the store in the caller's thread (a few round trips, never one per job), so
-    they are this process's work at once, and queue them. One background thread drains
-    whatever is queued into one scheduler transaction (group commit, at most
-    ``submit-group-max-jobs`` jobs; each job keeps its own caller's token), bisecting a
-    transaction the scheduler refuses whole (``grouping.submit_splitting``). Many
-    concurrent callers thus share schedd round trips instead of paying one each;
-    ``submit_now`` returns when its own jobs are settled. The background thread (and
-    the heartbeat) exit when there is nothing to do, so a process that only runs
-    ``submit_now`` keeps no extra thread.
+    they are this process's work at once, and queue them. One group is in the scheduler
+    at a time; when it is done, the next leader (a waiting ``submit_now`` caller, else
+    the background thread) takes whatever is queued into one scheduler transaction
+    (group commit, at most ``submit-group-max-jobs`` jobs; each job keeps its own
+    caller's token), bisecting a transaction the scheduler refuses whole
+    (``grouping.submit_splitting``). Concurrent callers thus share schedd round trips
+    instead of paying one each; ``submit_now`` returns when its own jobs are settled.
+    Recovered jobs (``recover_once``, the repair pass) join the same queue.
 
     ``heartbeat`` renews the claims every ``renew_interval`` (default
     ``submit-claim-renew-interval``) until the jobs are submitted; if the process dies,
