@@ -158,6 +158,10 @@ KEYS: tuple[Key, ...] = (
     Key("log-format", "text", _choice("text", "json"), "Log line format: `text`, or `json` (one JSON object per line; each request logged with request id, user, method, duration, outcome)."),
     Key("metrics-job-counts-ttl", 30.0, _float, "Seconds `/metrics` reuses its count of jobs by status before counting again."),
     Key("health-timeout", 5.0, _float, "Seconds `/health/ready` waits for the store and the scheduler to answer."),
+    # perf: group commit of submissions (issue 11)
+    Key("submit-group-max-jobs", 10_000, _positive_int, "Most jobs one group commit hands to the scheduler: a process's submitter puts every pending `run_job`, batch and retry into one submission up to this many jobs (one larger request still goes alone); 0 = no bound."),
+    Key("gc-gen0-threshold", 10_000, _positive_int, "Garbage-collector young-generation threshold of a serving worker, set after start-up with the objects built so far frozen out of collections (large calls stay linear); 0 keeps Python's defaults (700)."),
+    Key("run-job-waits-for-submission", True, _bool, "Whether `run_job` answers only once the scheduler has the job (the existing service's contract: a refused submission fails the call). With false it answers once the job is stored and claimed, like `retry_job`, and a refused submission ends the job in `error` for `check_job` to show; sequential calls then share schedd transactions."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

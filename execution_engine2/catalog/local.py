@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import re
 import sys
 import threading
@@ -81,9 +82,12 @@ class LocalCatalog:
         self._lock = threading.Lock()
         self._digest = b""
         self._modules: Mapping[str, _Module] = {}
+        self._seen: tuple[int, int, int, int] | None = None  # the file's stat when last read
+        seen = self._stat()
         text = self._read_bytes()
         self._modules = parse_catalog(text, self.path)
         self._digest = hashlib.sha256(text).digest()
+        self._seen = seen
 
     def resolve_version(self, module_name: str, service_ver: str | None) -> ModuleVersion:
         """The version a tag (default ``release``), semantic version or full commit hash names.
@@ -129,13 +133,20 @@ class LocalCatalog:
         return None if module is None else module.methods.get(function_name)
 
     def _modules_now(self) -> Mapping[str, _Module]:
-        """The modules as the file holds them now; an unparsable edit keeps the last good ones."""
+        """The modules as the file holds them now; an unparsable edit keeps the last good ones.
+
+        The file is read and hashed only when its stat (inode, size, mtime, ctime) changed
+        since the last read: one ``stat`` per call otherwise."""
         with self._lock:
+            seen = self._stat()
+            if seen is not None and seen == self._seen:
+                return self._modules
             try:
                 text = self._read_bytes()
             except ValidationError as err:
                 logger.warning("keeping the catalog last read: %s", err)
                 return self._modules
+            self._seen = seen
             digest = hashlib.sha256(text).digest()
             if digest != self._digest:
                 try:
@@ -144,6 +155,13 @@ class LocalCatalog:
                 except ValidationError as err:
                     logger.warning("keeping the catalog last read: %s", err)
             return self._modules
+
+    def _stat(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None  # reading it says why
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def _read_bytes(self) -> bytes:
         try:

@@ -47,6 +47,9 @@ def run_job(services: Services, caller: Caller, params: Any) -> str:
     (6, documented upstream as "condor submit issue"; upstream wrote 1, we use the code
     that says what happened, retry-design decision 9) and ``errormsg``
     ``Cannot submit to <scheduler>: <scheduler's message>``; the call then fails.
+    With ``run-job-waits-for-submission`` false the call answers once the job is
+    stored and claimed (``submitter.submit_later``); a refused submission then only
+    ends the job in ``error``.
 
     Raises InvalidParams, ValidationError, PermissionDenied, ServiceUnavailable,
     SubmissionFailed.
@@ -168,7 +171,10 @@ def _run_single(services: Services, caller: Caller, spec: JobSpec,
                       resolved=None if requirements is None else [requirements])[0]
     services.store.insert_jobs([record])
     logger.info("job %s created by %s (%s)", record["_id"], caller.user, spec.method)
-    services.submitter.submit_now([record["_id"]], caller.token)
+    if services.config["run-job-waits-for-submission"]:
+        services.submitter.submit_now([record["_id"]], caller.token)
+    else:  # the answer does not wait for the schedd: sequential calls share transactions
+        services.submitter.submit_later([record["_id"]], caller.token)
     return record["_id"]
 
 

@@ -5,9 +5,10 @@ not a batch container and whose retry lifecycle is complete. Before submitting, 
 submitter claims the jobs in the store (claim kind ``submit``), so two submitters
 (threads, processes, instances) never submit one job twice. A claim is short
 (``submit-claim-seconds``) and renewed by the holder's heartbeat (``sdk.claims``)
-while the jobs wait and while the scheduler works on them. Each call
-makes one ``Scheduler.submit`` for all its jobs and one ``transition_many``: the number
-of store round trips does not grow with the number of jobs.
+while the jobs wait and while the scheduler works on them. One thread per process
+drains every pending request into one ``Scheduler.submit`` (group commit, bounded by
+``submit-group-max-jobs``) and one ``transition_many``: neither the number of store
+round trips nor of schedd transactions grows with the number of jobs or of callers.
 
 A failed submission ends the jobs in ``error`` with ``ErrorCode.SUBMISSION_FAILED`` and
 ``Cannot submit to <scheduler>: <reason>``: a job never stays ``created`` because the
@@ -17,8 +18,8 @@ such jobs each renewal interval (``recover_orphans``), and so does ``ee2 repair`
 """
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ from execution_engine2.db.store import JobQuery, JobStore, Record, Transition
 from execution_engine2.errors import EE2Error, SubmissionFailed
 from execution_engine2.job import ErrorCode, JobStatus, is_batch_container
 from execution_engine2.scheduler.base import PreparedJob, Scheduler, SubmitOutcome
+from execution_engine2.sdk.grouping import Request, submit_splitting, take_group
 from execution_engine2.sdk.claims import ClaimKeeper
 from execution_engine2.sdk.prepare import prepared_job
 
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 CLAIM_KIND = "submit"
 LEASE_KEY = "submit-claim-seconds"
 RENEW_KEY = "submit-claim-renew-interval"
+GROUP_KEY = "submit-group-max-jobs"
 INTERRUPTED = "Submission was interrupted by a service restart; retry the job"
 # Schedulers that start jobs without the owner's token (the local executor).
 TOKENLESS_SCHEDULERS = frozenset({"local"})
@@ -89,20 +92,22 @@ class _Submission:
                 and records[job_id].get("status") == JobStatus.CREATED.value
                 and not records[job_id].get("scheduler_id")]
 
-    def submit(self, records: Sequence[Record], token: str | None) -> dict[str, str]:
-        """One scheduler submission for all ``records`` (claimed by us), then one status
-        write. Returns ``{job_id: error message}`` for the jobs that ended in error."""
+    def submit(self, records: Sequence[Record], tokens: Mapping[str, str | None]) -> dict[str, str]:
+        """One scheduler submission for all ``records`` (claimed by us; each job with its
+        caller's token from ``tokens``, none if absent), split only if the scheduler
+        refuses it whole (``grouping.submit_splitting``), then one status write.
+        Returns ``{job_id: error message}`` for the jobs that ended in error."""
         if not records:
             return {}
         try:
-            return self._submit(records, token)
+            return self._submit(records, tokens)
         finally:
             if self.keeper is not None:
                 self.keeper.drop(r["_id"] for r in records)
 
-    def _submit(self, records: Sequence[Record], token: str | None) -> dict[str, str]:
-        prepared, failures = self._prepare(records, token)
-        outcomes = self._scheduler_submit(prepared) if prepared else []
+    def _submit(self, records: Sequence[Record], tokens: Mapping[str, str | None]) -> dict[str, str]:
+        prepared, failures = self._prepare(records, tokens)
+        outcomes = submit_splitting(self.scheduler, prepared) if prepared else []
         failures.update({o.job_id: o.error or "no reason given" for o in outcomes if not o.ok})
         metrics.submitted(self.scheduler.scheduler_type, len(outcomes) - len(failures), len(failures))
         self._record([o for o in outcomes if o.ok], failures)
@@ -128,34 +133,15 @@ class _Submission:
         return [result.job_id for result in results if result.ok]
 
     # --- steps --------------------------------------------------------------------------
-    def _prepare(self, records: Sequence[Record], token: str | None
+    def _prepare(self, records: Sequence[Record], tokens: Mapping[str, str | None]
                  ) -> tuple[list[PreparedJob], dict[str, str]]:
         prepared, failures = [], {}
         for record in records:
             try:
-                prepared.append(prepared_job(record, token))
+                prepared.append(prepared_job(record, tokens.get(record["_id"])))
             except (KeyError, TypeError, ValueError) as err:
                 failures[record["_id"]] = f"the job record is incomplete ({err!r})"
         return prepared, failures
-
-    def _scheduler_submit(self, prepared: Sequence[PreparedJob]) -> list[SubmitOutcome]:
-        ids = [job.job_id for job in prepared]
-        scheduler_type = self.scheduler.scheduler_type
-        started = time.monotonic()
-        try:
-            outcomes = list(self.scheduler.submit(prepared))
-        except EE2Error as err:
-            metrics.submit_transaction(scheduler_type, False, time.monotonic() - started)
-            logger.warning("submission of %d jobs (%s...) failed: %s", len(ids), ids[0], err.message)
-            return [SubmitOutcome(job_id, error=err.message) for job_id in ids]
-        except Exception as err:  # noqa: BLE001 - whatever the scheduler raised, no job may stay created
-            metrics.submit_transaction(scheduler_type, False, time.monotonic() - started)
-            logger.exception("scheduler failed submitting %d jobs (%s...)", len(ids), ids[0])
-            return [SubmitOutcome(job_id, error=f"{type(err).__name__}: {err}") for job_id in ids]
-        metrics.submit_transaction(scheduler_type, True, time.monotonic() - started)
-        by_id = {outcome.job_id: outcome for outcome in outcomes}
-        return [by_id.get(job_id, SubmitOutcome(job_id, error="the scheduler returned no outcome"))
-                for job_id in ids]
 
     def _record(self, accepted: Sequence[SubmitOutcome], failures: Mapping[str, str]) -> None:
         """created -> queued (with scheduler ids) or -> error, in one transition_many; a job
@@ -200,7 +186,9 @@ def _error_change(job_id: str, message: str) -> Transition:
 
 def recover_orphans(store: JobStore, scheduler: Scheduler, config: Config, clock: Clock = time.time,
                     *, job_ids: Sequence[str] | None = None, grace_seconds: float | None = None,
-                    owner: str | None = None, limit: int = 1000) -> dict[str, list[str]]:
+                    owner: str | None = None, limit: int = 1000,
+                    submit: Callable[[list[str]], Mapping[str, str]] | None = None
+                    ) -> dict[str, list[str]]:
     """Submit or fail ``created`` jobs nobody is submitting (their process died).
 
     Candidates: ``created``, not a container, no ``scheduler_id``, lifecycle complete,
@@ -209,7 +197,9 @@ def recover_orphans(store: JobStore, scheduler: Scheduler, config: Config, clock
     lost its submitter), no live ``submit`` claim; restricted to ``job_ids`` when given. The owner's token is gone (tokens are
     never stored), so with a scheduler that needs none (``local``) they are submitted;
     otherwise they end in ``error`` (``SUBMISSION_FAILED``, ``INTERRUPTED``) so the user
-    can retry them. Returns ``{"submitted": [...], "failed": [...]}``.
+    can retry them. ``submit`` (``StoreSubmitter``'s, with ``owner`` its own) hands the
+    claimed jobs to that submitter's next group instead of a transaction of their own;
+    it returns ``{job_id: error}``. Returns ``{"submitted": [...], "failed": [...]}``.
     """
     if job_ids is not None and not job_ids:
         return {"submitted": [], "failed": []}
@@ -226,7 +216,7 @@ def recover_orphans(store: JobStore, scheduler: Scheduler, config: Config, clock
         return {"submitted": [], "failed": []}
     ids = [r["_id"] for r in claimed]
     if scheduler.scheduler_type in TOKENLESS_SCHEDULERS:
-        failures = work.submit(claimed, None)
+        failures = submit(ids) if submit is not None else work.submit(claimed, {})
         failed = [job_id for job_id in ids if job_id in failures]
     else:
         try:
@@ -245,11 +235,19 @@ def _new_owner(role: str) -> str:
 
 
 class StoreSubmitter:
-    """The ``Submitter``: ``submit_now`` in the caller's thread, ``submit_later`` on a
-    background thread of this process.
+    """The ``Submitter``: one per process; every submission path goes through it.
 
-    ``submit_later`` claims the jobs in the store before returning (a few round trips,
-    never one per job), so they are this process's work even before the thread runs.
+    ``submit_now`` (``run_job``) and ``submit_later`` (batches, retries) both claim the
+    jobs in the store in the caller's thread (a few round trips, never one per job), so
+    they are this process's work at once, and queue them. One group is in the scheduler
+    at a time; when it is done, the next leader (a waiting ``submit_now`` caller, else
+    the background thread) takes whatever is queued into one scheduler transaction
+    (group commit, at most ``submit-group-max-jobs`` jobs; each job keeps its own
+    caller's token), bisecting a transaction the scheduler refuses whole
+    (``grouping.submit_splitting``). Concurrent callers thus share schedd round trips
+    instead of paying one each; ``submit_now`` returns when its own jobs are settled.
+    Recovered jobs (``recover_once``, the repair pass) join the same queue.
+
     ``heartbeat`` renews the claims every ``renew_interval`` (default
     ``submit-claim-renew-interval``) until the jobs are submitted; if the process dies,
     the claims lapse after ``lease_seconds`` (default ``submit-claim-seconds``) and any
@@ -261,44 +259,48 @@ class StoreSubmitter:
 
     def __init__(self, store: JobStore, scheduler: Scheduler, config: Config, clock: Clock = time.time,
                  *, lease_seconds: float | None = None, renew_interval: float | None = None,
-                 idle_seconds: float = 1.0) -> None:
+                 idle_seconds: float = 1.0, group_max_jobs: int | None = None) -> None:
         self.store, self.scheduler, self.config, self.clock = store, scheduler, config, clock
         self.owner = _new_owner("submitter")
         self.idle_seconds = idle_seconds
+        self.group_max_jobs = int(config[GROUP_KEY] if group_max_jobs is None else group_max_jobs)
         self.lease_seconds = float(config[LEASE_KEY] if lease_seconds is None else lease_seconds)
         self.heartbeat = ClaimKeeper(
             store, CLAIM_KIND, self.owner, self.lease_seconds,
             float(config[RENEW_KEY] if renew_interval is None else renew_interval), clock,
             tick=self._recover_quietly)
         self._work = _Submission(store, scheduler, clock, self.owner, self.lease_seconds, self.heartbeat)
-        self._queue: queue.Queue[tuple[list[str], str | None] | None] = queue.Queue()
+        self._queue: collections.deque[Request] = collections.deque()
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._pending = 0
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._busy = False  # a group is being submitted
+        self._pending = 0  # requests queued or being handled
         self._thread: threading.Thread | None = None
+        self.groups = 0  # groups handed to the scheduler (before any split)
 
     # --- Submitter ----------------------------------------------------------------------
     def submit_now(self, job_ids: Sequence[str], token: str | None) -> None:
-        """Submit before returning. Jobs that cannot be submitted end in ``error``.
-        Raises SubmissionFailed naming the reason when any job failed."""
-        failures = self._work.submit(self._work.claim(job_ids), token)
-        if failures:
-            raise SubmissionFailed(_failure_message(self.scheduler.scheduler_type, failures))
+        """Submit before returning (in the next group, which this thread may lead). Jobs
+        that cannot be submitted end in ``error``; raises SubmissionFailed naming the
+        reason when any of these did."""
+        request = self._enqueue(job_ids, token, waited=True)
+        if request is None:
+            return
+        self._lead_until(lambda: request.done)
+        if request.error is not None:
+            raise request.error
+        if request.failures:
+            raise SubmissionFailed(_failure_message(self.scheduler.scheduler_type, request.failures))
 
     def submit_later(self, job_ids: Sequence[str], token: str | None) -> None:
         """Claim the jobs now and submit them from the background thread; returns at once
         after the claim. Failures end the jobs in ``error`` (nobody is waiting to hear)."""
-        claimed = [r["_id"] for r in self._work.claim(job_ids)]
-        if not claimed:
-            return
-        with self._lock:
-            self._pending += 1
-            self._queue.put((claimed, token))
-            self._ensure_thread()
+        self._enqueue(job_ids, token, waited=False)
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        """Start the background thread now (it also starts on the first submit_later),
+        """Start the background thread now (it also starts on the first submission),
         and the heartbeat with its periodic recovery of orphaned jobs."""
         with self._lock:
             self._ensure_thread()
@@ -308,65 +310,136 @@ class StoreSubmitter:
         """Finish the queued work and end the threads; False if they did not end in time."""
         with self._lock:
             thread = self._thread
-            if thread is not None:
-                self._queue.put(None)
+            self._stopping = True
+            self._wake.notify_all()
         if thread is not None:
             thread.join(timeout)
+        with self._lock:
+            self._stopping = False  # a later submission starts a new thread
         heartbeat_ended = self.heartbeat.stop(timeout)
         return (thread is None or not thread.is_alive()) and heartbeat_ended
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every submit_later so far has been handled; False on timeout."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+        """Wait until every submission so far has been handled; False on timeout."""
+        with self._wake:
+            return self._wake.wait_for(lambda: self._pending == 0, timeout)
 
-    def recover_once(self, grace_seconds: float | None = None) -> dict[str, list[str]]:
+    def recover_once(self, grace_seconds: float | None = None,
+                     job_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
         """One pass of ``recover_orphans`` for the jobs nobody is submitting (by default
-        those unclaimed for one of this submitter's leases)."""
+        those unclaimed for one of this submitter's leases; only ``job_ids`` if given),
+        submitted in this submitter's next group."""
         grace = self.lease_seconds if grace_seconds is None else grace_seconds
-        return recover_orphans(self.store, self.scheduler, self.config, self.clock,
-                               grace_seconds=grace, owner=self.owner)
+        return recover_orphans(self.store, self.scheduler, self.config, self.clock, job_ids=job_ids,
+                               grace_seconds=grace, owner=self.owner, submit=self._submit_claimed)
 
     def _recover_quietly(self) -> None:
         # The heartbeat's tick: the recovery logs what it did; an empty pass says nothing.
         self.recover_once()
 
-    # --- background thread --------------------------------------------------------------
-    def _ensure_thread(self) -> None:
+    # --- queue, group leader and background thread ---------------------------------------
+    # One group is in the scheduler at a time per process (``_busy``); whatever arrives
+    # meanwhile waits and goes in the next group. A waiting ``submit_now`` caller leads
+    # the next group itself (no hand-off to another thread on the hot path); the
+    # background thread leads when only ``submit_later`` work is pending.
+    def _submit_claimed(self, job_ids: list[str]) -> dict[str, str]:
+        """Jobs this submitter claimed already (recovery), without a token: in the next
+        group, waited for. ``{job_id: error}``."""
+        self.heartbeat.hold(job_ids)
+        request = self._queue_request(job_ids, None, waited=True)
+        self._lead_until(lambda: request.done)
+        if request.error is not None:
+            raise request.error
+        return request.failures
+
+    def _enqueue(self, job_ids: Sequence[str], token: str | None, waited: bool) -> Request | None:
+        claimed = self._work.claim(job_ids)
+        if not claimed:
+            return None
+        return self._queue_request([r["_id"] for r in claimed], token, waited, claimed)
+
+    def _queue_request(self, claimed: list[str], token: str | None, waited: bool,
+                       records: list[Record] | None = None) -> Request:
+        request = Request(claimed, token, records=records, claimed_at=self.clock())
+        with self._lock:
+            self._pending += 1
+            self._queue.append(request)
+            if not waited:
+                self._ensure_thread()
+            self._wake.notify_all()
+        return request
+
+    def _lead_until(self, finished: Callable[[], bool]) -> None:
+        """Handle groups (or wait for the group in flight) until ``finished()``."""
+        while True:
+            with self._lock:
+                while not finished() and (self._busy or not self._queue):
+                    self._wake.wait()
+                if finished():
+                    return
+                group = self._take_group()
+            self._handle(group)
+
+    def _take_group(self) -> list[Request]:  # called with the lock held
+        self._busy = True
+        return take_group(self._queue, self.group_max_jobs)
+
+    def _ensure_thread(self) -> None:  # called with the lock held
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"ee2-{self.owner}", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
         while True:
-            try:
-                item = self._queue.get(timeout=self.idle_seconds)
-            except queue.Empty:
-                with self._lock:
-                    if self._queue.empty():
-                        self._thread = None
-                        return
-                continue
-            if item is None:
-                with self._lock:
-                    if self._queue.empty():
-                        self._thread = None
-                        return
-                continue  # work arrived after stop(): handle it before leaving
-            self._handle(*item)
+            with self._lock:
+                if self._busy or (not self._queue and not self._stopping):
+                    self._wake.wait(self.idle_seconds)
+                if not self._queue:  # idle, or stopping with nothing left to do
+                    self._thread = None
+                    return
+                if self._busy:
+                    continue  # the group in flight ends soon; the rest goes in the next one
+                group = self._take_group()
+            self._handle(group)
 
-    def _handle(self, job_ids: list[str], token: str | None) -> None:
+    def _records(self, group: list[Request]) -> list[Record]:
+        """The group's jobs to submit. A request claimed less than one renewal interval
+        ago brings its records (its claims cannot have lapsed: they last a whole lease;
+        a job cancelled meanwhile is settled by ``_record``'s compare-and-set); older
+        ones are renewed and read again (``reclaim``: one round trip each for all)."""
+        now = self.clock()
+        recent: list[Record] = []
+        older: list[str] = []
+        for request in group:
+            if request.records is not None and request.claimed_at > now - self.heartbeat.interval:
+                recent += request.records
+            else:
+                older += request.job_ids
+        return recent + (self._work.reclaim(older) if older else [])
+
+    def _handle(self, group: list[Request]) -> None:
+        """One transaction for the whole group; every request learns its own outcome."""
+        job_ids = [job_id for request in group for job_id in request.job_ids]
+        tokens = {job_id: request.token for request in group for job_id in request.job_ids}
         try:
-            failures = self._work.submit(self._work.reclaim(job_ids), token)
+            self.groups += 1
+            failures = self._work.submit(self._records(group), tokens)
+            for request in group:
+                request.failures = {j: failures[j] for j in request.job_ids if j in failures}
             if failures:
-                logger.warning("background submission: %d of %d jobs failed", len(failures), len(job_ids))
-        except Exception:  # noqa: BLE001 - thread boundary: the worker must outlive one bad batch
-            logger.exception("background submission of %d jobs (%s...) failed", len(job_ids), job_ids[0])
+                logger.warning("submission: %d of %d jobs failed", len(failures), len(job_ids))
+        except Exception as err:  # noqa: BLE001 - thread boundary: the worker must outlive one bad group
+            logger.exception("submission of %d jobs (%s...) failed", len(job_ids), job_ids[0])
+            for request in group:
+                request.error = err
         finally:
             self.heartbeat.drop(job_ids)
-            with self._idle:
-                self._pending -= 1
-                self._idle.notify_all()
+            with self._wake:
+                for request in group:
+                    request.done = True
+                self._busy = False
+                self._pending -= len(group)
+                self._wake.notify_all()
 
 
 def _failure_message(scheduler_type: str, failures: Mapping[str, str]) -> str:

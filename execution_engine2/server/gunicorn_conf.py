@@ -78,18 +78,21 @@ def _stop_when_orphaned(parent_pid: int) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Build this worker's app (connect the store) and start its background threads.
+    """Build this worker's app (connect the store), start its background threads and
+    tune the garbage collector (``server.gc_tuning``).
 
     An exception here happens before the worker has booted, so gunicorn logs it and
     halts rather than respawning workers that cannot connect.
     """
-    from execution_engine2.server.app import start_background
+    from execution_engine2.server.app import services_of, start_background
+    from execution_engine2.server.gc_tuning import tune_gc
     from execution_engine2.server.wsgi import get_app
 
     app = get_app()
     start_background(app)
     if local_worker_mode(_config) == "thread":
         worker.local_worker = _worker_thread(app)
+    tune_gc(services_of(app).config)  # last: what start-up built is frozen
 
 
 def _worker_thread(app: Any) -> Any:

@@ -126,6 +126,18 @@ def test_a_broken_edit_keeps_the_last_good_catalog(tmp_path, caplog):
     assert catalog.resolve_version("Tools", "release").git_commit_hash == "3" * 40
 
 
+def test_the_file_is_read_once_per_change_not_per_call(tmp_path, caplog):
+    path = write_custom(tmp_path / "c.yaml")
+    catalog = LocalCatalog(str(path))
+    path.write_text("modules: [not: {a mapping")
+
+    for _ in range(5):
+        assert catalog.resolve_version("Tools", "release").git_commit_hash == "1" * 40
+
+    # read (and found broken) once after the edit, not on each of the five calls
+    assert caplog.text.count("keeping the catalog last read") == 1
+
+
 @pytest.mark.parametrize("document, problem", [
     ("modules: [", "is not valid YAML"),
     ("[]", "the document must be a mapping"),
