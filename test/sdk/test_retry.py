@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from execution_engine2.db.counting import CountingStore
+from support.counting import CountingStore
+from support.store_faults import CrashedStore, CrashingStore
 from execution_engine2.db.store import Transition
 from execution_engine2.errors import (
     EE2Error, InvalidParams, NotFound, PermissionDenied, RetryRefused, ValidationError,
@@ -476,7 +477,7 @@ def test_admin_requirements_are_kept_only_on_an_admin_retry(services, users):
     assert "job_requirements" not in resolved_input
 
 
-# --- lifecycle and the fault hook ----------------------------------------------------------------
+# --- lifecycle and interruptions ----------------------------------------------------------------
 
 def test_a_completed_retry_has_its_toggle_set(services, users):
     root = failed_job(services, users["alice"])
@@ -487,19 +488,16 @@ def test_a_completed_retry_has_its_toggle_set(services, users):
     assert record["status"] == "queued"
 
 
-def test_an_interrupted_retry_is_not_submitted_and_blocks_another(services, users, scheduler, monkeypatch):
+def test_an_interrupted_retry_is_not_submitted_and_blocks_another(services, users, scheduler):
     alice = users["alice"]
     root = failed_job(services, alice)
     submissions = len(scheduler.submissions)
 
-    def crash(step: str) -> None:
-        if step == "insert":
-            raise ConnectionError("database went away")
-
-    monkeypatch.setattr(retry, "_after_step", crash)
-    with pytest.raises(ConnectionError):
+    # The database goes away right after the insert: the root's add_to_set never runs.
+    services.store = crashing = CrashingStore(services.store, "add_to_set")
+    with pytest.raises(CrashedStore):
         retry.retry_job(services, alice, {"job_id": root})
-    monkeypatch.setattr(retry, "_after_step", None)
+    services.store = crashing.inner
 
     [half] = [r for r in all_jobs(services) if r.get("retry_parent") == root]
     assert half["status"] == "created" and half["retry_saved_toggle"] is False
