@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from support.counting import CountingStore
-from support.store_faults import CrashedStore, CrashingStore
+from support.store_faults import CrashedStore, CrashingStore, ReadBarrierStore
 from execution_engine2.db.store import Transition
 from execution_engine2.errors import (
     EE2Error, InvalidParams, NotFound, PermissionDenied, RetryRefused, ValidationError,
@@ -234,13 +234,15 @@ def test_a_workspace_writer_may_retry_a_readers_may_not(workspace, ws_services):
 # --- 6. one retry in flight, under concurrency ------------------------------------------------
 
 def test_fifty_simultaneous_retries_create_exactly_one_job(services, users):
+    """Every retrier has read the root (no retry yet) before any of them writes, so only
+    the one-live-retry rule where the retries are written can keep it to one."""
     alice = users["alice"]
     root = failed_job(services, alice)
-    barrier = threading.Barrier(50)
+    services.store = racing = ReadBarrierStore(services.store)
+    racing.arm(50)
     answers: list[Any] = [None] * 50
 
     def attempt(index: int) -> None:
-        barrier.wait()
         try:
             answers[index] = retry.retry_job(services, alice, {"job_id": root})
         except EE2Error as err:
@@ -250,7 +252,8 @@ def test_fifty_simultaneous_retries_create_exactly_one_job(services, users):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(60)
+    services.store = racing.inner
 
     successes = [a for a in answers if isinstance(a, dict)]
     failures = [a for a in answers if isinstance(a, EE2Error)]

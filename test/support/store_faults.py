@@ -25,6 +25,10 @@ WRITE_METHODS = frozenset({
 })
 
 
+# The service's own background threads (submitter, worker) are named so.
+BACKGROUND_THREAD = "ee2-"
+
+
 class CrashedStore(ConnectionError):
     """The fault a ``CrashingStore`` raises: the database went away mid-operation."""
 
@@ -90,23 +94,32 @@ class WriteCounter(_Forwarding):
 
 
 class ReadBarrierStore(_Forwarding):
-    """The first call of ``write_method`` in each thread waits until ``parties``
-    threads have reached it, so every racer has done its reads before any writes."""
+    """Once ``arm(parties)`` is called, the first write of each calling thread waits
+    until ``parties`` threads have reached their first write: every racer has done
+    its reads before any of them writes. Threads named ``ee2-...`` (the service's
+    background workers) pass through; ``disarm()`` lets everything through."""
 
-    def __init__(self, inner: JobStore, parties: int, write_method: str = "insert_jobs",
-                 timeout: float = 30.0) -> None:
+    def __init__(self, inner: JobStore, timeout: float = 60.0) -> None:
         super().__init__(inner)
-        self.write_method = write_method
-        self._barrier = threading.Barrier(parties, timeout=timeout)
-        self._waited: set[int] = set()
+        self._timeout = timeout
         self._lock = threading.Lock()
+        self.disarm()
+
+    def arm(self, parties: int) -> None:
+        with self._lock:
+            self._barrier: threading.Barrier | None = threading.Barrier(parties, timeout=self._timeout)
+            self._waited: set[int] = set()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._barrier, self._waited = None, set()
 
     def _before(self, name: str) -> None:
-        if name != self.write_method:
+        if name not in WRITE_METHODS or threading.current_thread().name.startswith(BACKGROUND_THREAD):
             return
-        me = threading.get_ident()
         with self._lock:
-            if me in self._waited:
+            barrier, me = self._barrier, threading.get_ident()
+            if barrier is None or me in self._waited:
                 return
             self._waited.add(me)
-        self._barrier.wait()
+        barrier.wait()
