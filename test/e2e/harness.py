@@ -278,16 +278,18 @@ class Service:
         self.worker_pid = None if self.no_worker else self._banner_worker_pid(offset)
         return ""
 
-    def _banner_worker_pid(self, offset: int) -> int:
-        def found() -> int | None:
+    def _banner_worker_pid(self, offset: int) -> int | None:
+        """The local worker's pid from the banner; None when it is a thread of the server
+        (``store = mongomock``)."""
+        def found() -> tuple[int | None] | None:
             with open(self.log_path, "rb") as handle:
                 handle.seek(offset)
                 for line in handle.read().decode(errors="replace").splitlines():
-                    if "local worker:" in line and "pid " in line:
-                        return int(line.rsplit("pid ", 1)[1].split()[0])
+                    if "local worker:" in line:
+                        return (int(line.rsplit("pid ", 1)[1].split()[0]) if "pid " in line else None,)
             return None
 
-        return wait_until(found, STARTUP_SECONDS, lambda: f"no worker pid in the banner\n{self.log_tail()}")
+        return wait_until(found, STARTUP_SECONDS, lambda: f"no local worker in the banner\n{self.log_tail()}")[0]
 
     def stop(self, timeout: float = STOP_SECONDS) -> int:
         """SIGTERM the server (it stops its worker) and wait; its exit status."""
