@@ -36,7 +36,7 @@ from execution_engine2.auth.base import AdminRole  # noqa: E402
 from execution_engine2.auth.local import LocalAuth  # noqa: E402
 from execution_engine2.catalog.local import LocalCatalog, default_catalog_path  # noqa: E402
 from execution_engine2.config import Config  # noqa: E402
-from execution_engine2.db.counting import COSTS, CountingStore  # noqa: E402
+from support.counting import COSTS, CountingStore  # noqa: E402
 from execution_engine2.db.sqlite import SqliteJobStore  # noqa: E402
 from execution_engine2.db.store import Transition  # noqa: E402
 from execution_engine2.job import ErrorCode, JobStatus, new_job_id  # noqa: E402

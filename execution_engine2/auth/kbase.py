@@ -1,4 +1,4 @@
-"""Clients of the KBase auth and workspace services, and the JSON-RPC call they share.
+"""Clients of the KBase auth and workspace services, and the JSON-RPC call KBase clients share.
 
 ``KBaseAuth`` checks tokens against the legacy login endpoint and reads EE2 admin
 roles from auth2 (reference 1.5, 2.3); ``WorkspaceClient`` answers workspace
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Any, Callable, Mapping, Sequence
 
 import requests
+from execution_engine2_client import JsonRpcClient, ServerError, UnexpectedAnswer
 
 from execution_engine2.auth.base import AdminRole, Authenticator, Caller, WorkspacePermission
 from execution_engine2.auth.cache import TTLCache, token_key
@@ -32,50 +32,32 @@ OBJECTS_ERROR = "An error occurred while fetching object information from the Wo
 
 # --- JSON-RPC 1.1 ----------------------------------------------------------------
 
-class RpcError(Exception):
-    """The service answered the call with a JSON-RPC error envelope."""
-
-    def __init__(self, method: str, code: Any, message: str) -> None:
-        super().__init__(f"{method} failed: {message}")
-        self.method = method
-        self.code = code
-        self.message = message
-
-
-class RpcUnavailable(Exception):
-    """The service could not be reached or did not answer in JSON-RPC."""
-
-
-def call_jsonrpc(url: str, method: str, params: Sequence[Any], token: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> Any:
-    """One KBase JSON-RPC 1.1 call; the first element of ``result`` (None when empty).
+def call_service(url: str, service: str, method: str, params: Mapping[str, Any], token: str | None,
+                 timeout: float) -> Any:
+    """``<service>.<method>(params)`` through the shared JSON-RPC client, on a connection
+    of its own (these clients are shared by request threads).
 
     Raises:
-        RpcError: the service answered with an error (any HTTP status).
-        RpcUnavailable: no connection, a timeout, or a body that is not a JSON-RPC answer.
+        ServerError: the service refused the call (its ``message`` is the reason).
+        UnexpectedAnswer, requests.RequestException: the service is unusable
+            (see ``UNUSABLE``).
     """
-    body = {"version": "1.1", "method": method, "params": list(params), "id": uuid.uuid4().hex}
-    headers = {"Authorization": token} if token else {}
-    try:
-        response = requests.post(url, json=body, headers=headers, timeout=timeout)
-    except requests.RequestException as err:
-        raise RpcUnavailable(f"{method}: cannot reach {url}: {type(err).__name__}") from err
-    try:
-        answer = response.json()
-    except ValueError as err:
-        raise RpcUnavailable(f"{method}: HTTP {response.status_code} from {url}, not JSON") from err
-    if not isinstance(answer, dict):
-        raise RpcUnavailable(f"{method}: HTTP {response.status_code} from {url}, not a JSON-RPC answer")
-    error = answer.get("error")
-    if error is not None:
-        error = error if isinstance(error, dict) else {"message": str(error)}
-        raise RpcError(method, error.get("code"), str(error.get("message") or error.get("name") or error))
-    if response.status_code != 200 or "result" not in answer:
-        raise RpcUnavailable(f"{method}: HTTP {response.status_code} from {url} without a result")
-    result = answer["result"]
-    if isinstance(result, list):
-        return result[0] if result else None
-    return result
+    with JsonRpcClient(url, service, token or None, timeout) as client:
+        return client.call(method, [dict(params)])
+
+
+# What a KBase service that cannot be used raises: no connection, a timeout, an HTTP
+# error or a body that is not JSON-RPC. Catch it before ServerError (its base).
+UNUSABLE = (UnexpectedAnswer, requests.RequestException)
+
+
+def unusable_reason(err: Exception) -> str:
+    """A short reason for an ``UNUSABLE`` error, for messages and logs (no body, no token)."""
+    if isinstance(err, requests.HTTPError) and err.response is not None:
+        return f"HTTP {err.response.status_code}"
+    if isinstance(err, UnexpectedAnswer):
+        return "an answer that is not JSON-RPC"
+    return type(err).__name__
 
 
 # --- auth ------------------------------------------------------------------------
@@ -244,12 +226,12 @@ class WorkspaceClient:
             user = self._auth.authenticate(token).user
         params = {"workspaces": [{"id": wsid} for wsid in wanted]}
         try:
-            result = call_jsonrpc(self.url, "Workspace.get_permissions_mass", [params], token, self._timeout)
+            result = call_service(self.url, "Workspace", "get_permissions_mass", params, token, self._timeout)
             perms = result["perms"]
             if not isinstance(perms, list) or len(perms) != len(wanted):
                 raise TypeError("perms does not match the workspaces asked for")
             return {wsid: caller_permission(entry, user) for wsid, entry in zip(wanted, perms)}
-        except (RpcError, RpcUnavailable, KeyError, TypeError, AttributeError) as err:
+        except (ServerError, requests.RequestException, KeyError, TypeError, AttributeError) as err:
             logger.warning("workspace permission lookup for %s failed: %s", wanted, err)
             raise ServiceUnavailable(PERMISSIONS_ERROR) from err
 
@@ -264,13 +246,13 @@ class WorkspaceClient:
             return True
         params = {"objects": [{"ref": ref} for ref in refs], "ignoreErrors": 1}
         try:
-            result = call_jsonrpc(self.url, "Workspace.get_object_info3", [params], token, self._timeout)
-        except RpcError as err:
+            result = call_service(self.url, "Workspace", "get_object_info3", params, token, self._timeout)
+        except UNUSABLE as err:
+            logger.warning("workspace object lookup failed: %s", unusable_reason(err))
+            raise ServiceUnavailable(OBJECTS_ERROR) from err
+        except ServerError as err:
             if _is_access_error(err.message):
                 return False
-            logger.warning("workspace object lookup failed: %s", err)
-            raise ServiceUnavailable(OBJECTS_ERROR) from err
-        except RpcUnavailable as err:
             logger.warning("workspace object lookup failed: %s", err)
             raise ServiceUnavailable(OBJECTS_ERROR) from err
         infos = result.get("infos") if isinstance(result, dict) else None

@@ -12,8 +12,10 @@ import re
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+from execution_engine2_client import ServerError
+
 from execution_engine2.auth.cache import FOREVER, TTLCache
-from execution_engine2.auth.kbase import DEFAULT_TIMEOUT, RpcError, RpcUnavailable, call_jsonrpc
+from execution_engine2.auth.kbase import DEFAULT_TIMEOUT, UNUSABLE, call_service, unusable_reason
 from execution_engine2.catalog.base import ModuleVersion
 from execution_engine2.errors import ServiceUnavailable, ValidationError
 
@@ -57,9 +59,9 @@ class KBaseCatalog:
         if known is not None:
             return known
         try:
-            info = self._call("Catalog.get_module_version",
+            info = self._call("get_module_version",
                               {"module_name": module_name, "version": version})
-        except RpcError as err:
+        except ServerError as err:
             raise version_error(module_name, version, err.message) from err
         commit = info.get("git_commit_hash") if isinstance(info, dict) else None
         if not isinstance(commit, str) or not commit:
@@ -84,9 +86,9 @@ class KBaseCatalog:
         if known is not None:
             return list(known) or None
         try:
-            configs = self._call("Catalog.list_client_group_configs",
+            configs = self._call("list_client_group_configs",
                                  {"module_name": module_name, "function_name": function_name})
-        except RpcError as err:
+        except ServerError as err:
             raise ServiceUnavailable(f"The catalog failed to list client groups of "
                                      f"{module_name}.{function_name}: {err.message}") from err
         groups = _single_config(configs, f"{module_name}.{function_name}")
@@ -96,16 +98,19 @@ class KBaseCatalog:
     def log_exec_stats(self, stats: Mapping[str, Any]) -> None:
         """Send a finished job's timing to the catalog; failures are logged, never raised."""
         try:
-            self._call("Catalog.log_exec_stats", dict(stats))
-        except (RpcError, ServiceUnavailable) as err:
+            self._call("log_exec_stats", dict(stats))
+        except (ServerError, ServiceUnavailable) as err:
             logger.warning("job %s: log_exec_stats failed: %s", stats.get("job_id"), err)
 
     def _call(self, method: str, params: Mapping[str, Any]) -> Any:
+        """``Catalog.<method>``; ServerError when the catalog refuses the call.
+        Raises ServiceUnavailable when it cannot be used."""
         try:
-            return call_jsonrpc(self.url, method, [params], self._token, self._timeout)
-        except RpcUnavailable as err:
-            logger.warning("catalog call failed: %s", err)
-            raise ServiceUnavailable(f"The catalog service is unavailable: {err}") from err
+            return call_service(self.url, "Catalog", method, params, self._token, self._timeout)
+        except UNUSABLE as err:
+            reason = f"Catalog.{method}: {unusable_reason(err)} from {self.url}"
+            logger.warning("catalog call failed: %s", reason)
+            raise ServiceUnavailable(f"The catalog service is unavailable: {reason}") from err
 
 
 def _single_config(configs: Any, method: str) -> list[str] | None:

@@ -3,37 +3,27 @@
 ``handle_held`` asks the scheduler for its held jobs, finds their records by
 scheduler id and finishes each unfinished one ``error`` with
 ``ErrorCode.TERMINATED_BY_AUTOMATION``, the hold reason on the record and an
-error line in its log: the outcome of the ``handle_held_job`` RPC, which can use
-``mark_held``. With ``held-job-action = remove`` the held jobs are also removed
-from the scheduler's queue (the existing service leaves them there).
+error line in its log (``sdk.held``, the path the ``handle_held_job`` RPC takes
+too). With ``held-job-action = remove`` the held jobs are also removed from the
+scheduler's queue (the existing service leaves them there).
 """
 from __future__ import annotations
 
 import logging
 from typing import Any, Iterable, Mapping, Sequence
 
-from execution_engine2.db.store import JobQuery, LogLine, Record, Transition
+from execution_engine2.db.store import JobQuery, Record
 from execution_engine2.errors import EE2Error
-from execution_engine2.job import ACTIVE, ErrorCode, JobStatus
+from execution_engine2.job import ACTIVE
 from execution_engine2.scheduler.base import SchedulerJobState
+from execution_engine2.sdk.held import end_held_jobs
 from execution_engine2.sdk.services import Services
 
 logger = logging.getLogger(__name__)
 
-HELD_ERROR = "Job was held"
-
 # HTCondor holds a job briefly while it spools input files; that hold lifts by
 # itself, so (as the existing PurgeHeldJobs does) it is not a failure.
 SPOOLING_INPUT_HOLD_CODE = 16
-
-# Scheduler ads worth keeping on the record. A whitelist, because a job's full
-# ad includes its environment, which carries the owner's token.
-KEPT_ADS = (
-    "HoldReason", "HoldReasonCode", "HoldReasonSubCode", "RemoteHost", "LastRemoteHost",
-    "RequestCpus", "RequestMemory", "RequestDisk", "CpusUsage", "MemoryUsage", "DiskUsage",
-    "ResidentSetSize", "RemoteWallClockTime", "JobStartDate", "JobCurrentStartDate",
-    "EnteredCurrentStatus", "ExitCode", "ExitSignal", "NumJobStarts",
-)
 
 _ACTIVE_VALUES = frozenset(status.value for status in ACTIVE)
 
@@ -58,7 +48,7 @@ def handle_held(services: Services, now: float | None = None) -> dict[str, Any]:
               if state.hold_reason_code != SPOOLING_INPUT_HOLD_CODE}
     found = _records_by_scheduler_id(services, states)
     open_jobs = {sid: job for sid, job in found.items() if job["status"] in _ACTIVE_VALUES}
-    errored = _error_jobs(services, [(job, states[sid]) for sid, job in open_jobs.items()], now)
+    errored = end_held_jobs(services, [(job, states[sid]) for sid, job in open_jobs.items()], now)
     summary: dict[str, Any] = {
         "held": len(held),
         "errored": errored,
@@ -70,28 +60,6 @@ def handle_held(services: Services, now: float | None = None) -> dict[str, Any]:
     if errored:
         logger.warning("Held jobs finished in error: %s", errored)
     return summary
-
-
-def mark_held(services: Services, record: Record, hold_reason: str | None,
-              hold_reason_code: int | None = None, now: float | None = None) -> Record:
-    """Finish one held job in ``error``, as ``handle_held`` does, unless it is finished.
-
-    Returns the record after the change; when the job was already finished,
-    the record as stored (nothing written), or ``record`` itself if it is gone.
-
-    Raises:
-        ServiceUnavailable: the store failed.
-    """
-    now = services.clock() if now is None else now
-    state = SchedulerJobState(
-        scheduler_id=str(record.get("scheduler_id") or ""), state="held",
-        hold_reason=hold_reason, hold_reason_code=hold_reason_code)
-    result = services.store.transition(_held_transition(record["_id"], state), now)
-    if result.record is None:
-        current = services.store.get_jobs([record["_id"]])
-        return current.get(record["_id"], record)
-    _log_held(services, [result.record["_id"]], {result.record["_id"]: state}, now)
-    return result.record
 
 
 def _records_by_scheduler_id(services: Services, states: Mapping[str, SchedulerJobState]
@@ -125,55 +93,6 @@ def _stored_forms(scheduler_id: str) -> Iterable[str]:
     cluster, dot, proc = scheduler_id.partition(".")
     if dot and proc == "0":
         yield cluster
-
-
-def _error_jobs(services: Services, jobs: Sequence[tuple[Record, SchedulerJobState]],
-                now: float) -> list[str]:
-    """One conditional write for all; returns the ids actually moved to ``error``."""
-    if not jobs:
-        return []
-    results = services.store.transition_many(
-        [_held_transition(job["_id"], state) for job, state in jobs], now)
-    errored = [result.job_id for result in results if result.ok]
-    _log_held(services, errored, {job["_id"]: state for job, state in jobs}, now)
-    return errored
-
-
-def _held_transition(job_id: str, state: SchedulerJobState) -> Transition:
-    message = held_message(state.hold_reason)
-    return Transition(
-        job_id, JobStatus.ERROR, ACTIVE,
-        fields={
-            "error_code": ErrorCode.TERMINATED_BY_AUTOMATION.value,
-            "errormsg": HELD_ERROR,
-            "error": {"name": HELD_ERROR, "message": message,
-                      "code": ErrorCode.TERMINATED_BY_AUTOMATION.value, "error": message},
-            "hold_reason": state.hold_reason,
-            "condor_job_ads": _kept_ads(state),
-        },
-    )
-
-
-def held_message(hold_reason: str | None) -> str:
-    """What the user reads: why the job stopped and what to do about it."""
-    reason = f" ({hold_reason})" if hold_reason else ""
-    return (f"{HELD_ERROR} by the scheduler{reason}. Please resubmit the job or retry it "
-            "with retry_job; if it keeps failing, it may need more memory or disk.")
-
-
-def _kept_ads(state: SchedulerJobState) -> dict[str, Any]:
-    ads = {key: state.ads[key] for key in KEPT_ADS
-           if isinstance(state.ads.get(key), (str, int, float, bool))}
-    ads["HoldReason"] = state.hold_reason
-    ads["HoldReasonCode"] = state.hold_reason_code
-    return ads
-
-
-def _log_held(services: Services, job_ids: Sequence[str],
-              states: Mapping[str, SchedulerJobState], now: float) -> None:
-    for job_id in job_ids:
-        line = LogLine(held_message(states[job_id].hold_reason), is_error=True, ts=now)
-        services.store.append_logs(job_id, [line], now)
 
 
 def _remove(services: Services, scheduler_ids: Sequence[str]) -> dict[str, list[str]]:

@@ -1,4 +1,5 @@
-"""The runner's JSON-RPC 1.1 calls back to the service (and to the KBase catalog).
+"""The runner's JSON-RPC 1.1 calls back to the service (and to the KBase catalog),
+through the shared client (``execution_engine2_client.JsonRpcClient``).
 
 Calls that fail to connect, time out or meet a gateway error are retried a few
 times with a growing pause: the service may be restarting. A JSON-RPC error from
@@ -7,12 +8,12 @@ The token goes in the ``Authorization`` header only and is never logged.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import requests
+from execution_engine2_client import JsonRpcClient, ServerError, UnexpectedAnswer
 
 from execution_engine2.errors import ServiceUnavailable
 
@@ -22,20 +23,20 @@ logger = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({502, 503, 504})
 
 
-class RpcError(Exception):
-    """The service answered a call with a JSON-RPC error."""
+class RpcError(ServerError):
+    """The service answered a call with a JSON-RPC error; ``str`` names the method."""
 
-    def __init__(self, method: str, message: str, code: int | None = None,
-                 name: str | None = None) -> None:
-        super().__init__(f"{method}: {message}")
+    def __init__(self, method: str, error: ServerError) -> None:
+        super().__init__(error.name, error.code, error.message, error.data)
         self.method = method
-        self.message = message
-        self.code = code
-        self.name = name
+
+    def __str__(self) -> str:
+        return f"{self.method}: {self.message}"
 
 
-class JsonRpcClient:
-    """Calls ``<service>.<method>`` on one JSON-RPC 1.1 endpoint.
+class RetryingRpcClient:
+    """Calls ``<service>.<method>`` on one JSON-RPC 1.1 endpoint, retrying when it is
+    unreachable.
 
     ``attempts`` is how often a call is tried when the connection fails; the
     pause after failure ``n`` is ``backoff * n`` seconds.
@@ -44,21 +45,20 @@ class JsonRpcClient:
     def __init__(self, url: str, token: str | None, service: str, *, timeout: float = 60.0,
                  attempts: int = 5, backoff: float = 1.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.url = url
-        self._service = service
-        self._token = token
-        self._timeout = timeout
+        self._client = JsonRpcClient(url, service, token or None, timeout)
         self._attempts = max(1, attempts)
         self._backoff = backoff
         self._sleep = sleep
-        self._session = requests.Session()
-        self._ids = itertools.count(1)
+
+    @property
+    def url(self) -> str:
+        return self._client.url
 
     def __repr__(self) -> str:  # no token in tracebacks or logs
-        return f"JsonRpcClient(url={self.url!r}, service={self._service!r})"
+        return f"RetryingRpcClient(url={self.url!r}, service={self._client.service!r})"
 
     def close(self) -> None:
-        self._session.close()
+        self._client.close()
 
     def call(self, method: str, *params: Any) -> Any:
         """The call's result (the first element of ``result``, None for void methods).
@@ -67,21 +67,20 @@ class JsonRpcClient:
             RpcError: the service answered with an error.
             ServiceUnavailable: no usable answer after every attempt.
         """
-        body = {"version": "1.1", "method": f"{self._service}.{method}",
-                "params": list(params), "id": str(next(self._ids))}
-        headers = {"Content-Type": "application/json"}
-        if self._token:
-            headers["Authorization"] = self._token
         for attempt in range(1, self._attempts + 1):
             try:
-                response = self._session.post(self.url, json=body, headers=headers,
-                                              timeout=self._timeout)
+                return self._client.call(method, list(params))
+            except UnexpectedAnswer as err:
+                raise ServiceUnavailable(f"{method}: {err.message[:200]}") from None
+            except ServerError as err:
+                raise RpcError(method, err) from None
+            except requests.HTTPError as err:
+                status = err.response.status_code if err.response is not None else None
+                if status not in RETRY_STATUSES:
+                    raise ServiceUnavailable(f"{method}: HTTP {status} from {self.url}") from None
+                problem = f"HTTP {status}"
             except (requests.ConnectionError, requests.Timeout) as err:
                 problem = f"{type(err).__name__}: {err}"
-            else:
-                if response.status_code not in RETRY_STATUSES:
-                    return _result(method, response)
-                problem = f"HTTP {response.status_code}"
             if attempt < self._attempts:
                 logger.warning("%s to %s failed (%s); try %d of %d", method, self.url,
                                problem, attempt + 1, self._attempts)
@@ -89,30 +88,11 @@ class JsonRpcClient:
         raise ServiceUnavailable(f"Cannot call {method} at {self.url}: {problem}")
 
 
-def _result(method: str, response: requests.Response) -> Any:
-    try:
-        answer = response.json()
-    except ValueError:
-        raise ServiceUnavailable(
-            f"{method}: HTTP {response.status_code} with a body that is not JSON") from None
-    if not isinstance(answer, dict):
-        raise ServiceUnavailable(f"{method}: unexpected answer {type(answer).__name__}")
-    error = answer.get("error")
-    if error:
-        if isinstance(error, Mapping):
-            raise RpcError(method, str(error.get("message")), error.get("code"), error.get("name"))
-        raise RpcError(method, str(error))
-    result = answer.get("result")
-    if isinstance(result, list):
-        return result[0] if result else None
-    return result
-
-
 class ServiceClient:
     """The execution_engine2 methods a job runner calls, as the job's owner."""
 
     def __init__(self, url: str, token: str, **options: Any) -> None:
-        self._rpc = JsonRpcClient(url, token, "execution_engine2", **options)
+        self._rpc = RetryingRpcClient(url, token, "execution_engine2", **options)
 
     @property
     def url(self) -> str:

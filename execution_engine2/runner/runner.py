@@ -39,7 +39,7 @@ from execution_engine2.errors import ServiceUnavailable
 from execution_engine2.job import ErrorCode
 from execution_engine2.runner import app
 from execution_engine2.runner.process import AppProcess, OutputLine
-from execution_engine2.runner.rpc import JsonRpcClient, RpcError, ServiceClient
+from execution_engine2.runner.rpc import RetryingRpcClient, RpcError, ServiceClient
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class JobRunner:
     def _image(self, service_config: Mapping[str, Any], module: str, commit: str) -> str:
         catalog_url = service_config.get("catalog-url")
         if catalog_url:
-            catalog = JsonRpcClient(catalog_url, self._settings.token, "Catalog")
+            catalog = RetryingRpcClient(catalog_url, self._settings.token, "Catalog")
             try:
                 info = catalog.call("get_module_version",
                                     {"module_name": module, "version": commit})

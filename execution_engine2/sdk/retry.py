@@ -32,7 +32,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from execution_engine2 import metrics
 from execution_engine2.auth.base import Caller, WorkspacePermission
@@ -66,10 +66,6 @@ IN_FLIGHT = ("Cannot retry job {job_id}: job {root_id} already has a retry in fl
              "Wait for it to finish before retrying again")
 LIMIT = ("Cannot retry job {job_id}: job {root_id} has reached the maximum of {limit} retries "
          "(max-retries)")
-
-# The lifecycle steps, in order; ``_after_step`` (tests) is called after each.
-STEPS = ("insert", "notify_containers", "notify_roots", "toggle")
-_after_step: Callable[[str], None] | None = None
 
 
 def retry_job(services: Services, caller: Caller, params: Any) -> dict[str, str]:
@@ -393,7 +389,6 @@ def run_lifecycle(store: JobStore, records: Sequence[Record], now: float) -> dic
     Raises ServiceUnavailable: the steps done so far stay, for the repair pass.
     """
     refused = store.insert_jobs(list(records))
-    _step("insert")
     complete_lifecycle(store, [r for r in records if r["_id"] not in refused], now)
     return refused
 
@@ -408,16 +403,7 @@ def complete_lifecycle(store: JobStore, records: Sequence[Record], now: float) -
     to_containers = [(r["batch_id"], "child_jobs", r["_id"]) for r in records if r.get("batch_id")]
     if to_containers:
         store.add_to_set(to_containers, now)
-    _step("notify_containers")
     # Creation order: ids sort by creation time.
     ordered = sorted(records, key=lambda r: r["_id"])
     store.add_to_set([(r["retry_parent"], "retry_ids", r["_id"]) for r in ordered], now)
-    _step("notify_roots")
     store.set_fields({r["_id"]: {"retry_saved_toggle": True} for r in records}, now)
-    _step("toggle")
-
-
-def _step(name: str) -> None:
-    hook = _after_step
-    if hook is not None:
-        hook(name)

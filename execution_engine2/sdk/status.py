@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from execution_engine2 import metrics
 from execution_engine2.auth.base import Caller
-from execution_engine2.db.store import JobQuery, LogLine, Record, Transition, TransitionResult
+from execution_engine2.db.store import JobQuery, Record, Transition, TransitionResult
 from execution_engine2.errors import (
     EE2Error, InvalidParams, InvalidStatusTransition, NotFound, ValidationError, describe,
 )
@@ -24,6 +24,7 @@ from execution_engine2.job import (
 )
 from execution_engine2.sdk import params
 from execution_engine2.sdk.admin import require_caller
+from execution_engine2.sdk.held import end_held_jobs
 from execution_engine2.sdk.job_state import public_record
 from execution_engine2.sdk.permissions import (
     Access, load_job, partition_access, require_admin, requested_job,
@@ -37,8 +38,6 @@ STARTABLE: tuple[JobStatus, ...] = (JobStatus.CREATED, JobStatus.QUEUED, JobStat
 MISSING_OUTPUT = ("Missing job output required in order to successfully finish job. "
                   "Something went wrong")
 INVALID_OUTPUT = "Something was wrong with the output object"
-HELD = "Job was held"
-HELD_LONG = "Job was terminated by automation due to an unexpected error. Please resubmit."
 
 # Fields that describe how a job ended; cleared when an admin moves it out of a
 # terminal status, so the record does not claim an outcome it no longer has.
@@ -497,18 +496,8 @@ def handle_held_job(services: Services, caller: Caller | None, cluster_id: Any) 
     record = _job_by_cluster(services, _cluster_id(cluster_id))
     job_id = record["_id"]
     if JobStatus(record["status"]) in ACTIVE:
-        error = {"code": ErrorCode.TERMINATED_BY_AUTOMATION.value, "name": HELD,
-                 "message": HELD_LONG, "error": HELD_LONG}
-        change = Transition(job_id, JobStatus.ERROR, ACTIVE, {
-            "errormsg": HELD, "error_code": ErrorCode.TERMINATED_BY_AUTOMATION.value,
-            "error": error})
-        now = services.clock()
-        result = services.store.transition(change, now)
-        if result.record is not None:
+        if end_held_jobs(services, [(record, None)], services.clock()):
             logger.warning("job %s (scheduler id %s) was held: marked error", job_id,
                            record.get("scheduler_id"))
-            services.store.append_logs(job_id, [LogLine(HELD_LONG, True, now)], now)
-            record = result.record
-        else:
-            record = services.store.get_jobs([job_id]).get(job_id, record)
+        record = services.store.get_jobs([job_id]).get(job_id, record)
     return public_record(record)

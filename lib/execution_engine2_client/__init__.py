@@ -15,6 +15,9 @@ answer::
                           "app_id": "echo_test/echo"})
     print(ee2.check_job({"job_id": job_id})["status"])
 
+``JsonRpcClient(url, service, token)`` is the same client for any KBase JSON-RPC
+service (``call("get_module_version", [params])`` on ``"Catalog"``, say).
+
 Threads: calls go through one ``requests.Session`` (connection pooling). Each
 call is one self-contained POST, which is safe to make from several threads in
 practice, but ``requests`` does not promise that ``Session`` is thread-safe:
@@ -28,7 +31,7 @@ from typing import Any
 
 import requests
 
-__all__ = ["Client", "ServerError", "SERVICE_NAME"]
+__all__ = ["Client", "JsonRpcClient", "ServerError", "UnexpectedAnswer", "SERVICE_NAME"]
 
 SERVICE_NAME = "execution_engine2"
 _JSON = "application/json"
@@ -57,50 +60,63 @@ class ServerError(Exception):
         return f"{text}\n{self.data}" if self.data else text
 
 
+class UnexpectedAnswer(ServerError):
+    """The endpoint answered, but not in JSON-RPC: a body that is not JSON (an error page
+    from a proxy) or that holds neither ``result`` nor ``error``. ``name`` is "Unknown",
+    ``code`` 0. Callers that must tell an unusable service from a refusal catch it first."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("Unknown", 0, message)
+
+
 def _server_error(body: Any, fallback: str) -> ServerError:
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
-        return ServerError("Unknown", 0, fallback)
+        return UnexpectedAnswer(fallback)
     return ServerError(str(error.get("name", "Unknown")), error.get("code", 0),
                        error.get("message"), error.get("data"), error.get("error"))
 
 
-class Client:
-    """One execution_engine2 service at ``url``, called as the holder of ``token``.
+class JsonRpcClient:
+    """KBase JSON-RPC 1.1 calls to the methods of ``service`` at ``url``, as the holder of
+    ``token`` (none: no ``Authorization`` header).
 
-    ``timeout`` (seconds) bounds each call; the default matches KBase's clients.
-    Every RPC method takes an optional ``context`` mapping, which is sent as
-    the envelope's ``context`` key (the service ignores it) for compatibility
-    with the generated client.
+    ``timeout`` (seconds) bounds each call. The KBase service clients (workspace,
+    catalog) and the job runner call through it; ``Client`` is execution_engine2's.
     """
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 1800) -> None:
+    def __init__(self, url: str, service: str, token: str | None = None, timeout: float = 1800) -> None:
         if not url:
             raise ValueError("A url is required")
         self.url = url
+        self.service = service
         self.timeout = timeout
         self._session = requests.Session()
         self._headers = {"Content-Type": _JSON}
         if token is not None:
             self._headers["Authorization"] = token
 
+    def __repr__(self) -> str:  # no token in tracebacks or logs
+        return f"{type(self).__name__}(url={self.url!r}, service={self.service!r})"
+
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> "JsonRpcClient":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def call(self, method: str, params: list[Any], context: dict[str, Any] | None = None) -> Any:
-        """Call ``execution_engine2.<method>`` with positional ``params``.
+        """Call ``<service>.<method>`` with positional ``params``.
 
         Returns ``result[0]``, or None when the result is null or empty.
-        Raises ``ServerError`` for an error answer, ``requests.RequestException``
-        when the service cannot be reached or answers an unexpected HTTP status.
+        Raises ``ServerError`` for an error answer (``UnexpectedAnswer`` for one that
+        is not JSON-RPC), ``requests.RequestException`` when the service cannot be
+        reached or answers an HTTP status other than 2xx and 500.
         """
-        envelope: dict[str, Any] = {"version": "1.1", "method": f"{SERVICE_NAME}.{method}",
+        envelope: dict[str, Any] = {"version": "1.1", "method": f"{self.service}.{method}",
                                     "params": params, "id": secrets.token_hex(8)}
         if context is not None:
             if not isinstance(context, dict):
@@ -115,20 +131,36 @@ class Client:
                 try:
                     body = response.json()
                 except ValueError:
-                    raise ServerError("Unknown", 0, response.text) from None
+                    raise UnexpectedAnswer(response.text) from None
                 raise _server_error(body, response.text)
-            raise ServerError("Unknown", 0, response.text)
+            raise UnexpectedAnswer(response.text)
         response.raise_for_status()
         try:
             body = response.json()
         except ValueError:
-            raise ServerError("Unknown", 0, f"The service answered with non-JSON: {response.text[:200]}") from None
+            raise UnexpectedAnswer(f"The service answered with non-JSON: {response.text[:200]}") from None
         if not isinstance(body, dict) or "result" not in body:
             raise _server_error(body, "An unknown server error occurred")
         result = body["result"]
         if not result:
             return None
         return result[0] if isinstance(result, list) else result
+
+
+class Client(JsonRpcClient):
+    """One execution_engine2 service at ``url``, called as the holder of ``token``.
+
+    ``timeout`` (seconds) bounds each call; the default matches KBase's clients.
+    Every RPC method takes an optional ``context`` mapping, which is sent as
+    the envelope's ``context`` key (the service ignores it) for compatibility
+    with the generated client.
+    """
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 1800) -> None:
+        super().__init__(url, SERVICE_NAME, token, timeout)
+
+    def __enter__(self) -> "Client":
+        return self
 
     # -- informational -------------------------------------------------------
 

@@ -273,12 +273,12 @@ def test_an_access_error_means_unreadable(workspace):
     assert WorkspaceClient(workspace.url).readable_objects(TOKEN, ["4/1/1"]) is False
 
 
-@pytest.mark.parametrize("fault", ["error", "status"])
+@pytest.mark.parametrize("fault", ["error", "status", "html error page"])
 def test_other_object_lookup_failures_are_unavailable(workspace, fault):
     if fault == "error":
         workspace.fail_with = "Internal error"
     else:
-        workspace.fail_status = 503
+        workspace.fail_status = 503 if fault == "status" else 500
 
     with pytest.raises(ServiceUnavailable, match=f"^{OBJECTS_ERROR}$"):
         WorkspaceClient(workspace.url).readable_objects(TOKEN, ["1/1/1"])

@@ -54,12 +54,13 @@ def test_an_unknown_module_or_version_is_a_validation_error_naming_both(catalog,
     assert caught.value.message.startswith(f"Cannot resolve version '{version}' of module '{module}': ")
 
 
-@pytest.mark.parametrize("fault", ["closed port", "proxy error"])
+@pytest.mark.parametrize("fault", ["closed port", "proxy error", "html error page"])
 def test_an_unavailable_catalog_is_unavailable(catalog, fault):
+    """Not a version the catalog refused: a catalog that cannot answer in JSON-RPC."""
     url = unreachable_url() if fault == "closed port" else catalog.url
-    catalog.fail_status = 502
+    catalog.fail_status = 500 if fault == "html error page" else 502
 
-    with pytest.raises(ServiceUnavailable, match="catalog service is unavailable"):
+    with pytest.raises(ServiceUnavailable, match="catalog service is unavailable: Catalog.get_module_version"):
         KBaseCatalog(url, None).resolve_version("MegaHit", "release")
 
 

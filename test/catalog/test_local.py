@@ -1,6 +1,7 @@
 """LocalCatalog: the standalone YAML catalog, the bundled demo catalog and the example."""
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -185,5 +186,12 @@ def test_the_documented_example_is_a_valid_catalog():
     assert parse_catalog(path.read_bytes(), str(path)).keys() == {"Demo", "MyTools"}
 
 
-def test_exec_stats_are_accepted(demo):
-    demo.log_exec_stats({"job_id": "job1", "is_error": 0})
+def test_exec_stats_are_logged_not_sent_and_never_fail_a_job(demo, caplog):
+    """Standalone has no catalog to send timings to: finishing a job writes them to the
+    debug log, and odd stats (no job id) do not make the finish fail."""
+    caplog.set_level(logging.DEBUG, logger="execution_engine2.catalog.local")
+    assert demo.log_exec_stats({"job_id": "job1", "is_error": 0}) is None
+    demo.log_exec_stats({"is_error": 1})
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("job1" in message and "is_error" in message for message in messages)
+    assert len(messages) == 2

@@ -1,7 +1,7 @@
 """``CountingStore``: forwards every ``JobStore`` method and counts round trips."""
 from __future__ import annotations
 
-from execution_engine2.db.counting import CountingStore
+from support.counting import CountingStore
 from execution_engine2.db.store import JobQuery, JobStore, Transition
 from execution_engine2.job import JobStatus, allowed_from, new_job_id, new_job_record
 

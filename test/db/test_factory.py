@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pathlib
+import time
 
 import pymongo
 import pytest
@@ -39,9 +40,18 @@ def test_mongo_settings_come_from_the_mongo_keys() -> None:
         "host": uri, "retryWrites": False}
 
 
-def test_mongo_client_does_not_connect_until_used() -> None:
+def test_the_service_starts_while_mongo_is_down_and_fails_on_first_use() -> None:
+    """Building the client neither blocks nor fails when nothing listens; the first
+    operation does (bounded here by a client-side timeout)."""
+    started = time.monotonic()
     client = mongo_client(Config.standalone(store="mongo", mongo_host="127.0.0.1", mongo_port=1))
-    client.close()
+    try:
+        assert time.monotonic() - started < 2
+        assert not client.topology_description.has_readable_server()
+        with pymongo.timeout(0.3), pytest.raises(pymongo.errors.PyMongoError):
+            client.admin.command("ping")
+    finally:
+        client.close()
 
 
 def test_a_bad_mongo_uri_is_a_configuration_error_without_the_password() -> None:

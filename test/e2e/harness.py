@@ -283,6 +283,8 @@ class Service:
         return ""
 
     def _banner_worker_pid(self, offset: int) -> int:
+        """The local worker's pid: from the banner, or, for a thread of the gunicorn
+        worker (``store = mongomock``), from the worker's start line."""
         def found() -> int | None:
             with open(self.log_path, "rb") as handle:
                 handle.seek(offset)
@@ -296,7 +298,7 @@ class Service:
                         return int(started.group(1))
             return None
 
-        return wait_until(found, STARTUP_SECONDS, lambda: f"no worker pid in the banner\n{self.log_tail()}")
+        return wait_until(found, STARTUP_SECONDS, lambda: f"no local worker in the banner\n{self.log_tail()}")
 
     def stop(self, timeout: float = STOP_SECONDS) -> int:
         """SIGTERM the server (it stops its worker) and wait; its exit status."""

@@ -12,7 +12,7 @@ import requests
 from execution_engine2.config import Config
 from execution_engine2.server.app import build_app
 from execution_engine2.server.methods import METHODS, build_dispatcher
-from execution_engine2_client import Client, ServerError
+from execution_engine2_client import Client, JsonRpcClient, ServerError, UnexpectedAnswer
 from support.live_server import LiveServer
 from support.rpc_methods import TokenTable, make_dispatcher
 
@@ -109,6 +109,28 @@ def test_non_json_500_is_an_unknown_server_error():
         with Client(live.url) as client, pytest.raises(ServerError) as raised:
             client.ver()
     assert (raised.value.name, raised.value.code, raised.value.message) == ("Unknown", 0, "<html>boom</html>")
+
+
+def test_an_answer_that_is_not_json_rpc_is_told_apart_from_a_refusal(server):
+    """Callers that must tell an unusable service from a refusal catch UnexpectedAnswer."""
+    with LiveServer(Recorder("500 Internal Server Error", b"<html>boom</html>", "text/html")) as live:
+        with Client(live.url) as client, pytest.raises(UnexpectedAnswer):
+            client.ver()
+    with Client(server.url) as client, pytest.raises(ServerError) as raised:
+        client.call("whoami", [])
+    assert not isinstance(raised.value, UnexpectedAnswer)
+
+
+def test_the_same_client_calls_any_kbase_service():
+    recorder = Recorder(body=b'{"version": "1.1", "result": [{"git_commit_hash": "abc"}], "id": "1"}')
+    with LiveServer(recorder) as live, JsonRpcClient(live.url, "Catalog", "svc-token", timeout=5) as catalog:
+        answer = catalog.call("get_module_version", [{"module_name": "Demo"}])
+    assert answer == {"git_commit_hash": "abc"}
+    [request] = recorder.requests
+    assert request["authorization"] == "svc-token"
+    assert request["body"]["method"] == "Catalog.get_module_version"
+    assert request["body"]["params"] == [{"module_name": "Demo"}]
+    assert "svc-token" not in repr(catalog)
 
 
 def test_other_http_errors_raise_http_error():

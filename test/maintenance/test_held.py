@@ -5,9 +5,11 @@ import dataclasses
 
 import pytest
 
-from execution_engine2.db.counting import CountingStore
+from support.counting import CountingStore
 from execution_engine2.job import ErrorCode, JobStatus
-from execution_engine2.maintenance.held import handle_held, mark_held
+from execution_engine2.maintenance.held import handle_held
+from execution_engine2.sdk import status
+from execution_engine2.auth.base import AdminRole, Caller
 from execution_engine2.scheduler.base import SchedulerJobState
 from support.sdk_services import make_job, stored
 
@@ -183,22 +185,25 @@ def test_a_second_pass_changes_nothing(services, scheduler):
     assert summary["errored"] == []
 
 
-def test_mark_held_finishes_one_job_like_the_pass(services, clock):
-    job = running_job(services, "1010")
+def test_handle_held_job_and_the_pass_end_a_job_alike(services, scheduler, clock):
+    """The RPC (an admin reports a hold) and the pass (the scheduler reports it) take one
+    path: the same status, code, message and log line; only the scheduler's reason and
+    ads are missing when the scheduler was not asked."""
+    by_pass = running_job(services, "1010")
+    by_rpc = running_job(services, "1011")
+    scheduler.hold("1010", None)
+    handle_held(services)
+    admin = Caller(user="admin", token="admin-token", role=AdminRole.WRITE)
 
-    record = mark_held(services, job, REASON)
+    answer = status.handle_held_job(services, admin, "1011")
 
-    assert record["status"] == "error"
-    assert record["errormsg"] == "Job was held"
-    assert record["hold_reason"] == REASON
-    assert record == stored(services, job["_id"])
-    assert services.store.get_logs(job["_id"], 0, None)[1] == 1
+    passed, reported = stored(services, by_pass["_id"]), stored(services, by_rpc["_id"])
+    assert answer["status"] == reported["status"] == passed["status"] == "error"
+    for field in ("error_code", "errormsg", "error", "finished"):
+        assert reported[field] == passed[field], field
+    assert "hold_reason" not in reported and "condor_job_ads" not in reported
+    [pass_line], _ = services.store.get_logs(by_pass["_id"], 0, None)
+    [rpc_line], _ = services.store.get_logs(by_rpc["_id"], 0, None)
+    assert rpc_line["line"] == pass_line["line"]
+    assert "resubmit" in rpc_line["line"]
 
-
-def test_mark_held_leaves_a_finished_job_alone(services):
-    job = make_job(services, "alice", JobStatus.TERMINATED, scheduler_id="1011")
-
-    record = mark_held(services, job, REASON)
-
-    assert record == job
-    assert services.store.get_logs(job["_id"], 0, None) is None

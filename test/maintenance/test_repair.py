@@ -20,6 +20,7 @@ from execution_engine2.sdk.job_state import job_state
 from execution_engine2.sdk.submission import INTERRUPTED, StoreSubmitter
 from support.recording_scheduler import RecordingScheduler
 from support.sdk_services import close_services, make_services, stored
+from support.store_faults import CrashedStore, CrashingStore
 from execution_engine2.db.mongomock_database import AtomicDatabase
 
 GRACE = 60.0
@@ -73,12 +74,24 @@ def failed_batch(services: Any, caller: Any, children: int) -> dict[str, Any]:
     return batch
 
 
-def crash_after(monkeypatch: pytest.MonkeyPatch, wanted: str) -> None:
-    def hook(step: str) -> None:
-        if step == wanted:
-            raise ConnectionError(f"crashed after {step}")
+# Where the retry lifecycle of a batch child starts its next step: insert_jobs, then
+# add_to_set (container), add_to_set (root), set_fields (toggle).
+NEXT_CALL = {"insert": ("add_to_set", 1), "notify_containers": ("add_to_set", 2),
+             "notify_roots": ("set_fields", 1)}
 
-    monkeypatch.setattr(retry, "_after_step", hook)
+
+def crash_after(services: Any, step: str) -> CrashingStore:
+    """The service's store, made to crash when the retry lifecycle of a batch child
+    (not a plain job, which has no container step) has done ``step``."""
+    method, nth = NEXT_CALL[step]
+    services.store = CrashingStore(services.store, method, nth)
+    return services.store
+
+
+def recover(services: Any, crashing: CrashingStore) -> None:
+    """The process restarted: the store works again."""
+    assert crashing.crashed
+    services.store = crashing.inner
 
 
 def comparable(state: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -95,16 +108,15 @@ def comparable(state: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("step", ["insert", "notify_containers", "notify_roots"])
-def test_a_retry_interrupted_after_any_step_is_repaired(services, scheduler, clock, alice,
-                                                        monkeypatch, step):
+def test_a_retry_interrupted_after_any_step_is_repaired(services, scheduler, clock, alice, step):
     scheduler.scheduler_type = "local"  # recovery may submit without the caller's token
     batch = failed_batch(services, alice, 2)
     crashed_root, clean_root = batch["child_job_ids"]
 
-    crash_after(monkeypatch, step)
-    with pytest.raises(ConnectionError):
+    crashing = crash_after(services, step)
+    with pytest.raises(CrashedStore):
         retry.retry_job(services, alice, {"job_id": crashed_root})
-    monkeypatch.setattr(retry, "_after_step", None)
+    recover(services, crashing)
     clean_retry = retry.retry_job(services, alice, {"job_id": clean_root})["retry_id"]
     assert services.submitter.flush(5)
     [crashed_retry] = [r["_id"] for r in services.store.find_jobs(JobQuery(retry_parent=crashed_root))]
@@ -127,13 +139,12 @@ def test_a_retry_interrupted_after_any_step_is_repaired(services, scheduler, clo
     assert repair_retries(services)["repaired"] == []  # nothing left to do
 
 
-def test_a_repaired_retry_that_needs_a_token_ends_in_error_and_can_be_retried(services, clock, alice,
-                                                                                 monkeypatch):
+def test_a_repaired_retry_that_needs_a_token_ends_in_error_and_can_be_retried(services, clock, alice):
     [root] = failed_batch(services, alice, 1)["child_job_ids"]
-    crash_after(monkeypatch, "notify_roots")
-    with pytest.raises(ConnectionError):
+    crashing = crash_after(services, "notify_roots")
+    with pytest.raises(CrashedStore):
         retry.retry_job(services, alice, {"job_id": root})
-    monkeypatch.setattr(retry, "_after_step", None)
+    recover(services, crashing)
     clock.advance(GRACE + 1)
 
     report = repair_retries(services)
@@ -164,14 +175,13 @@ def test_a_retry_interrupted_before_submission_is_recovered(services, scheduler,
     assert stored(services, new_id)["status"] == "queued"
 
 
-def test_a_half_written_retry_cancelled_before_the_pass_still_reaches_its_root(services, clock, alice,
-                                                                               monkeypatch):
+def test_a_half_written_retry_cancelled_before_the_pass_still_reaches_its_root(services, clock, alice):
     batch = failed_batch(services, alice, 1)
     [root] = batch["child_job_ids"]
-    crash_after(monkeypatch, "insert")  # neither container nor root knows the retry
-    with pytest.raises(ConnectionError):
+    crashing = crash_after(services, "insert")  # neither container nor root knows the retry
+    with pytest.raises(CrashedStore):
         retry.retry_job(services, alice, {"job_id": root})
-    monkeypatch.setattr(retry, "_after_step", None)
+    recover(services, crashing)
     [half] = [r["_id"] for r in services.store.find_jobs(JobQuery(retry_parent=root))]
     status.cancel_job(services, alice, {"job_id": half})
     clock.advance(GRACE + 1)

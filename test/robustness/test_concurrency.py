@@ -26,6 +26,7 @@ from execution_engine2.auth.base import AdminRole
 from execution_engine2.db.store import JobQuery
 from execution_engine2.job import JobStatus, TerminatedCode
 from support.sdk_services import close_services, make_job, make_services
+from support.store_faults import ReadBarrierStore
 
 RETRIERS = 50
 CLIENTS, POLL_EVERY = 20, 10
@@ -92,12 +93,16 @@ def assert_exactly_one_retry(answers: list[dict[str, Any]], root: str) -> str:
 # --- (a) 50 threads retry one job ----------------------------------------------------
 
 def test_fifty_simultaneous_retries_of_one_job_make_exactly_one(tmp_path, stack_factory, wire):
-    with stack_factory(tmp_path) as stack:
+    """Every retrier has read the root (no retry yet) before any of them writes, so only
+    the one-live-retry rule where the retries are written can keep it to one."""
+    with stack_factory(tmp_path, wrap_store=ReadBarrierStore) as stack:
         alice = stack.tokens["alice"]
         sessions = [requests.Session() for _ in range(RETRIERS)]
         try:
             root = errored_job(sessions[0], stack.url, alice, wire)
+            stack.services.store.arm(RETRIERS)
             answers = race_retries(stack.url, alice, root, wire, sessions)
+            stack.services.store.disarm()
         finally:
             for session in sessions:
                 session.close()

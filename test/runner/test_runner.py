@@ -12,7 +12,8 @@ import time
 import pytest
 
 from execution_engine2.errors import ServiceUnavailable
-from execution_engine2.runner.rpc import JsonRpcClient, RpcError, ServiceClient
+from execution_engine2_client import ServerError
+from execution_engine2.runner.rpc import RetryingRpcClient, RpcError, ServiceClient
 from execution_engine2.runner.runner import RUNNER_PREFIX, JobRunner, RunnerSettings
 from support.live_server import LiveServer
 from support.sdk_test_app import command as app_command
@@ -296,7 +297,7 @@ def test_calls_are_retried_while_the_service_is_unavailable(stub, service):
     job_id = stub.add_job()
     stub.unavailable = 2
     pauses: list[float] = []
-    client = JsonRpcClient(service.url, stub.token, "execution_engine2", attempts=3,
+    client = RetryingRpcClient(service.url, stub.token, "execution_engine2", attempts=3,
                            backoff=0.5, sleep=pauses.append)
     try:
         answer = client.call("check_job_canceled", {"job_id": job_id})
@@ -311,7 +312,7 @@ def test_no_service_is_service_unavailable_after_the_retries():
     with LiveServer() as server:
         url = server.url  # nothing listens here once the server is gone
     pauses: list[float] = []
-    client = JsonRpcClient(url, "tok", "execution_engine2", attempts=3, backoff=0.1,
+    client = RetryingRpcClient(url, "tok", "execution_engine2", attempts=3, backoff=0.1,
                            sleep=pauses.append)
     with pytest.raises(ServiceUnavailable, match="Cannot call ver at"):
         client.call("ver")
@@ -320,12 +321,14 @@ def test_no_service_is_service_unavailable_after_the_retries():
 
 
 def test_service_errors_are_raised_with_their_message(stub, service):
-    client = JsonRpcClient(service.url, "wrong-token", "execution_engine2", attempts=1)
+    client = RetryingRpcClient(service.url, "wrong-token", "execution_engine2", attempts=1)
     with pytest.raises(RpcError) as caught:
         client.call("get_job_params", {"job_id": "x"})
     client.close()
     assert caught.value.message == "Token validation failed: Invalid token"
     assert caught.value.code == -32000
+    assert isinstance(caught.value, ServerError)  # the shared client's error, named by method
+    assert str(caught.value) == "get_job_params: Token validation failed: Invalid token"
 
 
 def test_ee2_runner_command_runs_a_job(stub, service, tmp_path):

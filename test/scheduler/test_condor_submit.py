@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from execution_engine2.auth.base import Caller
 from execution_engine2.catalog.kbase import KBaseCatalog
 from execution_engine2.config import Config
-from execution_engine2.runner.rpc import JsonRpcClient, ServiceClient
+from execution_engine2.runner.rpc import RetryingRpcClient, ServiceClient
 from execution_engine2.runner.runner import RunnerSettings
 from execution_engine2.errors import SubmissionFailed
 from execution_engine2.scheduler.base import Requirements
@@ -205,7 +205,7 @@ def test_no_repr_or_str_carries_a_token(config, tmp_path):
     carriers = [
         job, secret_config, files, Caller("alice", TOKEN),
         RunnerSettings(job_id=job.job_id, workdir=tmp_path, token=TOKEN),
-        JsonRpcClient("http://127.0.0.1:1/", TOKEN, "Catalog"),
+        RetryingRpcClient("http://127.0.0.1:1/", TOKEN, "Catalog"),
         KBaseCatalog("http://127.0.0.1:1/", "CATALOG0SECRET"),
     ]
     service_client = ServiceClient("http://127.0.0.1:1/", TOKEN)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from execution_engine2.auth.base import AdminRole
-from execution_engine2.db.counting import CountingStore
+from support.counting import CountingStore
 from execution_engine2.db.store import JobQuery, JobStore
 from execution_engine2.errors import ServiceUnavailable
 from execution_engine2.maintenance import passes

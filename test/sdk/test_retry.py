@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from execution_engine2.db.counting import CountingStore
+from support.counting import CountingStore
+from support.store_faults import CrashedStore, CrashingStore, ReadBarrierStore
 from execution_engine2.db.store import Transition
 from execution_engine2.errors import (
     EE2Error, InvalidParams, NotFound, PermissionDenied, RetryRefused, ValidationError,
@@ -233,13 +234,15 @@ def test_a_workspace_writer_may_retry_a_readers_may_not(workspace, ws_services):
 # --- 6. one retry in flight, under concurrency ------------------------------------------------
 
 def test_fifty_simultaneous_retries_create_exactly_one_job(services, users):
+    """Every retrier has read the root (no retry yet) before any of them writes, so only
+    the one-live-retry rule where the retries are written can keep it to one."""
     alice = users["alice"]
     root = failed_job(services, alice)
-    barrier = threading.Barrier(50)
+    services.store = racing = ReadBarrierStore(services.store)
+    racing.arm(50)
     answers: list[Any] = [None] * 50
 
     def attempt(index: int) -> None:
-        barrier.wait()
         try:
             answers[index] = retry.retry_job(services, alice, {"job_id": root})
         except EE2Error as err:
@@ -249,7 +252,8 @@ def test_fifty_simultaneous_retries_create_exactly_one_job(services, users):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(60)
+    services.store = racing.inner
 
     successes = [a for a in answers if isinstance(a, dict)]
     failures = [a for a in answers if isinstance(a, EE2Error)]
@@ -476,7 +480,7 @@ def test_admin_requirements_are_kept_only_on_an_admin_retry(services, users):
     assert "job_requirements" not in resolved_input
 
 
-# --- lifecycle and the fault hook ----------------------------------------------------------------
+# --- lifecycle and interruptions ----------------------------------------------------------------
 
 def test_a_completed_retry_has_its_toggle_set(services, users):
     root = failed_job(services, users["alice"])
@@ -487,19 +491,16 @@ def test_a_completed_retry_has_its_toggle_set(services, users):
     assert record["status"] == "queued"
 
 
-def test_an_interrupted_retry_is_not_submitted_and_blocks_another(services, users, scheduler, monkeypatch):
+def test_an_interrupted_retry_is_not_submitted_and_blocks_another(services, users, scheduler):
     alice = users["alice"]
     root = failed_job(services, alice)
     submissions = len(scheduler.submissions)
 
-    def crash(step: str) -> None:
-        if step == "insert":
-            raise ConnectionError("database went away")
-
-    monkeypatch.setattr(retry, "_after_step", crash)
-    with pytest.raises(ConnectionError):
+    # The database goes away right after the insert: the root's add_to_set never runs.
+    services.store = crashing = CrashingStore(services.store, "add_to_set")
+    with pytest.raises(CrashedStore):
         retry.retry_job(services, alice, {"job_id": root})
-    monkeypatch.setattr(retry, "_after_step", None)
+    services.store = crashing.inner
 
     [half] = [r for r in all_jobs(services) if r.get("retry_parent") == root]
     assert half["status"] == "created" and half["retry_saved_toggle"] is False

@@ -155,13 +155,14 @@ def test_max_request_memory_is_read_from_a_client_group_section(tmp_path: Path):
 
 
 def test_a_job_the_held_job_pass_ended_for_memory_gets_more_on_retry(stack):
-    from execution_engine2.maintenance.held import mark_held
+    from execution_engine2.maintenance.held import handle_held
 
     job_id = stack.client("alice").run_job(dict(ECHO))
     stack.submissions()
-    held = mark_held(stack.services, stack.stored(job_id),
-                     "Error from slot1@node: Job has gone over cgroup memory limit of 2000 megabytes.", 34)
-    assert held["status"] == "error"
+    stack.scheduler.hold(stack.stored(job_id)["scheduler_id"],
+                         "Error from slot1@node: Job has gone over cgroup memory limit of 2000 megabytes.", 34)
+    assert handle_held(stack.services)["errored"] == [job_id]
+    assert stack.stored(job_id)["status"] == "error"
 
     retry_id = stack.client("alice").retry_job({"job_id": job_id})["retry_id"]
 

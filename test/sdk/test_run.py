@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from execution_engine2.db.counting import CountingStore
+from support.counting import CountingStore
 from execution_engine2.db.store import JobQuery
 from execution_engine2.errors import InvalidParams, PermissionDenied, SubmissionFailed, ValidationError
 from execution_engine2.job import ErrorCode

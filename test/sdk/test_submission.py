@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import pytest
 
-from execution_engine2.db.counting import CountingStore
+from support.counting import CountingStore
 from execution_engine2.db.store import JobQuery, Transition
 from execution_engine2.errors import SubmissionFailed
 from execution_engine2.job import ErrorCode, JobStatus, new_job_id, new_job_record

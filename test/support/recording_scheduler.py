@@ -78,7 +78,7 @@ class RecordingScheduler:
                 self.states_by_id.pop(scheduler_id, None)
 
     # --- test helpers ---------------------------------------------------------
-    def hold(self, scheduler_id: str, reason: str = "held for a test", code: int = 1) -> None:
+    def hold(self, scheduler_id: str, reason: str | None = "held for a test", code: int = 1) -> None:
         """Put a known job on hold, as HTCondor does after a non-zero exit."""
         with self._lock:
             self.states_by_id[scheduler_id] = SchedulerJobState(
