@@ -53,6 +53,31 @@ def _float(text: str) -> float:
     return float(str(text).strip())
 
 
+def _non_negative_float(text: str) -> float:
+    value = _float(text)
+    if not value >= 0:
+        raise ValueError(f"must be 0 or more: {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _float(text)
+    if not 0 <= value <= 1:
+        raise ValueError(f"must be between 0 and 1: {value}")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    value = int(str(text).strip())
+    if value < 1:
+        raise ValueError(f"must be at least 1: {value}")
+    return value
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in str(text).replace(" ", "").split(",") if part)
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = str(text).strip().lower()
@@ -154,6 +179,14 @@ KEYS: tuple[Key, ...] = (
     Key("request-id-window", 86400.0, _float, "Seconds a `request_id` is remembered: the same caller sending it again within this time gets the first call's answer; after it, the id may be used afresh."),
     Key("request-id-wait", 30.0, _float, "Seconds a resend waits for the answer of a first call with the same `request_id` that is still running, before answering that it is still in progress."),
     Key("request-id-lease", 300.0, _float, "Seconds after which a first call that never answered counts as dead (its process stopped): resends of its `request_id` then get an error saying its outcome is unknown. Keep it longer than any call takes (above `http-worker-timeout`)."),
+    # Automatic retry policy (area: autoretry, issue 12 item 5)
+    Key("auto-retry", "off", _choice("off", "apps", "all"), "Automatic retries of infrastructure failures: `off`, `apps` (only apps whose `retry_policy` enables them) or `all` (every app, except those whose `retry_policy` says `enabled: false`)."),
+    Key("auto-retry-max-attempts", 3, _at_least_one, "Most attempts of one lineage (the first included) the automatic policy makes; an app's `max_attempts` overrides it."),
+    Key("auto-retry-backoff", 60.0, _non_negative_float, "Seconds before the first automatic retry; doubled for each later attempt (`backoff`)."),
+    Key("auto-retry-backoff-max", 3600.0, _non_negative_float, "Longest wait between automatic attempts (`backoff_max`)."),
+    Key("auto-retry-jitter", 0.25, _fraction, "Each wait is shortened by a random share of up to this fraction (0 to 1), so retries after an outage spread out."),
+    Key("auto-retry-exit-codes", (), _int_list, "App exit codes retried automatically for every app (comma separated; default none: an app's own failure is never retried); an app's `retry_exit_codes` overrides it."),
+    Key("auto-retry-apps", None, _optional_str, "YAML file of per-app policies keyed by `Module.function` (for the KBase catalog, which has no `retry_policy`); a local catalog's own `retry_policy` wins."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
