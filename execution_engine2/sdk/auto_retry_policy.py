@@ -17,8 +17,9 @@ node        the held pass: held because the execute node or the transfer to
 runner      the local worker: the job runner was killed or died, or its
             worker or the service stopped, before the job finished
 lost        the reaper: the job stayed ``created`` or ``queued`` too long
-exit_code   the app exited non-zero (the runner's ``App error``, or an
-            HTCondor exit hold); retried only when its code is listed
+exit_code   the app failed with an exit status the runner recorded
+            (``error.exit_code``, or the ``App error`` code), or an HTCondor
+            exit hold's ``ExitCode``; retried only when that code is listed
 =========== ===============================================================
 
 ``policy_for`` merges the global ``auto-retry-*`` settings with an app's own
@@ -33,7 +34,6 @@ from typing import Any, Callable, Mapping
 
 from execution_engine2.catalog.retry_policy import AppRetryPolicy, load_policy_file
 from execution_engine2.config import Config
-from execution_engine2.db.store import Record
 from execution_engine2.job import ErrorCode, JobStatus, TerminatedCode
 from execution_engine2.maintenance.held import HELD_ERROR
 from execution_engine2.scheduler.worker import SERVICE_STOPPED, WORKER_STOPPED
@@ -87,9 +87,22 @@ def classify(record: Mapping[str, Any]) -> Failure | None:
     if code == ErrorCode.JOB_CRASHED.value:
         if _RUNNER_DIED.match(message) or message.startswith(_STOPPED_PREFIXES):
             return Failure("runner")
-        error = record.get("error")
-        if isinstance(error, Mapping) and error.get("name") == "App error" and _is_int(error.get("code")):
-            return Failure(EXIT_CODE, int(error["code"]))
+        exit_code = _app_exit_code(record.get("error"))
+        if exit_code is not None:
+            return Failure(EXIT_CODE, exit_code)
+    return None
+
+
+def _app_exit_code(error: Any) -> int | None:
+    """The app's exit status as the runner records it: ``error.exit_code`` (an app that
+    wrote an error to its output), or ``error.code`` of an ``App error`` (an app that
+    exited non-zero without one)."""
+    if not isinstance(error, Mapping):
+        return None
+    if _is_int(error.get("exit_code")):
+        return int(error["exit_code"])
+    if error.get("name") == "App error" and _is_int(error.get("code")):
+        return int(error["code"])
     return None
 
 
@@ -184,6 +197,3 @@ def needs_owner_token(scheduler_type: str) -> bool:
     return scheduler_type == "condor"
 
 
-def attempt_count(root: Record | None, retries: int) -> int:
-    """Attempts in a lineage: the root and its retries."""
-    return (1 if root is not None else 0) + retries
