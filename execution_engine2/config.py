@@ -75,7 +75,9 @@ def _at_least_one(text: str) -> int:
 
 
 def _int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in str(text).replace(" ", "").split(",") if part)
+    # Also reads its own value written back as text ("(75, 137)"), as serving does.
+    cleaned = str(text).strip().strip("()[]").replace(" ", "")
+    return tuple(int(part) for part in cleaned.split(",") if part)
 
 
 def _choice(*options: str) -> Callable[[str], str]:

@@ -9,7 +9,7 @@ import pytest
 
 from execution_engine2.catalog.local import LocalCatalog
 from execution_engine2.catalog.retry_policy import load_policy_file
-from execution_engine2.config import Config
+from execution_engine2.config import Config, load
 from execution_engine2.errors import ValidationError
 from execution_engine2.maintenance.held import HELD_ERROR
 from execution_engine2.scheduler.worker import SERVICE_STOPPED, WORKER_STOPPED, runner_crashed
@@ -122,3 +122,16 @@ def test_a_bad_policy_is_refused_naming_the_file_and_the_key(tmp_path: Path, pol
     (tmp_path / "apps.yaml").write_text(f"Demo.echo: {policy}\n")
     with pytest.raises(ValidationError, match="Demo.echo"):
         load_policy_file(str(tmp_path / "apps.yaml"))
+
+
+def test_the_exit_codes_key_reads_a_list_and_its_own_value_written_back():
+    config = load(None, environ={"EE2_AUTO_RETRY": "all", "EE2_AUTO_RETRY_EXIT_CODES": "75, 137"})
+    assert config["auto-retry-exit-codes"] == (75, 137)
+    # ``ee2 serve`` hands its config to gunicorn as text: the default and a value survive.
+    again = load(None, environ={"EE2_AUTO_RETRY_EXIT_CODES": str(config["auto-retry-exit-codes"])})
+    assert again["auto-retry-exit-codes"] == (75, 137)
+    assert load(None, environ={"EE2_AUTO_RETRY_EXIT_CODES": "()"})["auto-retry-exit-codes"] == ()
+    with pytest.raises(ValidationError, match="auto-retry-exit-codes"):
+        load(None, environ={"EE2_AUTO_RETRY_EXIT_CODES": "seventy"})
+    with pytest.raises(ValidationError, match="auto-retry"):
+        load(None, environ={"EE2_AUTO_RETRY": "sometimes"})
