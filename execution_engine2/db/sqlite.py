@@ -193,10 +193,13 @@ def _jobs(query: JobQuery) -> str:
     Unsaved retries (the repair pass) are a handful at any time, but without
     ``ANALYZE`` statistics SQLite prefers scanning every job in id order to the
     partial index that holds exactly them; the index always answers that
-    condition, so it is named.
+    condition, so it is named. Likewise the jobs finished since a recent time (the
+    automatic retry scan): a few, where the status index would read every failure.
     """
     if query.has_retry_parent and query.retry_saved_toggle is False:
         return "jobs j INDEXED BY jobs_unsaved_retry"
+    if query.finished_since is not None and query.job_ids is None:
+        return "jobs j INDEXED BY jobs_finished"
     return "jobs j"
 
 
