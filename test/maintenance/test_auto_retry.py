@@ -41,12 +41,16 @@ def auto_retry(stack: HttpStack, now: float) -> dict[str, Any]:
 
 
 def refused_submission(stack: HttpStack) -> str:
-    """A job the scheduler refused: ``error`` with code 6."""
+    """A job of alice's the scheduler refused: ``error`` with code 6."""
+    return refused_submission_of(stack, "alice")
+
+
+def refused_submission_of(stack: HttpStack, user: str) -> str:
     stack.scheduler.fail_submit = "the schedd is down"
     with pytest.raises(ServerError, match="the schedd is down"):
-        stack.client("alice").run_job(dict(ECHO))
+        stack.client(user).run_job(dict(ECHO))
     stack.scheduler.fail_submit = None
-    [job] = stack.services.store.find_jobs(JobQuery(user="alice", statuses=["error"]))
+    [job] = stack.services.store.find_jobs(JobQuery(user=user, statuses=["error"]))
     assert job["error_code"] == 6
     return job["_id"]
 
@@ -225,3 +229,19 @@ def test_a_job_the_reaper_terminated_as_lost_is_retried(stack):
     history = stack.client("alice").get_retry_history({"job_id": lost["_id"]})
     assert history["automatic_retry"]["kind"] == "lost"
     assert [a["job_id"] for a in history["attempts"]] == [lost["_id"], entry["retry_id"]]
+
+
+def test_one_pass_retries_every_due_lineage_in_one_submission_each_job_its_owners(stack):
+    jobs = {user: refused_submission_of(stack, user) for user in ("alice", "bob")}
+    now = time.time()
+    auto_retry(stack, now)
+    submitted = stack.submissions()
+
+    retried = auto_retry(stack, now + 60)["retried"]
+
+    assert sorted(entry["job_id"] for entry in retried) == sorted(jobs.values())
+    assert stack.submissions() == submitted + 1
+    assert len(stack.scheduler.submissions[-1]) == 2
+    for user, job_id in jobs.items():
+        [retry_id] = stack.client(user).check_job({"job_id": job_id})["retry_ids"]
+        assert stack.client(user).check_job({"job_id": retry_id})["user"] == user
