@@ -3,8 +3,9 @@
 Any job of a lineage (the root or one of its retries) answers the whole lineage:
 the root first, then each retry in creation order, each with its status and
 times, why it ended, its scheduler id, who asked for it and the requirements it
-ran with; and what the automatic retry policy decided for it. Who asked comes from the store's retry-attempt side table, written by
-the retry path; the root was asked for by its owner. Four store reads.
+ran with; and what the automatic retry policy decided for the lineage. Who asked
+comes from the store's retry-attempt side table, written by the retry path; the
+root was asked for by its owner. Four store reads.
 """
 from __future__ import annotations
 
