@@ -53,6 +53,33 @@ def _float(text: str) -> float:
     return float(str(text).strip())
 
 
+def _non_negative_float(text: str) -> float:
+    value = _float(text)
+    if not value >= 0:
+        raise ValueError(f"must be 0 or more: {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _float(text)
+    if not 0 <= value <= 1:
+        raise ValueError(f"must be between 0 and 1: {value}")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    value = int(str(text).strip())
+    if value < 1:
+        raise ValueError(f"must be at least 1: {value}")
+    return value
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    # Also reads its own value written back as text ("(75, 137)"), as serving does.
+    cleaned = str(text).strip().strip("()[]").replace(" ", "")
+    return tuple(int(part) for part in cleaned.split(",") if part)
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = str(text).strip().lower()
@@ -162,6 +189,14 @@ KEYS: tuple[Key, ...] = (
     Key("submit-group-max-jobs", 10_000, _positive_int, "Most jobs one group commit hands to the scheduler: a process's submitter puts every pending `run_job`, batch and retry into one submission up to this many jobs (one larger request still goes alone); 0 = no bound."),
     Key("gc-gen0-threshold", 10_000, _positive_int, "Garbage-collector young-generation threshold of a serving worker, set after start-up with the objects built so far frozen out of collections (large calls stay linear); 0 keeps Python's defaults (700)."),
     Key("run-job-waits-for-submission", True, _bool, "Whether `run_job` answers only once the scheduler has the job (the existing service's contract: a refused submission fails the call). With false it answers once the job is stored and claimed, like `retry_job`, and a refused submission ends the job in `error` for `check_job` to show; sequential calls then share schedd transactions."),
+    # Automatic retry policy (area: autoretry, issue 12 item 5)
+    Key("auto-retry", "off", _choice("off", "apps", "all"), "Automatic retries of infrastructure failures: `off`, `apps` (only apps whose `retry_policy` enables them) or `all` (every app, except those whose `retry_policy` says `enabled: false`)."),
+    Key("auto-retry-max-attempts", 3, _at_least_one, "Most attempts of one lineage (the first included) the automatic policy makes; an app's `max_attempts` overrides it."),
+    Key("auto-retry-backoff", 60.0, _non_negative_float, "Seconds before the first automatic retry; doubled for each later attempt (`backoff`)."),
+    Key("auto-retry-backoff-max", 3600.0, _non_negative_float, "Longest wait between automatic attempts (`backoff_max`)."),
+    Key("auto-retry-jitter", 0.25, _fraction, "Each wait is shortened by a random share of up to this fraction (0 to 1), so retries after an outage spread out."),
+    Key("auto-retry-exit-codes", (), _int_list, "App exit codes retried automatically for every app (comma separated; default none: an app's own failure is never retried); an app's `retry_exit_codes` overrides it."),
+    Key("auto-retry-apps", None, _optional_str, "YAML file of per-app policies keyed by `Module.function` (for the KBase catalog, which has no `retry_policy`); a local catalog's own `retry_policy` wins."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

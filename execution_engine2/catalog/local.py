@@ -14,6 +14,7 @@ Format (see ``deploy/catalog.example.yaml``)::
             command: ["{python}", "-m", "pkg.app", "fn"]  # argv; the runner appends
                                                           # <input.json> <output.json>
             client_groups: ["njs", "request_cpus=2"]      # optional, catalog form
+            retry_policy: {enabled: true, max_attempts: 3} # optional (catalog.retry_policy)
 
 ``{python}`` as an argument stands for the Python running the service
 (``render_command`` substitutes ``sys.executable``). The file is re-read when it
@@ -37,6 +38,7 @@ import yaml
 import execution_engine2
 from execution_engine2.catalog.base import ModuleVersion
 from execution_engine2.catalog.kbase import DEFAULT_VERSION, version_error
+from execution_engine2.catalog.retry_policy import AppRetryPolicy, parse_policy
 from execution_engine2.errors import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ def render_command(argv: Sequence[str], python: str = sys.executable) -> list[st
 class _Method:
     command: tuple[str, ...]
     client_groups: tuple[str, ...] | None
+    retry_policy: AppRetryPolicy | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +122,11 @@ class LocalCatalog:
     def log_exec_stats(self, stats: Mapping[str, Any]) -> None:
         """Nothing to record in standalone mode; logged at debug level."""
         logger.debug("job %s: exec stats %s", stats.get("job_id"), dict(stats))
+
+    def retry_policy(self, module_name: str, function_name: str) -> AppRetryPolicy | None:
+        """The method's own automatic retry policy (``retry_policy``), or None."""
+        method = self._method(module_name, function_name)
+        return None if method is None else method.retry_policy
 
     def command(self, module_name: str, function_name: str) -> list[str]:
         """The argv that runs the method (``{python}`` not yet substituted).
@@ -228,7 +236,14 @@ def _method(where: str, item: Any, source: str) -> _Method:
     groups = item.get("client_groups")
     if groups is not None and not (isinstance(groups, list) and all(isinstance(g, str) for g in groups)):
         _fail(source, f"{where}.client_groups must be a list of strings")
-    return _Method(command=tuple(command), client_groups=tuple(groups) if groups is not None else None)
+    policy = item.get("retry_policy")
+    if policy is not None:
+        try:
+            policy = parse_policy(policy, f"{where}.retry_policy")
+        except ValidationError as err:
+            _fail(source, err.message)
+    return _Method(command=tuple(command), client_groups=tuple(groups) if groups is not None else None,
+                   retry_policy=policy)
 
 
 def _mapping(value: Any, where: str, source: str) -> Mapping[Any, Any]:

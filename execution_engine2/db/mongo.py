@@ -36,8 +36,8 @@ from execution_engine2.db.mongo_filter import job_filter, oids
 from execution_engine2.db.mongo_own import OwnCollections, ended
 from execution_engine2.db.mongo_requests import RequestCollection
 from execution_engine2.db.query import (
-    check_attempt, check_distinct, check_kind, check_records, field_updates, group_additions, project,
-    split_live_retries, status_values, transition_update, translate_errors,
+    check_attempt, check_distinct, check_kind, check_records, check_schedule_entry, field_updates,
+    group_additions, project, split_live_retries, status_values, transition_update, translate_errors,
 )
 from execution_engine2.db import legacy_logs
 from execution_engine2.db.store import (
@@ -61,6 +61,8 @@ _JOB_INDEXES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("retry_parent", "_id"), "retry_parent_id"),
     # The repair pass: retries (retry_parent not null) whose toggle is not true.
     (("retry_saved_toggle", "retry_parent"), "retry_toggle_parent"),
+    # The automatic retry pass: jobs that finished since its last look.
+    (("finished",), "finished"),
 )
 _INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 
@@ -70,6 +72,12 @@ logger = logging.getLogger(__name__)
 # Retry attempt metadata (who requested each retry): the service's own collection,
 # ``_id`` the retry's job id, so ``ee2_jobs`` documents keep the existing model.
 ATTEMPTS_COLLECTION = "ee2_retry_attempts"
+# The automatic retry policy's schedule (``_id`` the entry's key, a root job id).
+AUTO_RETRIES_COLLECTION = "ee2_auto_retries"
+
+
+def _without_id(doc: Mapping[str, Any]) -> Record:
+    return {key: value for key, value in doc.items() if key != "_id"}
 
 
 def _oid(job_id: str) -> ObjectId | None:
@@ -131,6 +139,7 @@ class MongoJobStore:
                 logger.warning("jobs index %s %s not created: %s", name, keys, err)
         self._own.ensure_indexes()
         self._requests.ensure_indexes()
+        self._auto_retries.create_index([("state", ASCENDING), ("due", ASCENDING)], name="state_due")
 
     def legacy_documents(self) -> Iterable[Mapping[str, Any]]:
         """Every document of the jobs collection as stored (for checks and tests)."""
@@ -509,6 +518,31 @@ class MongoJobStore:
     def get_attempts(self, job_ids: Sequence[str]) -> dict[str, Record]:
         found = self._attempts.find({"_id": {"$in": list(job_ids)}})
         return {doc["_id"]: {key: value for key, value in doc.items() if key != "_id"} for doc in found}
+
+    # --- the automatic retry schedule: a collection of the service's own ------------
+    @property
+    def _auto_retries(self) -> Any:
+        return self._database[AUTO_RETRIES_COLLECTION]
+
+    @_store_errors
+    def put_auto_retries(self, entries: Sequence[Record]) -> None:
+        writes = [ReplaceOne({"_id": check_schedule_entry(entry)[0]}, dict(entry), upsert=True)
+                  for entry in entries]
+        if writes:
+            self._auto_retries.bulk_write(writes, ordered=False)
+
+    @_store_errors
+    def get_auto_retries(self, keys: Sequence[str]) -> dict[str, Record]:
+        found = self._auto_retries.find({"_id": {"$in": list(keys)}})
+        return {doc["_id"]: _without_id(doc) for doc in found}
+
+    @_store_errors
+    def due_auto_retries(self, state: str, due_before: float, limit: int) -> list[Record]:
+        if limit <= 0:
+            return []
+        found = self._auto_retries.find({"state": state, "due": {"$lte": due_before}},
+                                        sort=[("due", ASCENDING), ("_id", ASCENDING)], limit=limit)
+        return [_without_id(doc) for doc in found]
 
     # --- request ids ----------------------------------------------------------------
     @_store_errors

@@ -60,6 +60,8 @@ def job_filter(query: JobQuery, own: OwnCollections, *more: Mapping[str, Any]) -
     timed = time_condition(query)
     if timed is not None:
         add({timed[0]: {"$lt": timed[1]}})
+    if query.finished_since is not None:
+        add({"finished": {"$gte": float(query.finished_since)}})
     conditions.extend(_own_conditions(query, own))
     return {"$and": conditions} if conditions else {}
 

@@ -241,6 +241,18 @@ def check_attempt(attempt: Mapping[str, Any]) -> str:
     return job_id
 
 
+def check_schedule_entry(entry: Mapping[str, Any]) -> tuple[str, str, float | None]:
+    """``(key, state, due)`` of a ``put_auto_retries`` entry. Raises ValidationError."""
+    key, state, due = entry.get("key"), entry.get("state"), entry.get("due")
+    if not isinstance(key, str) or not key:
+        raise errors.ValidationError(f"Invalid schedule key: {errors.describe(key)}")
+    if not isinstance(state, str) or not state:
+        raise errors.ValidationError(f"Invalid schedule state: {errors.describe(state)}")
+    if due is not None and (isinstance(due, bool) or not isinstance(due, (int, float))):
+        raise errors.ValidationError(f"Invalid schedule due time: {errors.describe(due)}")
+    return key, state, None if due is None else float(due)
+
+
 def retry_candidates(*, statuses: Sequence[str], user: str | None = None, app_id: str | None = None,
                      method: str | None = None, error_code: int | None = None,
                      created_after: float | None = None, created_before: float | None = None,

@@ -26,9 +26,9 @@ from execution_engine2 import errors
 from execution_engine2.datadir import private_file, tighten
 from execution_engine2.db.fair import Share, fair_picks
 from execution_engine2.db.query import (
-    check_attempt, check_distinct, check_kind, check_records, created_bounds, extra_conditions,
-    field_updates,
-    group_additions, project, status_values, time_condition, transition_update, translate_errors,
+    check_attempt, check_distinct, check_kind, check_records, check_schedule_entry, created_bounds,
+    extra_conditions, field_updates, group_additions, project, status_values, time_condition,
+    transition_update, translate_errors,
 )
 from execution_engine2.db import legacy_logs
 from execution_engine2.db.store import (
@@ -64,6 +64,7 @@ CREATE INDEX IF NOT EXISTS jobs_unsaved_retry ON jobs (id)
     WHERE retry_parent IS NOT NULL AND retry_saved_toggle IS NOT 1;
 CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (queued);
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs (running);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished);
 CREATE TABLE IF NOT EXISTS claims (
     job_id TEXT NOT NULL, kind TEXT NOT NULL, owner TEXT NOT NULL, expires REAL NOT NULL,
     PRIMARY KEY (job_id, kind)
@@ -81,6 +82,10 @@ CREATE TABLE IF NOT EXISTS log_lines (
 CREATE TABLE IF NOT EXISTS retry_attempts (
     job_id TEXT PRIMARY KEY, doc TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS auto_retries (
+    key TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL, doc TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS auto_retries_due ON auto_retries (state, due);
 CREATE TABLE IF NOT EXISTS requests (
     user TEXT NOT NULL, request_id TEXT NOT NULL, fingerprint TEXT NOT NULL, owner TEXT NOT NULL,
     claimed REAL NOT NULL, answer TEXT,
@@ -169,6 +174,8 @@ def _where(query: JobQuery) -> tuple[str, list[Any]]:
     timed = time_condition(query)
     if timed is not None:
         add(f"j.{timed[0]} < ?", timed[1])
+    if query.finished_since is not None:
+        add("j.finished >= ?", float(query.finished_since))
     if query.claimable is not None:
         add(*_unclaimed(*query.claimable))
     if query.claimed_by is not None:
@@ -186,10 +193,13 @@ def _jobs(query: JobQuery) -> str:
     Unsaved retries (the repair pass) are a handful at any time, but without
     ``ANALYZE`` statistics SQLite prefers scanning every job in id order to the
     partial index that holds exactly them; the index always answers that
-    condition, so it is named.
+    condition, so it is named. Likewise the jobs finished since a recent time (the
+    automatic retry scan): a few, where the status index would read every failure.
     """
     if query.has_retry_parent and query.retry_saved_toggle is False:
         return "jobs j INDEXED BY jobs_unsaved_retry"
+    if query.finished_since is not None and query.job_ids is None:
+        return "jobs j INDEXED BY jobs_finished"
     return "jobs j"
 
 
@@ -551,6 +561,31 @@ class SqliteJobStore:
             rows = conn.execute(f"SELECT job_id, doc FROM retry_attempts WHERE job_id IN {_IDS}",
                                 (_dumps(list(job_ids)),)).fetchall()
         return {job_id: json.loads(doc) for job_id, doc in rows}
+
+    # --- automatic retry schedule ------------------------------------------------
+    @_store_errors
+    def put_auto_retries(self, entries: Sequence[Record]) -> None:
+        rows = [(*check_schedule_entry(entry), _dumps(dict(entry))) for entry in entries]
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.executemany("INSERT INTO auto_retries (key, state, due, doc) VALUES (?, ?, ?, ?)"
+                             " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
+                             " due = excluded.due, doc = excluded.doc", rows)
+
+    @_store_errors
+    def get_auto_retries(self, keys: Sequence[str]) -> dict[str, Record]:
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT key, doc FROM auto_retries WHERE key IN {_IDS}",
+                                (_dumps(list(keys)),)).fetchall()
+        return {key: json.loads(doc) for key, doc in rows}
+
+    @_store_errors
+    def due_auto_retries(self, state: str, due_before: float, limit: int) -> list[Record]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT doc FROM auto_retries WHERE state = ? AND due <= ?"
+                                " ORDER BY due, key LIMIT ?", (state, due_before, max(limit, 0))).fetchall()
+        return [json.loads(doc) for (doc,) in rows]
 
     # --- logs -------------------------------------------------------------------
     @_store_errors

@@ -33,6 +33,7 @@ class JobQuery:
     ``created_after``/``created_before`` are exclusive bounds on the creation time
     encoded in the job id (epoch seconds). ``status_time_before`` is
     ``(field, t)``: jobs whose time field (``queued``, ``running``...) is set and < t.
+    ``finished_since``: jobs whose ``finished`` time is set and >= it.
     ``claimable`` is ``(kind, now)``: jobs with no live claim of that kind.
     ``has_retry_parent``: True = ``retry_parent`` is set and not null, False = absent
     or null. ``scheduler_ids``: ``scheduler_id`` is one of them (exact strings).
@@ -57,6 +58,7 @@ class JobQuery:
     created_after: float | None = None
     created_before: float | None = None
     status_time_before: tuple[str, float] | None = None
+    finished_since: float | None = None
     claimable: tuple[str, float] | None = None
     claimed_by: tuple[str, str] | None = None  # (kind, owner)
     extra: Mapping[str, Any] | None = None  # exact matches on top-level or job_input.* fields
@@ -209,6 +211,19 @@ class JobStore(Protocol):
 
     def get_attempts(self, job_ids: Sequence[str]) -> dict[str, Record]:
         """The stored attempt metadata among ``job_ids``, keyed by job id."""
+
+    # --- automatic retries: the policy's schedule, keyed by root job id (a side table)
+    def put_auto_retries(self, entries: Sequence[Record]) -> None:
+        """Write schedule entries, each a dict of plain JSON values with ``key`` (a
+        root job id, or a name of the policy's own bookkeeping), ``state`` (str) and
+        ``due`` (epoch seconds or None), in one bulk write; writing a key again
+        replaces its entry. Kept beside the jobs, never in job records."""
+
+    def get_auto_retries(self, keys: Sequence[str]) -> dict[str, Record]:
+        """The stored entries among ``keys``, keyed by ``key``."""
+
+    def due_auto_retries(self, state: str, due_before: float, limit: int) -> list[Record]:
+        """Up to ``limit`` entries in ``state`` whose ``due`` <= ``due_before``, earliest first."""
 
     # --- logs -----------------------------------------------------------------
     def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float,

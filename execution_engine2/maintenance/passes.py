@@ -79,10 +79,18 @@ def requests(services: Services, now: float | None = None,
     return _run_pass("requests", _requests_body, services, now, lease_seconds)
 
 
+def auto_retry(services: Services, now: float | None = None,
+               lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
+    """Retry infrastructure failures automatically when ``auto-retry`` is on
+    (``maintenance.auto_retry``)."""
+    return _run_pass("auto_retry", _auto_retry_body, services, now, lease_seconds)
+
+
 def maintain(services: Services, now: float | None = None,
              lease_seconds: float = LEASE_SECONDS) -> dict[str, dict[str, Any]]:
     """Every pass, in order (repair first so repaired retries are not reaped as stuck;
-    orphans after reap and held, so it sees the records they ended)."""
+    orphans after reap and held, so it sees the records they ended; auto_retry after
+    them, so the failures they recorded are retried in the same run)."""
     return {
         "repair": repair(services, now, lease_seconds),
         "reap": reap(services, now, lease_seconds),
@@ -90,6 +98,7 @@ def maintain(services: Services, now: float | None = None,
         "workdirs": workdirs(services, now, lease_seconds),
         "orphans": orphans(services, now, lease_seconds),
         "requests": requests(services, now, lease_seconds),
+        "auto_retry": auto_retry(services, now, lease_seconds),
     }
 
 
@@ -99,6 +108,13 @@ def _reap_body(services: Services, now: float) -> Any:
 
 def _held_body(services: Services, now: float) -> Any:
     return handle_held(services, now)
+
+
+def _auto_retry_body(services: Services, now: float) -> Any:
+    # Imported when run, as the repair module: it reaches into the retry path.
+    from execution_engine2.maintenance.auto_retry import run_auto_retries
+
+    return run_auto_retries(services, now)
 
 
 def _workdirs_body(services: Services, now: float) -> Any:

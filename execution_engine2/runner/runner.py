@@ -259,6 +259,9 @@ class JobRunner:
                 # The Narrative shows an error only when error.error (the traceback) is
                 # set; an app that leaves it empty usually said why on stderr.
                 error = {**error, "error": "\n".join(result.stderr_tail) or str(error.get("message") or "")}
+            if result.ending is Ending.EXITED and result.status is not None:
+                # The app's exit status, which an automatic retry policy may list.
+                error = {**error, "exit_code": result.status}
             return {"error_message": OUTPUT_ERROR_MESSAGE, "error": dict(error),
                     "error_code": int(ErrorCode.JOB_CRASHED)}
         if result.ending is Ending.TIMED_OUT:

@@ -3,8 +3,9 @@
 Any job of a lineage (the root or one of its retries) answers the whole lineage:
 the root first, then each retry in creation order, each with its status and
 times, why it ended, its scheduler id, who asked for it and the requirements it
-ran with. Who asked comes from the store's retry-attempt side table, written by
-the retry path; the root was asked for by its owner. Three store reads.
+ran with; and what the automatic retry policy decided for the lineage. Who asked
+comes from the store's retry-attempt side table, written by the retry path; the
+root was asked for by its owner. Four store reads.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ _ENDING_FIELDS = ("error_code", "errormsg", "terminated_code", "hold_reason",
 
 
 def get_retry_history(services: Services, caller: Caller | None, raw: Any) -> dict[str, Any]:
-    """``{job_id, as_admin?}`` -> ``{"job_id", "root_id", "attempts": [...]}``.
+    """``{job_id, as_admin?}`` -> ``{"job_id", "root_id", "attempts": [...], "automatic_retry"}``.
 
     Needs read access to ``job_id`` (or a read admin with ``as_admin``), as check_job.
     Raises NotFound, PermissionDenied, InvalidParams, ValidationError.
@@ -39,7 +40,19 @@ def get_retry_history(services: Services, caller: Caller | None, raw: Any) -> di
         "root_id": root_id,
         "attempts": [_attempt(number, job, asked.get(job["_id"]), root_id)
                      for number, job in enumerate(lineage)],
+        "automatic_retry": _automatic(services.store.get_auto_retries([root_id]).get(root_id)),
     }
+
+
+def _automatic(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the automatic retry policy decided for the lineage's latest failure
+    (``maintenance.auto_retry``): null when it never looked at this lineage."""
+    if entry is None:
+        return None
+    due = entry.get("due")
+    return {"status": entry.get("state"), "job_id": entry.get("job_id"), "kind": entry.get("kind"),
+            "exit_code": entry.get("exit_code"), "due": None if due is None else to_ms(due),
+            "retry_id": entry.get("retry_id"), "reason": entry.get("reason")}
 
 
 def _attempt(number: int, job: Record, asked: Mapping[str, Any] | None, root_id: str) -> dict[str, Any]:
@@ -60,7 +73,7 @@ def _attempt(number: int, job: Record, asked: Mapping[str, Any] | None, root_id:
 
 
 def _who_asked(job: Record, asked: Mapping[str, Any] | None, root_id: str) -> dict[str, Any]:
-    """``requested_by`` (user, admin; a future automatic policy adds its kind) and
+    """``requested_by`` (user, admin, automatic) and
     ``requester``. The root: its owner. A retry without a side-table entry (made
     before this version): its owner, ``requested_by`` null."""
     if job["_id"] == root_id:

@@ -138,7 +138,10 @@ class RetryOptions:
     """How a retry call asks: ``as_admin``, a full admin's ``job_requirements``,
     ``dry_run`` (preflight only), and who asked, recorded per attempt as
     ``requested_by``: ``user``, ``admin`` (``as_admin``) or ``automatic`` (set by
-    the service itself, e.g. a retry policy; never from request parameters)."""
+    the service itself, the automatic retry policy; never from request parameters).
+    An automatic retry, made with ``as_admin`` by the service, belongs to the root's
+    owner and skips the source-object check (the owner's token is not at hand; the
+    objects were readable when the root was submitted)."""
 
     as_admin: bool = False
     job_requirements: Mapping[str, Any] | None = None
@@ -205,7 +208,8 @@ def _retry(services: Services, caller: Caller, job_ids: Sequence[str], options: 
             outcomes.append(_plan(context, preparer, job_id, now))
         except EE2Error as err:
             outcomes.append(err)
-    _check_sources(services, caller, outcomes)
+    if not options.automatic:
+        _check_sources(services, caller, outcomes)
     first_of_root = _one_per_root(outcomes)
     planned = [o for o in outcomes if isinstance(o, _Planned) and first_of_root[o.root_id] is o]
     if options.dry_run:
@@ -266,7 +270,8 @@ def _plan(context: _Context, preparer: Preparer, job_id: str, now: float) -> _Pl
     sized = multiplied_memory(preparer.requirements(spec, job_requirements),
                               context.latest_attempt(root_id), context.config,
                               explicit_memory=bool(given and "request_memory" in given))
-    new_record = job_record(spec, job_id=new_job_id(), user=context.caller.user,
+    owner = str(root["user"]) if context.options.automatic else context.caller.user
+    new_record = job_record(spec, job_id=new_job_id(), user=owner,
                             commit=spec.service_ver or resolved, requirements=sized.requirements,
                             job_requirements=job_requirements, now=now,
                             batch_id=root.get("batch_id"), retry_parent=root_id)

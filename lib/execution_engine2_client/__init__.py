@@ -276,7 +276,7 @@ class Client(JsonRpcClient):
 
     def get_retry_history(self, params: dict[str, Any],
                           context: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``{"job_id", "as_admin"?}`` -> ``{job_id, root_id, attempts: [...]}``."""
+        """``{"job_id", "as_admin"?}`` -> ``{job_id, root_id, attempts: [...], automatic_retry}``."""
         return self.call("get_retry_history", [params], context)
 
     # -- state changes -------------------------------------------------------

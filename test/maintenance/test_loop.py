@@ -28,7 +28,8 @@ def test_the_loop_runs_passes_until_stopped(services, clock, wait_for):
     assert not loop.running
     assert _loop_threads() == []
     assert stored(services, job["_id"])["status"] == "terminated"
-    assert set(loop.last_summary) == {"repair", "reap", "held", "workdirs", "orphans", "requests"}
+    assert set(loop.last_summary) == {"repair", "reap", "held", "workdirs", "orphans", "requests",
+                                      "auto_retry"}
 
 
 @pytest.mark.parametrize("config_overrides", [{"maintenance_interval": 0.0}])

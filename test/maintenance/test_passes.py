@@ -48,7 +48,7 @@ def test_maintain_runs_every_pass_and_reports_json(services):
 
     assert {name: result["status"] for name, result in summary.items()} == {
         "repair": "done", "reap": "done", "held": "done", "workdirs": "done", "orphans": "done",
-        "requests": "done"}
+        "requests": "done", "auto_retry": "done"}
     assert summary["reap"]["result"]["created"] == [job["_id"]]
     json.dumps(summary)  # an admin endpoint or a CLI can print it as it is
 

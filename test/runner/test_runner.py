@@ -105,7 +105,7 @@ def test_an_error_in_the_output_finishes_the_job_in_error(stub, make_runner):
     finish = stub.jobs[job_id]["finish"]
     assert finish["error_message"] == "Job output contains an error"
     assert finish["error"] == {"name": "Server error", "code": -32000, "message": "bad input",
-                               "error": "Traceback: bad input"}
+                               "error": "Traceback: bad input", "exit_code": 0}
     assert finish["error_code"] == 1
 
 
@@ -118,6 +118,7 @@ def test_the_demo_fail_app_reports_its_message(stub, make_runner, tmp_path):
     finish = stub.jobs[job_id]["finish"]
     assert finish["error_message"] == "Job output contains an error"
     assert finish["error"]["message"] == "no good"
+    assert finish["error"]["exit_code"] == 1  # what an automatic retry policy may list
     # Demo.fail leaves error.error null; the Narrative shows an error only when it is set.
     assert finish["error"]["error"] == "no good"  # the app's stderr tail
     assert json.loads((tmp_path / "output.json").read_text())["error"]["error"] is None

@@ -140,7 +140,8 @@ def test_maintenance_commands_print_a_json_summary(tmp_path, command):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     if command == "maintain":
-        assert set(summary) == {"repair", "reap", "held", "workdirs", "orphans", "requests"}
+        assert set(summary) == {"repair", "reap", "held", "workdirs", "orphans", "requests",
+                                "auto_retry"}
     else:
         assert summary["pass"] == command and summary["status"] == "done"
 

@@ -117,6 +117,18 @@ class CountingStore:
         self._count("get_attempts")
         return self.inner.get_attempts(job_ids)
 
+    def put_auto_retries(self, entries: Sequence[Record]) -> None:
+        self._count("put_auto_retries")
+        self.inner.put_auto_retries(entries)
+
+    def get_auto_retries(self, keys: Sequence[str]) -> dict[str, Record]:
+        self._count("get_auto_retries")
+        return self.inner.get_auto_retries(keys)
+
+    def due_auto_retries(self, state: str, due_before: float, limit: int) -> list[Record]:
+        self._count("due_auto_retries")
+        return self.inner.due_auto_retries(state, due_before, limit)
+
     def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float,
                     max_lines: int | None = None) -> LogAppend:
         self._count("append_logs")
