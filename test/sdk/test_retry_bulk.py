@@ -4,12 +4,14 @@ dry runs that write nothing, and the refusals."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from execution_engine2.db.store import JobQuery
 from execution_engine2.job import JobStatus
+from execution_engine2.sdk.retry_select import QUERY_SCAN_CAP
 from execution_engine2_client import ServerError
 from support.http_stack import ECHO, HttpStack, http_stack
 
@@ -286,3 +288,8 @@ def test_lineages_at_max_retries_leave_room_for_the_others(tmp_path):
             children[1], fresh]
         assert [e["job_id"] for e in alice.retry_batch({"batch_id": batch_id})] == [children[1]]
         assert alice.retry_batch({"batch_id": batch_id}) == []
+
+
+def test_the_readme_states_the_query_scan_cap():
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert f"no more than {QUERY_SCAN_CAP:,} matching jobs" in readme
