@@ -66,7 +66,7 @@ def _attempt(number: int, job: Record, asked: Mapping[str, Any] | None, root_id:
         entry[name] = job.get(name)
     entry.update(_who_asked(job, asked, root_id))
     job_input = job.get("job_input") or {}
-    entry["requirements"] = _requirements(job_input.get("requirements"))
+    entry["requirements"] = requested_names(job_input.get("requirements"))
     entry["job_requirements"] = (asked or {}).get("job_requirements", job_input.get("job_requirements"))
     entry["requirements_note"] = (asked or {}).get("requirements_note")
     return entry
@@ -84,8 +84,9 @@ def _who_asked(job: Record, asked: Mapping[str, Any] | None, root_id: str) -> di
             "retry_of": asked.get("retry_of")}
 
 
-def _requirements(stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The resources an attempt ran with, under the request's names."""
+def requested_names(stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Stored requirements (``clientgroup``, ``cpu``, ``memory``, ``disk``) under the
+    request's names, as the history and a retry's dry run show them."""
     if not stored:
         return None
     return {"client_group": stored.get("clientgroup"), "request_cpus": stored.get("cpu"),

@@ -44,6 +44,7 @@ from execution_engine2.errors import (
 )
 from execution_engine2.job import ACTIVE, RETRYABLE, is_batch_container, new_job_id
 from execution_engine2.sdk import params as p
+from execution_engine2.sdk.history import requested_names
 from execution_engine2.sdk.permissions import Access, denied, may_access, require_admin, workspace_permissions
 from execution_engine2.sdk.prepare import (
     INACCESSIBLE_OBJECTS, JobSpec, Preparer, check_requirements_allowed, job_record, spec_from_record,
@@ -361,8 +362,9 @@ def _dry_answer(outcome: Any, first_of_root: Mapping[str, _Planned]) -> dict[str
     if winner is not outcome:
         return RetryRefused(IN_FLIGHT.format(job_id=outcome.job_id, root_id=outcome.root_id,
                                              live_id=winner.job_id))
-    answer = {"job_id": outcome.job_id, "root_id": outcome.root_id, "dry_run": True,
-              "requirements": outcome.record["job_input"]["requirements"]}
+    # job_id as the real call answers it (the root); retry_of: the attempt it would retry.
+    answer = {"job_id": outcome.root_id, "retry_of": outcome.job_id, "dry_run": True,
+              "requirements": requested_names(outcome.record["job_input"]["requirements"])}
     if outcome.note:
         answer["requirements_note"] = outcome.note
     return answer

@@ -13,6 +13,7 @@ from execution_engine2.errors import PermissionDenied, ValidationError
 from execution_engine2.sdk import params as p
 from execution_engine2.sdk import retry, retry_select
 from execution_engine2.sdk.permissions import Access, load_job, require_admin
+from execution_engine2.sdk.prepare import check_requirements_allowed
 from execution_engine2.sdk.retry import RetryOptions
 from execution_engine2.sdk.services import Services
 
@@ -24,8 +25,9 @@ def retry_jobs(services: Services, caller: Caller, params: Any) -> list[dict[str
     """``retry.retry_jobs``, or with ``query`` (and ``limit``, ``dry_run``), the
     admins' retry by query: the latest attempt of each lineage matching the query,
     oldest first, at most ``limit`` (default and most ``max-retry-jobs-per-call``)
-    matching jobs. Raises PermissionDenied without ``as_admin`` or full admin
-    rights (a read-only admin may ``dry_run``), InvalidParams, ValidationError."""
+    jobs; lineages that cannot be retried now are skipped (``retry_select``).
+    Raises PermissionDenied without ``as_admin`` or full admin rights (a read-only
+    admin may ``dry_run``), InvalidParams, ValidationError."""
     checked = p.mapping(params)
     if checked.get("query") is None:
         return retry.retry_jobs(services, caller, checked)
@@ -40,7 +42,8 @@ def retry_batch(services: Services, caller: Caller, params: Any) -> list[dict[st
     (default error and terminated), skipping lineages with an attempt in flight:
     ``{batch_id, statuses?, as_admin?, job_requirements?, dry_run?}``. Answers as
     ``retry_jobs`` (an empty list when no child needs a retry); at most
-    ``max-retry-jobs-per-call`` children per call, oldest first.
+    ``max-retry-jobs-per-call`` children per call, oldest first. A full or
+    read-only admin may ``dry_run`` with ``as_admin``.
 
     Raises InvalidParams, ValidationError (not a container, bad statuses), NotFound,
     PermissionDenied (no write access to the container).
@@ -49,9 +52,14 @@ def retry_batch(services: Services, caller: Caller, params: Any) -> list[dict[st
     options = RetryOptions.of(params)
     batch_id = p.required_job_id(params, "batch_id")
     wanted = retry_select.statuses(params.get("statuses"), "statuses")
-    container = load_job(services, caller, batch_id, Access.WRITE, options.as_admin)
+    # An admin's dry run only looks (as retry_jobs' dry run, open to read-only admins).
+    access = Access.READ if options.as_admin and options.dry_run else Access.WRITE
+    container = load_job(services, caller, batch_id, access, options.as_admin)
+    # Refused even when no child needs a retry, as retry_jobs refuses them.
+    check_requirements_allowed(options.job_requirements, full_admin=options.as_admin)
     job_ids = retry_select.batch_children(services.store, container, wanted,
-                                          int(services.config["max-retry-jobs-per-call"]))
+                                          int(services.config["max-retry-jobs-per-call"]),
+                                          int(services.config["max-retries"]))
     return retry.retry_entries(services, caller, job_ids, options)
 
 
@@ -62,5 +70,6 @@ def _retry_by_query(services: Services, caller: Caller, params: Mapping[str, Any
         raise PermissionDenied(QUERY_NEEDS_ADMIN)
     require_admin(caller, Access.READ if options.dry_run else Access.WRITE)
     limit = retry_select.limit(params.get("limit"), most)
-    job_ids = retry_select.query_jobs(services.store, params["query"], limit)
+    job_ids = retry_select.query_jobs(services.store, params["query"], limit,
+                                      int(services.config["max-retries"]))
     return retry.retry_entries(services, caller, job_ids, options)

@@ -1,24 +1,40 @@
 """Which jobs ``retry_batch`` and an admin's retry-by-query retry (issue 12, items 2 and 6).
 
 Both pick one job per lineage, its latest attempt, and only when that attempt
-ended in a retryable status: a lineage with an attempt in flight, or whose
-latest attempt completed, is left alone. The ids picked go through the one
-bulk retry path (``sdk.retry``), so every retry rule holds and the scheduler
-gets one submission per call. Reading is a fixed number of store queries.
+ended in a retryable status and the lineage can be retried now: a lineage with an
+attempt in flight, whose latest attempt completed, or that has used up
+``max-retries`` is left alone (so it never takes a place another job could use).
+The ids picked go through the one bulk retry path (``sdk.retry``), so every retry
+rule holds and the scheduler gets one submission per call.
+
+A query pages through the matching jobs, oldest first: a retried root keeps its
+``error`` status and still matches, so the oldest matches may all be spent
+lineages. Pages start at ``limit`` rows and double (at most ``PAGE_MOST``), two
+store reads each, until ``limit`` jobs are picked, the matches run out, or
+``QUERY_SCAN_CAP`` matching jobs were looked at.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import Any, Iterable, Mapping, Sequence
 
 from execution_engine2.db.query import retry_candidates
 from execution_engine2.db.store import JobQuery, JobStore, Record
 from execution_engine2.errors import InvalidParams, ValidationError, describe
-from execution_engine2.job import RETRYABLE, is_batch_container
+from execution_engine2.job import ACTIVE, RETRYABLE, is_batch_container
 from execution_engine2.sdk.job_state import parse_time
+
+logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = tuple(sorted(status.value for status in RETRYABLE))  # ("error", "terminated")
 QUERY_FIELDS = ("status", "app_id", "method", "error_code", "user", "created_after", "created_before")
 NOT_A_CONTAINER = "Job {job_id} is not a batch job: retry_batch retries the children of a batch container"
+# Matching jobs one query call looks at, at most (README: "Retry by query").
+QUERY_SCAN_CAP = 50_000
+PAGE_MOST = 5_000
+_LINEAGE_FIELDS = ["retry_parent", "status", "retry_active"]
+_IN_FLIGHT = frozenset(status.value for status in ACTIVE)
 
 
 def statuses(value: Any, what: str) -> tuple[str, ...]:
@@ -46,46 +62,78 @@ def limit(value: Any, maximum: int) -> int:
     return value
 
 
-def query_jobs(store: JobStore, raw_query: Any, most: int) -> list[str]:
-    """The jobs an admin's ``query`` selects (oldest first, at most ``most``
-    matching jobs looked at), reduced to the latest attempt of each lineage."""
+def query_jobs(store: JobStore, raw_query: Any, most: int, max_retries: int) -> list[str]:
+    """The jobs an admin's ``query`` selects that are their lineage's latest attempt
+    and can be retried now, oldest first, at most ``most``."""
     query = _query(raw_query)
-    matched = store.find_jobs(retry_candidates(limit=most, **query), projection=["retry_parent", "status"])
-    return _latest_retryable(store, matched, query["statuses"])
+    candidates = retry_candidates(limit=most, **query)
+    picked: dict[str, None] = {}  # ordered; a row seen twice (moved between pages) counts once
+    scanned, page = 0, most
+    while len(picked) < most and scanned < QUERY_SCAN_CAP:
+        size = min(page, QUERY_SCAN_CAP - scanned)
+        matched = store.find_jobs(dataclasses.replace(candidates, limit=size, offset=scanned),
+                                  projection=_LINEAGE_FIELDS)
+        picked.update(dict.fromkeys(_latest_retryable(store, matched, query["statuses"], max_retries)))
+        scanned += len(matched)
+        if len(matched) < size:
+            break
+        page = min(page * 2, PAGE_MOST)
+    else:
+        if len(picked) < most:
+            logger.warning("retry by query stopped after %d matching jobs (the scan cap): narrow the "
+                           "query, e.g. with created_after", scanned)
+    return list(picked)[:most]
 
 
-def batch_children(store: JobStore, container: Record, wanted: Sequence[str], most: int) -> list[str]:
+def batch_children(store: JobStore, container: Record, wanted: Sequence[str], most: int,
+                   max_retries: int) -> list[str]:
     """The latest attempt of each child lineage of ``container`` that ended in one of
-    ``wanted``, oldest first, at most ``most`` (a later call takes the rest: the
-    ones retried now are in flight then)."""
+    ``wanted`` and can be retried now, oldest first, at most ``most`` (a later call
+    takes the rest: the ones retried now are in flight then)."""
     if not is_batch_container(container):
         raise ValidationError(NOT_A_CONTAINER.format(job_id=container["_id"]))
     members = store.find_jobs(JobQuery(batch_id=container["_id"], batch_job=False),
-                              projection=["retry_parent", "status"])
-    by_root = _lineages(members)
-    return sorted(latest["_id"] for latest in by_root.values() if latest.get("status") in wanted)[:most]
+                              projection=_LINEAGE_FIELDS)
+    picked = (_retryable_latest(lineage, wanted, max_retries) for lineage in _lineages(members).values())
+    return sorted(job_id for job_id in picked if job_id is not None)[:most]
 
 
-def _latest_retryable(store: JobStore, matched: Sequence[Record], wanted: Sequence[str]) -> list[str]:
-    """Of ``matched``, those that are their lineage's latest attempt."""
-    roots = sorted({record.get("retry_parent") or record["_id"] for record in matched})
+def _latest_retryable(store: JobStore, matched: Sequence[Record], wanted: Sequence[str],
+                      max_retries: int) -> list[str]:
+    """Of ``matched``, those that are the retryable latest attempt of their lineage."""
+    roots = sorted({_root(record) for record in matched})
     if not roots:
         return []
-    lineage = store.find_jobs(JobQuery(retry_parents=roots), projection=["retry_parent", "status"])
-    latest = _lineages([*matched, *lineage])
-    return sorted(record["_id"] for record in matched
-                  if latest[record.get("retry_parent") or record["_id"]]["_id"] == record["_id"]
-                  and record.get("status") in wanted)
+    retries = store.find_jobs(JobQuery(retry_parents=roots), projection=_LINEAGE_FIELDS)
+    lineages = _lineages([*matched, *retries])
+    matched_ids = {record["_id"] for record in matched}
+    picked = (_retryable_latest(lineages[root], wanted, max_retries) for root in roots)
+    return sorted(job_id for job_id in picked if job_id is not None and job_id in matched_ids)
 
 
-def _lineages(records: Iterable[Record]) -> dict[str, Record]:
-    """root id -> the lineage's latest record among ``records`` (ids sort by creation)."""
-    latest: dict[str, Record] = {}
+def _retryable_latest(lineage: Mapping[str, Record], wanted: Sequence[str], max_retries: int) -> str | None:
+    """The id of the lineage's latest attempt (ids sort by creation) when a retry of
+    it would be made now: it ended in ``wanted``, no attempt is in flight, and the
+    lineage is under ``max_retries``."""
+    latest = lineage[max(lineage)]
+    if latest.get("status") not in wanted:
+        return None
+    if any(r.get("retry_active") or r.get("status") in _IN_FLIGHT for r in lineage.values()):
+        return None
+    retries = sum(1 for r in lineage.values() if r.get("retry_parent"))
+    return latest["_id"] if retries < max_retries else None
+
+
+def _lineages(records: Iterable[Record]) -> dict[str, dict[str, Record]]:
+    """root id -> {id: record} of the lineage's records among ``records``."""
+    lineages: dict[str, dict[str, Record]] = {}
     for record in records:
-        root = record.get("retry_parent") or record["_id"]
-        if root not in latest or record["_id"] > latest[root]["_id"]:
-            latest[root] = record
-    return latest
+        lineages.setdefault(_root(record), {})[record["_id"]] = record
+    return lineages
+
+
+def _root(record: Record) -> str:
+    return record.get("retry_parent") or record["_id"]
 
 
 def _query(raw: Any) -> dict[str, Any]:

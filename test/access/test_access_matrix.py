@@ -160,6 +160,16 @@ RETRY_REQUIREMENTS = {
     "roadmin": (FULL_ADMIN_REQUIREMENTS, RO),
     **NO_AUTH,
 }
+RETRY_BATCH_REQUIREMENTS = {  # the container's write access is checked first
+    **{caller: (FULL_ADMIN_REQUIREMENTS, NOT_ADMIN_W) for caller in ("owner", "ws_writer", "concierge")},
+    **{caller: (W, NOT_ADMIN_W) for caller in ("other", "ws_reader")},
+    "admin": (W, A),
+    "roadmin": (W, RO),
+    **NO_AUTH,
+}
+# A dry run only looks: with as_admin a read-only admin may, as for a query's dry run.
+LOOK_BATCH = {**WRITE_JOB, **{caller: (WRITE_JOB[caller][0], NOT_ADMIN) for caller in USERS_ONLY},
+              "roadmin": (W, A)}
 RUN_IN_WORKSPACE = {
     "owner": (A, NOT_ADMIN_W),
     "other": (RUN_WS, NOT_ADMIN_W),
@@ -470,6 +480,22 @@ def verify_admin_requirements(row: Row, result: Any) -> None:
     assert row.stack.services.store.get_jobs([retry_id])[retry_id]["job_input"]["requirements"]["memory"] == 3000
 
 
+def verify_admin_requirements_entries(row: Row, result: Any) -> None:
+    verify_admin_requirements(row, result[0])
+
+
+def verify_batch_admin_requirements(row: Row, result: Any) -> None:
+    verify_batch_retry(row, result)
+    retry_id = result[0][0]["retry_id"]
+    assert row.stack.services.store.get_jobs([retry_id])[retry_id]["job_input"]["requirements"]["memory"] == 3000
+
+
+def verify_batch_look(row: Row, result: Any) -> None:
+    [entry] = result[0]
+    assert (entry["job_id"], entry["retry_of"], entry["dry_run"]) == (row.jobs["child"], row.jobs["child"], True)
+    assert row.stored("child")["retry_ids"] == []
+
+
 def verify_status(row: Row, result: Any) -> None:
     assert result[0]["service"] == "KBase Execution Engine"
 
@@ -558,6 +584,20 @@ def batch_id_params(row: Row, as_admin: bool | None) -> list[Any]:
     return [with_as_admin({"batch_id": row.jobs["job"]}, as_admin)]
 
 
+def with_params(build: Callable[[Row, bool | None], list[Any]], extra: Mapping[str, Any]
+                ) -> Callable[[Row, bool | None], list[Any]]:
+    """``build``'s params with ``extra`` added to the first one."""
+
+    def params(row: Row, as_admin: bool | None) -> list[Any]:
+        built = build(row, as_admin)
+        return [{**built[0], **extra}, *built[1:]]
+
+    return params
+
+
+MORE_MEMORY = {"job_requirements": {"request_memory": 3000}}
+
+
 def query_params(dry_run: bool) -> Callable[[Row, bool | None], list[Any]]:
     def build(row: Row, as_admin: bool | None) -> list[Any]:
         query = {"error_code": row.stored("job")["error_code"]}
@@ -636,7 +676,13 @@ CASES: tuple[Case, ...] = (
     Case("retry_jobs[query dry_run]", "retry_jobs", LOOK_QUERY, failed_with_own_code, query_params(True),
          verify_query_look),
     Case("retry_job[job_requirements]", "retry_job", RETRY_REQUIREMENTS, one_job("error"),
-         job_param({"job_requirements": {"request_memory": 3000}}), verify_admin_requirements),
+         job_param(MORE_MEMORY), verify_admin_requirements),
+    Case("retry_jobs[job_requirements]", "retry_jobs", RETRY_REQUIREMENTS, one_job("error"),
+         with_params(retry_jobs_params, MORE_MEMORY), verify_admin_requirements_entries),
+    Case("retry_batch[job_requirements]", "retry_batch", RETRY_BATCH_REQUIREMENTS, container_with_failed_child,
+         with_params(batch_id_params, MORE_MEMORY), verify_batch_admin_requirements),
+    Case("retry_batch[dry_run]", "retry_batch", LOOK_BATCH, container_with_failed_child,
+         with_params(batch_id_params, {"dry_run": True}), verify_batch_look),
     # Workspace and date-range queries
     Case("check_workspace_jobs", "check_workspace_jobs", READ_WORKSPACE, one_job(),
          plain({"workspace_id": WSID}), verify_workspace_jobs),
@@ -661,6 +707,8 @@ CASES: tuple[Case, ...] = (
     Case("retry_jobs[request_id]", "retry_jobs", RETRY_JOBS, one_job("error"),
          with_request_id(retry_jobs_params), resent("retry_jobs", verify_retries),
          entries=lambda result: result[0], entry_labels=("job",), refused=W.message),
+    Case("retry_batch[request_id]", "retry_batch", WRITE_JOB, container_with_failed_child,
+         with_request_id(batch_id_params), resent("retry_batch", verify_batch_retry)),
     # Admin and informational methods (no as_admin)
     Case("handle_held_job", "handle_held_job", FULL_ADMIN_ROLE, one_job(), held_params, verify_held,
          takes_as_admin=False),

@@ -108,16 +108,27 @@ def test_run_job_batch_resent_returns_the_same_batch(stack: Stack) -> None:
     assert stack.jobs() == 3 and stack.submitted() == 2
 
 
-@pytest.mark.parametrize("method", ["retry_job", "retry_jobs"])
+def failed_to_retry(stack: Stack, ee2: Client, method: str) -> tuple[str, dict[str, Any], int]:
+    """A failed job, the params that retry it with ``method`` and how many batch
+    containers were made for it."""
+    if method != "retry_batch":
+        root = errored_job(stack, ee2)
+        return root, {"job_id": root} if method == "retry_job" else {"job_ids": [root]}, 0
+    batch = ee2.run_job_batch([ECHO], {})
+    [root] = batch["child_job_ids"]
+    ee2.finish_job({"job_id": root, "error_message": "boom"})
+    return root, {"batch_id": batch["batch_id"]}, 1
+
+
+@pytest.mark.parametrize("method", ["retry_job", "retry_jobs", "retry_batch"])
 def test_retries_resent_return_the_same_retry(stack: Stack, method: str) -> None:
     with stack.client() as ee2:
-        root = errored_job(stack, ee2)
-        params = {"job_id": root} if method == "retry_job" else {"job_ids": [root]}
+        root, params, containers = failed_to_retry(stack, ee2, method)
         first = ee2.call(method, [{**params, "request_id": "retry-1"}])
         again = ee2.call(method, [{**params, "request_id": "retry-1"}])
         assert again == first
         assert ee2.check_job({"job_id": root})["retry_count"] == 1
-    assert stack.jobs() == 2 and stack.submitted() == 2  # the root and its one retry
+    assert stack.jobs() == 2 + containers and stack.submitted() == 2  # the root and its one retry
 
 
 def test_ids_belong_to_their_caller(stack: Stack) -> None:

@@ -4,12 +4,14 @@ dry runs that write nothing, and the refusals."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from execution_engine2.db.store import JobQuery
 from execution_engine2.job import JobStatus
+from execution_engine2.sdk.retry_select import QUERY_SCAN_CAP
 from execution_engine2_client import ServerError
 from support.http_stack import ECHO, HttpStack, http_stack
 
@@ -103,7 +105,7 @@ def test_retry_batch_dry_run_lists_without_writing(stack):
     count, submitted = job_count(stack), stack.submissions()
     answer = stack.client("alice").retry_batch({"batch_id": batch_id, "dry_run": True})
     assert [(entry["job_id"], entry["dry_run"]) for entry in answer] == [(children[0], True)]
-    assert answer[0]["requirements"]["memory"] == 2000
+    assert answer[0]["requirements"]["request_memory"] == 2000
     assert (job_count(stack), stack.submissions()) == (count, submitted)
 
 
@@ -212,10 +214,82 @@ def test_dry_run_with_job_ids_runs_every_check_and_writes_nothing(stack):
 
     answer = stack.client("alice").retry_jobs({"job_ids": [job_id, queued], "dry_run": 1})
 
-    assert answer[0] == {"job_id": job_id, "root_id": job_id, "dry_run": True,
-                         "requirements": stack.stored(job_id)["job_input"]["requirements"]}
+    stored = stack.stored(job_id)["job_input"]["requirements"]
+    assert answer[0] == {"job_id": job_id, "retry_of": job_id, "dry_run": True,
+                         "requirements": {"client_group": stored["clientgroup"], "request_cpus": stored["cpu"],
+                                          "request_memory": stored["memory"], "request_disk": stored["disk"]}}
     assert answer[1] == {"job_id": queued, "error": f"Error retrying job {queued} with status queued: "
                          "can only retry jobs with status 'error' or 'terminated'"}
     assert stack.client("alice").retry_job({"job_id": job_id, "dry_run": True})["dry_run"] is True
     assert (job_count(stack), stack.submissions()) == (count, submitted)
     assert stack.stored(job_id)["retry_ids"] == []
+
+
+def test_a_dry_run_answers_as_the_real_call_and_names_requirements_as_the_history(stack):
+    [root] = failed_jobs(stack, "alice", 1)
+    alice = stack.client("alice")
+    first = alice.retry_job({"job_id": root})["retry_id"]
+    stack.submissions()
+    stack.end(first)
+
+    looked = alice.retry_jobs({"job_ids": [first], "dry_run": True})
+    done = alice.retry_jobs({"job_ids": [first]})
+
+    assert looked[0]["job_id"] == done[0]["job_id"] == root  # the root, as the real answer
+    assert looked[0]["retry_of"] == first  # the attempt the retry retries
+    history = alice.get_retry_history({"job_id": done[0]["retry_id"]})
+    assert history["attempts"][-1]["retry_of"] == first
+    assert looked[0]["requirements"] == history["attempts"][-1]["requirements"]
+
+
+# --- picking goes on past lineages that cannot be retried now ------------------------------
+
+@pytest.fixture
+def each_store(tmp_path, store_kind) -> Iterator[HttpStack]:
+    with http_stack(tmp_path, config={"store": store_kind}) as running:
+        yield running
+
+
+def test_query_with_a_limit_reaches_every_failed_job_call_after_call(each_store):
+    stack = each_store
+    broken = failed_jobs(stack, "alice", 5)
+    admin = stack.client("admin")
+    query = {"method": "Demo.echo"}
+
+    def retried(**params: Any) -> list[str]:
+        answer = admin.retry_jobs({"query": query, "as_admin": 1, **params})
+        assert all("retry_id" in entry or "dry_run" in entry for entry in answer), answer
+        return [entry["job_id"] for entry in answer]
+
+    assert retried(limit=2) == broken[:2]
+    assert retried(dry_run=True) == broken[2:]  # the retried roots still match, and are passed
+    assert retried(limit=2) == broken[2:4]
+    assert retried(limit=2) == broken[4:]
+    assert retried(limit=2) == []  # every lineage has a retry in flight
+    assert stack.submissions() == 5 + 3
+
+    second = stack.stored(broken[1])["retry_ids"][0]
+    stack.end(second)  # that retry failed too: its lineage is retried once more
+    assert retried(limit=2) == [broken[1]]
+    assert stack.stored(broken[1])["retry_ids"][0] == second
+
+
+def test_lineages_at_max_retries_leave_room_for_the_others(tmp_path):
+    with http_stack(tmp_path, config={"max-retries": 1}) as stack:
+        worn = failed_jobs(stack, "alice", 1)[0]
+        batch_id, children = batch(stack, [JobStatus.ERROR, JobStatus.ERROR])
+        fresh = failed_jobs(stack, "alice", 1)[0]
+        alice, admin = stack.client("alice"), stack.client("admin")
+        for root in (worn, children[0]):
+            stack.end(alice.retry_job({"job_id": root})["retry_id"])  # its one retry failed
+
+        query = {"query": {"user": "alice"}, "as_admin": 1}
+        assert [e["job_id"] for e in admin.retry_jobs({**query, "limit": 2, "dry_run": 1})] == [
+            children[1], fresh]
+        assert [e["job_id"] for e in alice.retry_batch({"batch_id": batch_id})] == [children[1]]
+        assert alice.retry_batch({"batch_id": batch_id}) == []
+
+
+def test_the_readme_states_the_query_scan_cap():
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert f"no more than {QUERY_SCAN_CAP:,} matching jobs" in readme
