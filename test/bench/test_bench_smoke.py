@@ -52,7 +52,8 @@ def test_retry_benchmark_retries_over_http(fast_schedd: None, monkeypatch: pytes
     out = capsys.readouterr().out
     first, chosen = out.split("retries that choose their own ids")
     bulk, singles, _ = _row(first, 5)
-    assert bulk[4] == "1" and singles[4] == "5"  # schedd transactions: one vs one per retry
+    # Schedd transactions: one for the bulk call; the singles share group commits, at most one each.
+    assert bulk[4] == "1" and 1 <= int(singles[4]) <= 5
     # The second table: retry_batch and an admin's retry by query, one schedd transaction per call.
     batch, query = _row(chosen, 5)
     assert batch[4] == "1" and query[4] == "1"

@@ -3,6 +3,7 @@ scheduler refuses whole is split so that only the bad job fails, with its own ca
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from typing import Sequence
 
@@ -40,8 +41,11 @@ class _PoisonScheduler(RecordingScheduler):
     def __init__(self, *, latency: float = 0.0) -> None:
         super().__init__(latency=latency)
         self.poisoned: set[str] = set()
+        self.gate = threading.Event()  # cleared: submissions wait until a test has poisoned
+        self.gate.set()
 
     def submit(self, jobs: Sequence[PreparedJob]) -> list[SubmitOutcome]:
+        assert self.gate.wait(30), "the test never opened the scheduler"
         bad = [job.job_id for job in jobs if job.job_id in self.poisoned]
         if bad:
             with self._lock:
@@ -216,10 +220,12 @@ def test_run_job_that_does_not_wait_answers_before_the_scheduler(tmp_path, users
     scheduler = _PoisonScheduler(latency=0.3)
     services = make_services(tmp_path / "stack", scheduler=scheduler,
                              config_overrides={"run-job-waits-for-submission": False})
+    scheduler.gate.clear()  # nothing reaches the scheduler before job 2 is poisoned
     try:
         job_ids = [run.run_job(services, users["alice"], dict(ECHO)) for _ in range(5)]
         assert {stored(services, job_id)["status"] for job_id in job_ids} == {"created"}
         scheduler.poisoned.add(job_ids[2])  # refused: the job ends in error, no caller to fail
+        scheduler.gate.set()
 
         assert services.submitter.flush(10)
         assert [stored(services, job_id)["status"] for job_id in job_ids] == \
