@@ -158,6 +158,8 @@ KEYS: tuple[Key, ...] = (
     Key("log-format", "text", _choice("text", "json"), "Log line format: `text`, or `json` (one JSON object per line; each request logged with request id, user, method, duration, outcome)."),
     Key("metrics-job-counts-ttl", 30.0, _float, "Seconds `/metrics` reuses its count of jobs by status before counting again."),
     Key("health-timeout", 5.0, _float, "Seconds `/health/ready` waits for the store and the scheduler to answer."),
+    # Local memory limit (area: memlimit, issue 12 item 4)
+    Key("local-memory-limit", "enforce", _choice("enforce", "off"), "Whether the local executor holds each job to its `request_memory`: `enforce` (an app whose resident memory, with its child processes, goes over it is killed and the job ends in error: \"Job has gone over memory limit of N megabytes. Peak usage: M megabytes.\") or `off`."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
