@@ -8,11 +8,11 @@
    the job was cancelled (no ``finish_job`` then: the job is already finished).
 4. ``finish_job`` with ``output.json``, or with an error naming the exit status and
    the app's last stderr lines (also filling ``error.error`` of an app's own error
-   object when the app left it empty). With a memory limit (local mode's
-   ``request_memory``), an app whose resident memory goes over it is killed and the
-   job ends in error as HTCondor words it (``runner.memory``). Should the service refuse the output as
+   object when the app left it empty). Should the service refuse the output as
    invalid params (too large, numbers it cannot store), the job ends in error
-   with the service's reason instead.
+   with the service's reason instead. With a memory limit (local mode: the job's
+   ``request_memory``), an app whose resident memory goes over it is killed and
+   the job ends in error in HTCondor's words (``runner.memory``).
 
 Besides the app's output, the job's log gets the runner's own lines, prefixed
 ``[ee2-runner] `` (``RUNNER_PREFIX``), as KBase's job runner writes them: the host

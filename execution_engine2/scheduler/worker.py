@@ -14,9 +14,8 @@ of its own, with a token minted for the job's owner, and watches its children:
   acted on, never a job another worker watches); and revokes the runner tokens
   of jobs no live worker claims (their worker died before reaping the runner).
 
-Each runner is given its job's ``request_memory`` as the app's memory limit
-(``local-memory-limit = enforce``, the default): an app over it is killed and its
-job ends in error as an HTCondor memory hold would (``runner.memory``).
+A runner gets its job's ``request_memory`` as the app's memory limit
+(``local-memory-limit = enforce``; ``runner.memory``).
 
 Free slots go to the oldest queued jobs of the users running the fewest jobs
 (``local-scheduling = fair``) or to the oldest queued jobs (``fifo``), never past
@@ -204,10 +203,8 @@ class LocalWorker:
 
     def _memory_limit(self, record: Record) -> int | None:
         """The job's resolved ``request_memory`` (MB) when the limit is enforced."""
-        if not self._enforce_memory:
-            return None
         memory = ((record.get("job_input") or {}).get("requirements") or {}).get("memory")
-        return int(memory) if memory else None
+        return int(memory) if memory and self._enforce_memory else None
 
     @staticmethod
     def _child_env(token: str, argv: Sequence[str], memory_limit: int | None) -> dict[str, str]:
