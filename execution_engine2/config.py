@@ -197,6 +197,8 @@ KEYS: tuple[Key, ...] = (
     Key("auto-retry-jitter", 0.25, _fraction, "Each wait is shortened by a random share of up to this fraction (0 to 1), so retries after an outage spread out."),
     Key("auto-retry-exit-codes", (), _int_list, "App exit codes retried automatically for every app (comma separated; default none: an app's own failure is never retried); an app's `retry_exit_codes` overrides it."),
     Key("auto-retry-apps", None, _optional_str, "YAML file of per-app policies keyed by `Module.function` (for the KBase catalog, which has no `retry_policy`); a local catalog's own `retry_policy` wins."),
+    # Local memory limit (area: memlimit, issue 12 item 4)
+    Key("local-memory-limit", "enforce", _choice("enforce", "off"), "Whether the local executor holds each job to its `request_memory`: `enforce` (an app whose resident memory, with its child processes, goes over it is killed and the job ends in error: \"Job has gone over memory limit of N megabytes. Peak usage: M megabytes.\") or `off`."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

@@ -1,6 +1,6 @@
 """The demo catalog's apps, following the KBase SDK app contract.
 
-    python -m execution_engine2.demo_apps <echo|sleep|fail> <input.json> <output.json>
+    python -m execution_engine2.demo_apps <echo|sleep|fail|allocate> <input.json> <output.json>
 
 ``input.json`` is what the KBase SDK runner writes:
 ``{"method": "Demo.echo", "params": [...], "version": "1.1", "id": ...}``.
@@ -10,6 +10,9 @@ failure ``{"version": "1.1", "id": ..., "error": {"name", "code", "message"}}``.
 - ``echo`` returns its params.
 - ``sleep`` sleeps ``params[0]["seconds"]``, printing a line per second.
 - ``fail`` prints ``params[0]["message"]`` (or a default) to stderr and exits 1.
+- ``allocate`` holds ``params[0]["megabytes"]`` MB of memory (written, so resident)
+  for ``params[0]["seconds"]`` seconds: a job over its ``request_memory`` (the
+  local executor's memory limit, ``runner.memory``).
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import sys
 import time
 from typing import Any, Callable
 
-USAGE = "usage: python -m execution_engine2.demo_apps <echo|sleep|fail> <input.json> <output.json>"
+USAGE = "usage: python -m execution_engine2.demo_apps <echo|sleep|fail|allocate> <input.json> <output.json>"
+MEGABYTE = 1024 * 1024
 
 
 class AppFailed(Exception):
@@ -48,7 +52,22 @@ def fail(params: list[Any]) -> list[Any]:
     raise AppFailed(str(_first_param(params).get("message", "Demo.fail failed, as it always does")))
 
 
-APPS: dict[str, Callable[[list[Any]], list[Any]]] = {"echo": echo, "sleep": sleep, "fail": fail}
+def allocate(params: list[Any]) -> list[Any]:
+    first = _first_param(params)
+    megabytes, seconds = first.get("megabytes", 10), first.get("seconds", 1)
+    if not isinstance(megabytes, int) or isinstance(megabytes, bool) or not 0 <= megabytes <= 1 << 20:
+        raise AppFailed(f"megabytes must be a whole number from 0 to {1 << 20}, not {megabytes!r}")
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds <= 3600:
+        raise AppFailed(f"seconds must be a number from 0 to 3600, not {seconds!r}")
+    # Written bytes, not a zeroed buffer: untouched pages would not be resident.
+    block = b"\x01" * (megabytes * MEGABYTE)
+    print(f"holding {megabytes} MB for {seconds:g} seconds", flush=True)
+    time.sleep(seconds)
+    return [{"allocated_megabytes": len(block) // MEGABYTE, "seconds": seconds}]
+
+
+APPS: dict[str, Callable[[list[Any]], list[Any]]] = {"echo": echo, "sleep": sleep, "fail": fail,
+                                                     "allocate": allocate}
 
 
 def main(argv: list[str]) -> int:

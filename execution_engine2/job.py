@@ -87,6 +87,18 @@ class ErrorCode(enum.IntEnum):
     SUBMISSION_FAILED = 6
 
 
+# How the local executor records a job it stopped for using more memory than it
+# requested (``runner.memory``): error_code TERMINATED_BY_AUTOMATION, ``error.name``
+# OVER_MEMORY_NAME and ``errormsg`` in HTCondor's words (``over_memory_message``),
+# so a retry treats it like an HTCondor memory hold.
+OVER_MEMORY_NAME = "Over memory limit"
+
+
+def over_memory_message(limit_mb: int, peak_mb: int) -> str:
+    """HTCondor's hold reason for a job over its memory request."""
+    return (f"Job has gone over memory limit of {limit_mb} megabytes. "
+            f"Peak usage: {peak_mb} megabytes.")
+
 # Fields the store keeps for its own bookkeeping; never shown to callers.
 INTERNAL_FIELDS: frozenset[str] = frozenset({"retry_active", "claims"})
 

@@ -3,7 +3,9 @@
 Environment: ``KB_AUTH_TOKEN`` (the job owner's token, required; or
 ``EE2_CREDENTIALS_FILE``, a file holding it, see ``runner.credentials``),
 ``EE2_APP_COMMAND`` (JSON argv of the app: local mode; unset: docker mode),
-``DOCKER_JOB_TIMEOUT`` (seconds the app may run). The working directory is the
+``DOCKER_JOB_TIMEOUT`` (seconds the app may run), ``EE2_MEMORY_LIMIT_MB`` (megabytes
+of resident memory the app may use; the local worker sets the job's
+``request_memory`` unless ``local-memory-limit = off``). The working directory is the
 job's: ``input.json`` and ``output.json`` are written there.
 """
 from __future__ import annotations
@@ -47,7 +49,21 @@ def settings_from(job_id: str, environ: Mapping[str, str], workdir: Path) -> Run
             raise ValueError(f"DOCKER_JOB_TIMEOUT is not a number: "
                              f"{environ['DOCKER_JOB_TIMEOUT']!r}") from None
     return RunnerSettings(job_id=job_id, workdir=workdir, app_command=app_command,
-                          token=environ.get("KB_AUTH_TOKEN"), time_limit=time_limit or None)
+                          token=environ.get("KB_AUTH_TOKEN"), time_limit=time_limit or None,
+                          memory_limit=_memory_limit(environ))
+
+
+def _memory_limit(environ: Mapping[str, str]) -> int | None:
+    raw = environ.get("EE2_MEMORY_LIMIT_MB")
+    if not raw:
+        return None
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ValueError(f"EE2_MEMORY_LIMIT_MB is not a whole number: {raw!r}") from None
+    if limit <= 0:
+        raise ValueError(f"EE2_MEMORY_LIMIT_MB must be positive, not {limit}")
+    return limit
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -10,7 +10,9 @@
    the app's last stderr lines (also filling ``error.error`` of an app's own error
    object when the app left it empty). Should the service refuse the output as
    invalid params (too large, numbers it cannot store), the job ends in error
-   with the service's reason instead.
+   with the service's reason instead. With a memory limit (local mode: the job's
+   ``request_memory``), an app whose resident memory goes over it is killed and
+   the job ends in error in HTCondor's words (``runner.memory``).
 
 Besides the app's output, the job's log gets the runner's own lines, prefixed
 ``[ee2-runner] `` (``RUNNER_PREFIX``), as KBase's job runner writes them: the host
@@ -36,8 +38,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from execution_engine2.errors import ServiceUnavailable
-from execution_engine2.job import ErrorCode
+from execution_engine2.job import OVER_MEMORY_NAME, ErrorCode, over_memory_message
 from execution_engine2.runner import app
+from execution_engine2.runner.memory import MemoryWatch
 from execution_engine2.runner.process import AppProcess, OutputLine
 from execution_engine2.runner.rpc import RetryingRpcClient, RpcError, ServiceClient
 
@@ -58,6 +61,8 @@ class RunnerSettings:
     app_command: Sequence[str] | None = None
     token: str | None = dataclasses.field(default=None, repr=False)  # docker mode's token file
     time_limit: float | None = None  # seconds the app may run (DOCKER_JOB_TIMEOUT)
+    memory_limit: int | None = None  # MB of resident memory the app may use (EE2_MEMORY_LIMIT_MB)
+    memory_interval: float = 0.5  # seconds between two readings of the app's memory
     poll_interval: float = 1.0  # check_job_canceled
     log_interval: float = 1.0  # ship logs at least this often...
     log_batch_lines: int = 100  # ...or as soon as this many lines wait
@@ -72,6 +77,7 @@ class Ending(enum.Enum):
     CANCELLED = "cancelled"
     STOPPED = "stopped"  # the runner was asked to stop (SIGTERM)
     TIMED_OUT = "timed out"
+    OVER_MEMORY = "over its memory limit"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +85,7 @@ class AppResult:
     ending: Ending
     status: int | None  # exit status; negative = killed by that signal
     stderr_tail: Sequence[str] = ()
+    peak_mb: int = 0  # the most resident memory seen (when a limit is watched)
 
 
 class JobRunner:
@@ -188,6 +195,8 @@ class JobRunner:
     def _watch(self, process: AppProcess) -> AppResult:
         settings = self._settings
         started = last_poll = self._clock()
+        memory = (MemoryWatch(process.pid, settings.memory_limit, settings.memory_interval,
+                              self._clock) if settings.memory_limit else None)
         while True:
             status = process.poll()
             self._take(process)
@@ -202,14 +211,18 @@ class JobRunner:
                 ending = Ending.CANCELLED if self._is_cancelled() else Ending.STOPPED
             elif settings.time_limit and now - started > settings.time_limit:
                 ending = Ending.TIMED_OUT
+            elif memory is not None and memory.check():
+                ending = Ending.OVER_MEMORY
             elif now - last_poll >= settings.poll_interval:
                 last_poll = now
                 if self._is_cancelled():
                     ending = Ending.CANCELLED
             if ending is not None:
-                status = process.kill(settings.kill_grace)
+                # Over its memory the app is killed at once, as a cgroup would.
+                status = process.kill(0 if ending is Ending.OVER_MEMORY else settings.kill_grace)
                 process.close()
-                return AppResult(ending, status, process.stderr_tail)
+                return AppResult(ending, status, process.stderr_tail,
+                                 memory.peak_mb if memory is not None else 0)
             self._stop.wait(settings.tick)
 
     def _is_cancelled(self) -> bool:
@@ -250,6 +263,8 @@ class JobRunner:
 
     # --- the end -------------------------------------------------------------------------
     def _finish_fields(self, result: AppResult) -> dict[str, Any]:
+        if result.ending is Ending.OVER_MEMORY:
+            return self._over_memory_fields(result)
         output, problem = app.read_output(self._settings.workdir)
         if isinstance(output, Mapping) and output.get("error"):
             error = output["error"]
@@ -280,6 +295,17 @@ class JobRunner:
         if output is None:
             return {}  # the service records the missing output (code 4)
         return {"job_output": output}
+
+    def _over_memory_fields(self, result: AppResult) -> dict[str, Any]:
+        """The job's ending when its app was killed over its memory limit: the marker
+        of ``job.OVER_MEMORY_NAME`` a retry recognises (``sdk.retry_resources``)."""
+        message = over_memory_message(self._settings.memory_limit or 0, result.peak_mb)
+        self._note(message, is_error=True)
+        self._ship(force=True)
+        code = int(ErrorCode.TERMINATED_BY_AUTOMATION)
+        return {"error_message": message, "error_code": code,
+                "error": {"name": OVER_MEMORY_NAME, "code": code, "message": message,
+                          "error": "\n".join(result.stderr_tail) or message}}
 
     def _finish(self, **fields: Any) -> int:
         try:
@@ -344,6 +370,8 @@ def _ending_line(result: AppResult | None, seconds: float,
         return f"app {how} {after}", result.status != 0
     if result.ending is Ending.TIMED_OUT:
         return f"app stopped {after}, over its time limit of {time_limit or 0:g} s ({how})", True
+    if result.ending is Ending.OVER_MEMORY:
+        return f"app stopped {after}, over its memory limit ({how})", True
     if result.ending is Ending.CANCELLED:
         return f"app stopped {after}: the job was cancelled ({how})", False
     return f"app stopped {after}: the runner was asked to stop ({how})", False

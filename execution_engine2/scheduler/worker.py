@@ -14,6 +14,9 @@ of its own, with a token minted for the job's owner, and watches its children:
   acted on, never a job another worker watches); and revokes the runner tokens
   of jobs no live worker claims (their worker died before reaping the runner).
 
+A runner gets its job's ``request_memory`` as the app's memory limit
+(``local-memory-limit = enforce``; ``runner.memory``).
+
 Free slots go to the oldest queued jobs of the users running the fewest jobs
 (``local-scheduling = fair``) or to the oldest queued jobs (``fifo``), never past
 ``local-user-slots`` running jobs per user: ``JobStore.claim_jobs_fairly``.
@@ -104,6 +107,7 @@ class LocalWorker:
         self._kill_grace = kill_grace
         self._python = python
         self._jobs_dir = Path(config["data-dir"]) / JOBS_DIR
+        self._enforce_memory = config["local-memory-limit"] == "enforce"
         configured = int(config["local-slots"] or 0)
         self.slots = max(1, slots or configured or os.cpu_count() or 1)
         self._share = Share(round_robin=config["local-scheduling"] == "fair",
@@ -187,7 +191,7 @@ class LocalWorker:
             token = self._auth.create_token(record["user"], job_id=job_id)
             process = subprocess.Popen(
                 [self._python, "-m", "execution_engine2.runner.main", job_id, self._service_url],
-                cwd=workdir, env=self._child_env(token, argv), stdin=subprocess.DEVNULL,
+                cwd=workdir, env=self._child_env(token, argv, self._memory_limit(record)), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         except BaseException:
             log.close()
@@ -197,14 +201,21 @@ class LocalWorker:
         logger.info("job %s: runner started (pid %d) by worker %s", job_id, process.pid, self.owner)
         return _Child(job_id, process, token, workdir, log)
 
+    def _memory_limit(self, record: Record) -> int | None:
+        """The job's resolved ``request_memory`` (MB) when the limit is enforced."""
+        memory = ((record.get("job_input") or {}).get("requirements") or {}).get("memory")
+        return int(memory) if memory and self._enforce_memory else None
+
     @staticmethod
-    def _child_env(token: str, argv: Sequence[str]) -> dict[str, str]:
+    def _child_env(token: str, argv: Sequence[str], memory_limit: int | None) -> dict[str, str]:
         # A runner inherits the service's environment like any subprocess, minus the
         # service's own settings and credentials.
         env = {key: value for key, value in os.environ.items()
                if not key.startswith(PRIVATE_ENV_PREFIXES)}
         env["KB_AUTH_TOKEN"] = token
         env["EE2_APP_COMMAND"] = json.dumps(list(argv))
+        if memory_limit:
+            env["EE2_MEMORY_LIMIT_MB"] = str(memory_limit)
         return env
 
     # --- watching children --------------------------------------------------------------------

@@ -6,7 +6,8 @@ original requirements kept on an ``as_admin`` retry):
 * a full admin may pass ``job_requirements`` with ``as_admin``; they are laid over
   the kept ones;
 * ``retry-memory-multiplier`` (off unless above 1): when the attempt being retried
-  (the latest of its lineage) ended for exceeding its memory, the retry asks for
+  (the latest of its lineage) ended for exceeding its memory (an HTCondor memory
+  hold, or the local executor's memory limit: ``runner.memory``), the retry asks for
   that attempt's memory times the multiplier, at most its client group's
   ``max_request_memory`` (default: the group's ``request_memory``), never less
   than resolved. A memory an admin passes explicitly wins.
@@ -21,7 +22,7 @@ from typing import Any, Mapping
 from execution_engine2.config import Config
 from execution_engine2.db.store import Record
 from execution_engine2.errors import InvalidParams, describe
-from execution_engine2.job import JobStatus
+from execution_engine2.job import OVER_MEMORY_NAME, ErrorCode, JobStatus
 from execution_engine2.scheduler.base import Requirements
 
 # HTCondor's HoldReasonCode for a job that used more memory than it requested
@@ -35,7 +36,8 @@ _EXCEEDED_WORDS = re.compile(r"exceed|over|limit|out of", re.IGNORECASE)
 
 # The fields of a lineage's records that ``ended_for_memory`` and
 # ``multiplied_memory`` read (a projection for the store).
-ATTEMPT_FIELDS = ("status", "hold_reason", "condor_job_ads.HoldReasonCode", "job_input.requirements")
+ATTEMPT_FIELDS = ("status", "hold_reason", "condor_job_ads.HoldReasonCode", "error_code", "error",
+                  "job_input.requirements")
 
 
 def admin_requirements(params: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -56,9 +58,14 @@ def merged(kept: Mapping[str, Any] | None, given: Mapping[str, Any] | None) -> d
 
 def ended_for_memory(record: Record | None) -> bool:
     """Whether a finished attempt stopped because it exceeded its memory: an
-    HTCondor hold with the memory hold code, or a hold reason saying so."""
+    HTCondor hold with the memory hold code, a hold reason saying so, or the local
+    executor's memory limit (error_code 2 with ``error.name`` OVER_MEMORY_NAME)."""
     if record is None or record.get("status") != JobStatus.ERROR.value:
         return False
+    error = record.get("error")
+    if (record.get("error_code") == ErrorCode.TERMINATED_BY_AUTOMATION.value
+            and isinstance(error, Mapping) and error.get("name") == OVER_MEMORY_NAME):
+        return True
     if (record.get("condor_job_ads") or {}).get("HoldReasonCode") in MEMORY_HOLD_CODES:
         return True
     reason = record.get("hold_reason") or ""

@@ -67,3 +67,24 @@ def test_a_bad_command_line_is_a_usage_error(tmp_path):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
     assert done.returncode == 2 and done.stderr.startswith("usage:")
+
+
+def test_allocate_holds_the_memory_asked_for(tmp_path):
+    done, output = run_demo(tmp_path, "allocate", [{"megabytes": 5, "seconds": 0.1}])
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["holding 5 MB for 0.1 seconds"]
+    assert output == {"version": "1.1", "id": "4242",
+                      "result": [{"allocated_megabytes": 5, "seconds": 0.1}]}
+
+
+@pytest.mark.parametrize("params, expected", [
+    ([{"megabytes": -1}], "megabytes must be a whole number from 0 to 1048576, not -1"),
+    ([{"megabytes": 1.5}], "megabytes must be a whole number from 0 to 1048576, not 1.5"),
+    ([{"seconds": "long"}], "seconds must be a number from 0 to 3600, not 'long'"),
+])
+def test_allocate_refuses_bad_sizes(tmp_path, params, expected):
+    done, output = run_demo(tmp_path, "allocate", params)
+
+    assert done.returncode == 1
+    assert output is not None and output["error"]["message"] == expected

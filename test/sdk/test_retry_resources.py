@@ -19,6 +19,11 @@ NJS = ClientGroup("njs", 1, 2000, 10, max_request_memory=5000)
 BIGMEM = ClientGroup("bigmem", 4, 8000, 50)
 MEMORY_HOLD = {"hold_reason": "Job has gone over memory limit of 2000 megabytes.",
                "condor_job_ads": {"HoldReasonCode": 34}}
+# How the local executor's runner ends a job over its memory (runner.memory).
+LOCAL_OVER_MEMORY = {"error_code": 2,
+                     "errormsg": "Job has gone over memory limit of 2000 megabytes. Peak usage: 2300 megabytes.",
+                     "error": {"name": "Over memory limit", "code": 2, "message": "Job has gone over ...",
+                               "error": "Job has gone over ..."}}
 
 
 @pytest.fixture
@@ -60,6 +65,18 @@ def test_memory_grows_by_the_multiplier_after_each_memory_hold_up_to_the_group_m
         f"job {second} exceeded its memory (4500 MB); retry-memory-multiplier 1.5 asks 6750 MB, "
         "client group njs allows at most 5000 MB: request_memory 5000 MB")
     assert attempts[2]["hold_reason"] == MEMORY_HOLD["hold_reason"]
+
+
+def test_the_local_executors_memory_limit_counts_like_a_memory_hold(stack):
+    root = failed(stack, **LOCAL_OVER_MEMORY)
+    first = retry_after_failure(stack, root, **LOCAL_OVER_MEMORY)
+    second = retry_after_failure(stack, root, **LOCAL_OVER_MEMORY)
+
+    assert [memory(stack, job) for job in (root, first, second)] == [2000, 3000, 4500]
+    assert memory(stack, retry_after_failure(stack, root)) == 5000  # the group's maximum
+    attempts = stack.client("alice").get_retry_history({"job_id": root})["attempts"]
+    assert attempts[1]["errormsg"] == LOCAL_OVER_MEMORY["errormsg"]
+    assert attempts[1]["error_code"] == 2
 
 
 def test_other_failures_keep_the_resolved_memory(stack):
@@ -136,6 +153,11 @@ def test_malformed_requirements_are_invalid_params(stack):
                      "evaluated to TRUE"}, False),
     ({"condor_job_ads": {"HoldReasonCode": 12}, "hold_reason": "Failed to open input file"}, False),
     ({}, False),
+    (LOCAL_OVER_MEMORY, True),
+    # An app's own error named so is the app's failure (error_code 1), not the limit.
+    ({**LOCAL_OVER_MEMORY, "error_code": 1}, False),
+    ({**LOCAL_OVER_MEMORY, "error": {"name": "Job crashed", "code": 2}}, False),
+    ({"error_code": 2, "error": "Over memory limit"}, False),  # old records: error may be any value
 ])
 def test_which_endings_count_as_exceeding_memory(fields, expected):
     assert ended_for_memory({"_id": "x", "status": "error", **fields}) is expected
