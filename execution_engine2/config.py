@@ -145,7 +145,7 @@ KEYS: tuple[Key, ...] = (
     Key("max-log-lines-per-job", 100_000, _positive_int, "Most lines a job's log keeps; later lines are dropped and counted (`original_line_count`); 0 = no limit."),
     Key("max-log-page-lines", 10_000, _positive_int, "Most lines one `get_job_logs` page returns, whatever `limit` asks; 0 = no limit."),
     Key("max-request-containers", 250_000, _positive_int, "Most JSON objects and arrays one request body may hold (refused unparsed beyond); 0 = no limit."),
-    Key("max-log-page-bytes", 8 * 1024 * 1024, _positive_int, "Most bytes of line text in one `get_job_logs` page (a page always has its first line); 0 = no limit."),
+    Key("max-log-page-bytes", 8 * 1024 * 1024, _positive_int, "Most bytes of line text, as the JSON answer writes it (a control character counts 6), in one `get_job_logs` page (a page always has its first line); 0 = no limit."),
     # gaps: request size edges
     Key("max-batch-size", 10_000, _positive_int, "Most child jobs one `run_job_batch` call may create."),
     # Retry beyond the existing service (retry)
