@@ -109,7 +109,7 @@ def _readable_states(services: Services, caller: Caller, job_ids: Sequence[str],
     allowed, _ = partition_access(services, caller, views, Access.READ, as_admin)
     readable = set(allowed)
     states: list[tuple[str, dict[str, Any]]] = []
-    for chunk in chunks([job_id for job_id in job_ids if job_id in views]):
+    for chunk in chunks([job_id for job_id in job_ids if job_id in views], budget):
         records = services.store.get_jobs([job_id for job_id in chunk if job_id in readable])
         for job_id in chunk:
             if job_id not in readable:
@@ -250,7 +250,7 @@ def check_workspace_jobs(services: Services, caller: Caller | None, raw: Any) ->
                            "(e.g. [\"job_input\"]), or list the workspace's jobs with "
                            "check_jobs_date_range_for_user (limit and offset page it)")
     states = [(r["_id"], budget.add(job_state(r, exclude)))
-              for r in found_jobs(services.store, JobQuery(wsid=wsid, user=owner))]
+              for r in found_jobs(services.store, JobQuery(wsid=wsid, user=owner), budget)]
     if not states:
         return {}
     return _shaped(states, return_list)
@@ -450,7 +450,7 @@ def _date_range(services: Services, caller: Caller, p: Mapping[str, Any],
     budget = answer_budget(services.config, "ask for a smaller limit (page on with offset), "
                            "or name only the fields you need in projection")
     entries = [budget.add(range_entry(record))
-               for record in found_jobs(services.store, query, projection or None)]
+               for record in found_jobs(services.store, query, budget, projection or None)]
     shown_filter = {key: _shown(value) for key, value in job_filter.items()}
     shown_filter["id__gt"] = str(ObjectId.from_datetime(_utc(start)))
     shown_filter["id__lt"] = str(ObjectId.from_datetime(_utc(end)))

@@ -8,7 +8,7 @@ import pytest
 
 from execution_engine2.errors import ValidationError
 from execution_engine2.sdk import query
-from execution_engine2.sdk.answer_budget import LOAD_CHUNK
+from execution_engine2.sdk.answer_budget import CHUNK_BYTES, LOAD_CHUNK, AnswerBudget
 from support.sdk_services import close_services, make_job, make_services
 
 T0 = 1_700_000_000
@@ -100,3 +100,16 @@ def test_ranges_and_workspaces_longer_than_a_load_chunk_come_whole_and_in_order(
     assert [state["job_id"] for state in workspace["job_states"]] == ids
     listed = query.check_jobs(services, alice, {"job_ids": ids[::-1]})
     assert [state["job_id"] for state in listed["job_states"]] == ids[::-1]
+
+
+def test_chunks_grow_while_entries_are_small_and_shrink_to_one_for_huge_ones():
+    budget = AnswerBudget(None, "")
+    sizes = []
+    for _ in range(9):
+        sizes.append(budget.next_chunk())
+        budget.add({"small": "x" * 100})
+    assert sizes == [1, 2, 4, 8, 16, 32, 64, LOAD_CHUNK, LOAD_CHUNK]
+    budget.add({"huge": "x" * (CHUNK_BYTES // 3)})
+    assert budget.next_chunk() == 2
+    budget.add({"huger": "x" * CHUNK_BYTES})
+    assert budget.next_chunk() == 1
