@@ -160,7 +160,7 @@ KEYS: tuple[Key, ...] = (
     Key("health-timeout", 5.0, _float, "Seconds `/health/ready` waits for the store and the scheduler to answer."),
     # bounds: job-listing answers (issue 9 item 1)
     Key("max-range-limit", 10_000, _positive_int, "Largest `limit` `check_jobs_date_range_for_user`/`_for_all` accept (default `limit`: 2000, or this when lower); 0 = no limit."),
-    Key("max-answer-bytes", 64 * 1024 * 1024, _positive_int, "Most bytes of JSON-encoded jobs one `check_jobs`, `check_job_batch`, `check_workspace_jobs` or `check_jobs_date_range_*` answer may hold; a larger answer is refused with an error naming this key; 0 = no limit."),
+    Key("max-answer-bytes", 32 * 1024 * 1024, _positive_int, "Most bytes of JSON-encoded jobs one `check_jobs`, `check_job_batch`, `check_workspace_jobs` or `check_jobs_date_range_*` answer may hold; a larger answer is refused with an error naming this key; 0 = no limit."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
