@@ -276,7 +276,7 @@ def check_big(count: int, megabytes: float) -> list[Row]:
 
 
 def _fitting_answer(url: str, token: str, worker: int, ids: list[str], megabytes: float) -> Row:
-    fitting = max(1, int(DEFAULTS["max-answer-bytes"] // (megabytes * 1_000_000 + 4096)))
+    fitting = min(len(ids), max(1, int(DEFAULTS["max-answer-bytes"] // (megabytes * 1_000_000 + 4096))))
     fits = _body("check_jobs", [{"job_ids": ids[:fitting]}])
     return measure(worker, f"check_jobs of {fitting} jobs with {megabytes:g} MB params",
                    lambda: [_post(url, token, fits)])
