@@ -12,7 +12,14 @@ data dir, and runs it:
 * a job filled to ``max-log-lines-per-job`` lines of 1 KB, then 4
   simultaneous ``get_job_logs`` without ``limit``: each answers one bounded page;
 * one ``run_job_batch`` of ``--batch`` children (default 10,000, the default
-  ``max-batch-size``), their params padded to fill a body under ``max-request-bytes``.
+  ``max-batch-size``), their params padded to fill a body under ``max-request-bytes``;
+* a job of ``--control-lines`` lines of 1,000 control characters (``\\x01``: 6 bytes
+  each in the JSON answer), then 4 simultaneous ``get_job_logs`` without ``limit``:
+  each page stays within ``max-log-page-bytes`` of JSON;
+* ``--big-jobs`` jobs (default 12) with params of ``--big-params`` MB (default 15), then
+  ``check_jobs`` on as many of them as fit ``max-answer-bytes`` (the largest answer
+  allowed) and, at once, ``check_jobs`` and ``check_jobs_date_range_for_user`` on all of
+  them (refused: the answer would pass ``max-answer-bytes``).
 
 For each it prints the server worker's resident memory before and its peak during
 the scenario (``VmHWM`` from /proc, reset between scenarios through
@@ -20,6 +27,7 @@ the scenario (``VmHWM`` from /proc, reset between scenarios through
 allowed), the time taken and what the calls answered. Linux only (/proc).
 
     .venv/bin/python bench/memory.py [--batch 10000] [--fill-lines N] [--scale 1.0]
+        [--control-lines 10000] [--big-jobs 12] [--big-params 15]
 
 For a quick run, ``--fill-lines`` fills the ``get_job_logs`` job with fewer lines
 than the cap and ``--scale`` shrinks the ``add_job_logs`` and batch bodies.
@@ -59,10 +67,12 @@ MB = 1024 * 1024
 # --- the server -------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def server() -> Iterator[tuple[str, str, int]]:
-    """(url, alice's token, the gunicorn worker's pid), stopped on exit."""
-    with tempfile.TemporaryDirectory(prefix="ee2-memory-") as tmp:
-        data_dir = Path(tmp)
+def server(data_dir: Path | None = None) -> Iterator[tuple[str, str, int]]:
+    """(url, alice's token, the gunicorn worker's pid), stopped on exit; on a fresh
+    data dir unless one is given."""
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ee2-memory-")))
         token = LocalAuth(str(data_dir)).create_token("alice", AdminRole.NONE)
         config = data_dir / "memory.cfg"
         config.write_text("[execution_engine2]\nstore = sqlite\nscheduler = local\nauth = local\n"
@@ -159,6 +169,8 @@ def _outcome(answer: dict[str, Any]) -> str:
         return f"line_number {result['line_number']}"
     if isinstance(result, dict) and "child_job_ids" in result:
         return f"{len(result['child_job_ids'])} children"
+    if isinstance(result, dict) and "job_states" in result:
+        return f"{len(result['job_states'])} job states"
     return "ok"
 
 
@@ -228,28 +240,83 @@ def batch(url: str, token: str, worker: int, size: int, scale: float) -> Row:
                    lambda: [_post(url, token, body)])
 
 
+def get_control(url: str, token: str, worker: int, lines: int) -> Row:
+    """Lines of control characters: JSON writes each as 6 bytes (``\\u0001``)."""
+    job_id, line = new_job(url, token), "\x01" * 1000
+    per_call = 2000  # 12 MB of JSON per add_job_logs body, under max-request-bytes
+    for start in range(0, lines, per_call):
+        count = min(per_call, lines - start)
+        _post(url, token, _body("add_job_logs", [{"job_id": job_id}, [{"line": line}] * count]))
+    body = _body("get_job_logs", [{"job_id": job_id}])
+    sizes: list[int] = []
+
+    def call() -> dict[str, Any]:
+        response = requests.post(url, data=body, headers={"Authorization": token}, timeout=600)
+        sizes.append(len(response.content))
+        return response.json()
+    row = measure(worker, f"get_job_logs 4x, no limit ({lines:,} lines of 1,000 \\x01)",
+                  lambda: _at_once([call] * 4))
+    return row[0], row[1], row[2], f"{row[3]}; {max(sizes) / MB:.1f} MB answers"
+
+
+def check_big(count: int, megabytes: float) -> list[Row]:
+    """Job-listing answers over jobs with large params: the largest answer allowed, then
+    the over-large ones refused. The jobs are made by one server, the answers measured
+    on a fresh one (making 15 MB jobs grows a worker by itself)."""
+    with tempfile.TemporaryDirectory(prefix="ee2-memory-") as tmp:
+        with server(Path(tmp)) as (url, token, _):
+            pad = "p" * int(megabytes * 1_000_000)
+            ids = [_post(url, token, _body("run_job", [dict(ECHO, params=[{"pad": pad}])]))["result"][0]
+                   for _ in range(count)]
+        rows = []
+        for measured in (_fitting_answer, _refused_answers):  # each on a fresh server
+            with server(Path(tmp)) as (url, token, worker):
+                rows.append(measured(url, token, worker, ids, megabytes))
+        return rows
+
+
+def _fitting_answer(url: str, token: str, worker: int, ids: list[str], megabytes: float) -> Row:
+    fitting = min(len(ids), max(1, int(DEFAULTS["max-answer-bytes"] // (megabytes * 1_000_000 + 4096))))
+    fits = _body("check_jobs", [{"job_ids": ids[:fitting]}])
+    return measure(worker, f"check_jobs of {fitting} jobs with {megabytes:g} MB params",
+                   lambda: [_post(url, token, fits)])
+
+
+def _refused_answers(url: str, token: str, worker: int, ids: list[str], megabytes: float) -> Row:
+    every = _body("check_jobs", [{"job_ids": ids}])
+    in_range = _body("check_jobs_date_range_for_user", [{"start_time": 0, "end_time": int(time.time() + 60) * 1000}])
+    return measure(worker, f"check_jobs + date range of {len(ids)} such jobs, at once",
+                   lambda: _at_once([lambda: _post(url, token, every), lambda: _post(url, token, in_range)]))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--fill-lines", type=int, default=LINES_PER_JOB)
     parser.add_argument("--scale", type=float, default=1.0,
                         help="size of the add_job_logs bodies relative to the worst case")
+    parser.add_argument("--control-lines", type=int, default=10_000)
+    parser.add_argument("--big-jobs", type=int, default=12)
+    parser.add_argument("--big-params", type=float, default=15.0, help="MB of params per big job")
     args = parser.parse_args(argv)
     started = time.monotonic()
     print(f"limits: max-request-bytes {MAX_REQUEST:,}, max-log-lines-per-call {LINES_PER_CALL:,}, "
           f"max-log-lines-per-job {LINES_PER_JOB:,}, max-log-page-lines "
-          f"{DEFAULTS['max-log-page-lines']:,}, max-log-page-bytes {DEFAULTS['max-log-page-bytes']:,}")
+          f"{DEFAULTS['max-log-page-lines']:,}, max-log-page-bytes {DEFAULTS['max-log-page-bytes']:,}, "
+          f"max-answer-bytes {DEFAULTS['max-answer-bytes']:,}")
     fill = min(args.fill_lines, LINES_PER_JOB or args.fill_lines)
     scenarios: list[Callable[[str, str, int], Row]] = [
         idle, lambda *a: add_max(*a, args.scale), lambda *a: add_issue(*a, args.scale),
-        lambda *a: get_full(*a, fill), lambda *a: batch(*a, args.batch, args.scale)]
-    rows = []
+        lambda *a: get_full(*a, fill), lambda *a: batch(*a, args.batch, args.scale),
+        lambda *a: get_control(*a, args.control_lines)]
+    rows: list[Row] = []
     for scenario in scenarios:  # each on a fresh server: no scenario inherits another's memory
         with server() as (url, token, worker):
             rows.append(scenario(url, token, worker))
-    print(f"\n{'scenario':58} {'RSS before':>10} {'peak':>8} {'s':>6}  answers")
+    rows.extend(check_big(args.big_jobs, args.big_params))
+    print(f"\n{'scenario':62} {'RSS before':>10} {'peak':>8} {'s':>6}  answers")
     for name, rss, seconds, outcome in rows:
-        print(f"{name:58} {rss.before:8.0f}MB {rss.peak:6.0f}MB {seconds:6.1f}  {outcome}")
+        print(f"{name:62} {rss.before:8.0f}MB {rss.peak:6.0f}MB {seconds:6.1f}  {outcome}")
     print(f"peak RSS of the server worker over all scenarios: {max(r[1].peak for r in rows):.0f} MB "
           f"(run took {time.monotonic() - started:.0f} s)")
     return 0

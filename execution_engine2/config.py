@@ -172,7 +172,7 @@ KEYS: tuple[Key, ...] = (
     Key("max-log-lines-per-job", 100_000, _positive_int, "Most lines a job's log keeps; later lines are dropped and counted (`original_line_count`); 0 = no limit."),
     Key("max-log-page-lines", 10_000, _positive_int, "Most lines one `get_job_logs` page returns, whatever `limit` asks; 0 = no limit."),
     Key("max-request-containers", 250_000, _positive_int, "Most JSON objects and arrays one request body may hold (refused unparsed beyond); 0 = no limit."),
-    Key("max-log-page-bytes", 8 * 1024 * 1024, _positive_int, "Most bytes of line text in one `get_job_logs` page (a page always has its first line); 0 = no limit."),
+    Key("max-log-page-bytes", 8 * 1024 * 1024, _positive_int, "Most bytes of line text, as the JSON answer writes it (a control character counts 6), in one `get_job_logs` page (a page always has its first line); 0 = no limit."),
     # gaps: request size edges
     Key("max-batch-size", 10_000, _positive_int, "Most child jobs one `run_job_batch` call may create."),
     # Retry beyond the existing service (retry)
@@ -199,6 +199,9 @@ KEYS: tuple[Key, ...] = (
     Key("auto-retry-apps", None, _optional_str, "YAML file of per-app policies keyed by `Module.function` (for the KBase catalog, which has no `retry_policy`); a local catalog's own `retry_policy` wins."),
     # Local memory limit (area: memlimit, issue 12 item 4)
     Key("local-memory-limit", "enforce", _choice("enforce", "off"), "Whether the local executor holds each job to its `request_memory`: `enforce` (an app whose resident memory, with its child processes, goes over it is killed and the job ends in error: \"Job has gone over memory limit of N megabytes. Peak usage: M megabytes.\") or `off`."),
+    # bounds: job-listing answers (issue 9 item 1)
+    Key("max-range-limit", 10_000, _positive_int, "Largest `limit` `check_jobs_date_range_for_user`/`_for_all` accept (default `limit`: 2000, or this when lower); 0 = no limit."),
+    Key("max-answer-bytes", 32 * 1024 * 1024, _positive_int, "Most bytes of JSON-encoded jobs one `check_jobs`, `check_job_batch`, `check_workspace_jobs` or `check_jobs_date_range_*` answer may hold; a larger answer is refused with an error naming this key; 0 = no limit."),
 )
 
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

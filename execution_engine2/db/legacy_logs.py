@@ -15,6 +15,7 @@ service can answer with. ``take_page`` bounds a page by lines and bytes.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Iterable, Mapping, NamedTuple
 
@@ -84,12 +85,16 @@ def stored_line(doc: Any, position: int) -> dict[str, Any]:
 
 
 def line_bytes(line: Mapping[str, Any]) -> int:
-    return len(line["line"].encode("utf-8", errors="surrogatepass"))
+    """The length of the line's text as the JSON answer writes it: the server
+    encodes with ``json.dumps`` (ASCII output), where a control character takes
+    6 bytes and a non-ASCII one 6 or 12, so counting UTF-8 bytes let a page of
+    ``\\x01`` lines come back six times its budget."""
+    return len(json.dumps(line["line"]))
 
 
 def take_page(lines: Iterable[dict[str, Any]], max_bytes: int | None,
               page: list[dict[str, Any]], used: int) -> tuple[int, bool]:
-    """Append ``lines`` to ``page`` until their text reaches ``max_bytes``
+    """Append ``lines`` to ``page`` until their JSON-encoded text reaches ``max_bytes``
     (a page always gets its first line). Returns the bytes used and whether the
     budget is spent."""
     for line in lines:

@@ -21,6 +21,9 @@ from execution_engine2.errors import (
 from execution_engine2.job import JobStatus
 from execution_engine2.sdk import params
 from execution_engine2.sdk.admin import require_caller
+from execution_engine2.sdk.answer_budget import (
+    AnswerBudget, access_views, answer_budget, chunks, found_jobs,
+)
 from execution_engine2.sdk.job_state import (
     STORED_FIELDS, job_state, parse_time, range_entry, validate_exclude_fields,
 )
@@ -30,7 +33,6 @@ from execution_engine2.sdk.permissions import (
 from execution_engine2.sdk.services import Services
 
 DEFAULT_RANGE_LIMIT = 2000
-MAX_RANGE_LIMIT = 10_000
 ALL_USERS = "ALL"
 
 # Fields check_jobs_date_range_* may filter on, and how a "key=value" string
@@ -98,17 +100,23 @@ def check_job(services: Services, caller: Caller | None, raw: Any) -> dict[str, 
 
 
 def _readable_states(services: Services, caller: Caller, job_ids: Sequence[str],
-                     records: Mapping[str, Record], exclude: frozenset[str],
-                     as_admin: bool) -> list[tuple[str, dict[str, Any]]]:
+                     views: Mapping[str, Record], exclude: frozenset[str],
+                     as_admin: bool, budget: AnswerBudget) -> list[tuple[str, dict[str, Any]]]:
     """``(job_id, JobState or failure entry)`` in ``job_ids`` order; ids without
-    a record are left out."""
-    allowed, _ = partition_access(services, caller, records, Access.READ, as_admin)
+    a record (not in ``views``, see ``access_views``) are left out. One permission
+    check over ``views``, then full records a chunk at a time, each entry counted
+    in ``budget``."""
+    allowed, _ = partition_access(services, caller, views, Access.READ, as_admin)
     readable = set(allowed)
-    return [
-        (job_id, job_state(records[job_id], exclude) if job_id in readable
-         else no_read_permission(job_id))
-        for job_id in job_ids if job_id in records
-    ]
+    states: list[tuple[str, dict[str, Any]]] = []
+    for chunk in chunks([job_id for job_id in job_ids if job_id in views], budget):
+        records = services.store.get_jobs([job_id for job_id in chunk if job_id in readable])
+        for job_id in chunk:
+            if job_id not in readable:
+                states.append((job_id, budget.add(no_read_permission(job_id))))
+            elif job_id in records:
+                states.append((job_id, budget.add(job_state(records[job_id], exclude))))
+    return states
 
 
 def _shaped(states: list[tuple[str, dict[str, Any]]], return_list: bool) -> dict[str, Any]:
@@ -147,10 +155,12 @@ def check_jobs(services: Services, caller: Caller | None, raw: Any) -> dict[str,
     as_admin = params.as_admin(p)
     if as_admin:
         require_admin(caller, Access.READ)
-    records = services.store.get_jobs(job_ids)
-    if not records:
+    views = access_views(services.store, job_ids)
+    if not views:
         raise cannot_find_jobs(job_ids)
-    return _shaped(_readable_states(services, caller, job_ids, records, exclude, as_admin),
+    budget = answer_budget(services.config, "ask for fewer job_ids at a time, or leave "
+                           "large fields out with exclude_fields (e.g. [\"job_input\"])")
+    return _shaped(_readable_states(services, caller, job_ids, views, exclude, as_admin, budget),
                    return_list)
 
 
@@ -175,9 +185,12 @@ def check_job_batch(services: Services, caller: Caller | None, raw: Any) -> dict
     as_admin = params.as_admin(p)
     container = load_job(services, caller, job_id, Access.READ, as_admin)
     child_ids = _unique(container.get("child_jobs") or [])
-    children = services.store.get_jobs(child_ids) if child_ids else {}
-    states = _readable_states(services, caller, child_ids, children, exclude, as_admin)
-    return {"batch_jobstate": job_state(container, exclude),
+    budget = answer_budget(services.config, "leave large fields out with exclude_fields "
+                           "(e.g. [\"job_input\"]), or read the children with check_jobs a few at a time")
+    batch_state = budget.add(job_state(container, exclude))
+    views = access_views(services.store, child_ids)
+    states = _readable_states(services, caller, child_ids, views, exclude, as_admin, budget)
+    return {"batch_jobstate": batch_state,
             "child_jobstates": [state for _, state in states]}
 
 
@@ -233,10 +246,14 @@ def check_workspace_jobs(services: Services, caller: Caller | None, raw: Any) ->
     elif not _can_read_workspace(services, caller, wsid):
         raise PermissionDenied(
             f"User {caller.user} does not have permission to read jobs in workspace {wsid}")
-    records = services.store.find_jobs(JobQuery(wsid=wsid, user=owner))
-    if not records:
+    budget = answer_budget(services.config, "leave large fields out with exclude_fields "
+                           "(e.g. [\"job_input\"]), or list the workspace's jobs with "
+                           "check_jobs_date_range_for_user (limit and offset page it)")
+    states = [(r["_id"], budget.add(job_state(r, exclude)))
+              for r in found_jobs(services.store, JobQuery(wsid=wsid, user=owner), budget)]
+    if not states:
         return {}
-    return _shaped([(r["_id"], job_state(r, exclude)) for r in records], return_list)
+    return _shaped(states, return_list)
 
 
 def _can_read_workspace(services: Services, caller: Caller, wsid: int) -> bool:
@@ -366,12 +383,13 @@ def _projection(p: Mapping[str, Any]) -> list[str]:
     return projection
 
 
-def _limit(p: Mapping[str, Any]) -> int:
+def _limit(p: Mapping[str, Any], most: int | None) -> int:
+    """``limit``: default 2000 (or ``max-range-limit`` when lower), at most ``most``."""
     limit = params.optional_int(p, "limit", minimum=1)
     if limit is None:
-        return DEFAULT_RANGE_LIMIT
-    if limit > MAX_RANGE_LIMIT:
-        raise ValidationError(f"limit must be at most {MAX_RANGE_LIMIT}, not {limit}")
+        return DEFAULT_RANGE_LIMIT if most is None else min(DEFAULT_RANGE_LIMIT, most)
+    if most is not None and limit > most:
+        raise ValidationError(f"limit must be at most {most} (max-range-limit), not {limit}")
     return limit
 
 
@@ -421,7 +439,7 @@ def _date_range(services: Services, caller: Caller, p: Mapping[str, Any],
     user = _range_user(caller, p, force_all)
     job_filter = _job_filter(p.get("filter"))
     projection = _projection(p)
-    limit = _limit(p)
+    limit = _limit(p, services.config["max-range-limit"] or None)
     offset = params.optional_int(p, "offset", minimum=0) or 0
     ascending = _ascending(p)
     statuses = _statuses(job_filter)
@@ -429,8 +447,10 @@ def _date_range(services: Services, caller: Caller, p: Mapping[str, Any],
     query = JobQuery(created_after=start, created_before=end, statuses=statuses,
                      user=None if user == ALL_USERS else user, extra=extra or None,
                      limit=limit, offset=offset, ascending=ascending)
-    records = services.store.find_jobs(query, projection or None)
-    entries = [range_entry(record) for record in records]
+    budget = answer_budget(services.config, "ask for a smaller limit (page on with offset), "
+                           "or name only the fields you need in projection")
+    entries = [budget.add(range_entry(record))
+               for record in found_jobs(services.store, query, budget, projection or None)]
     shown_filter = {key: _shown(value) for key, value in job_filter.items()}
     shown_filter["id__gt"] = str(ObjectId.from_datetime(_utc(start)))
     shown_filter["id__lt"] = str(ObjectId.from_datetime(_utc(end)))
@@ -484,7 +504,7 @@ def check_jobs_date_range_for_user(services: Services, caller: Caller | None,
     field names; empty = all), ``filter`` (``key=value`` strings or a mapping
     over the fields of ``_FILTER_FIELDS``; in a mapping ``status`` may be a list
     and a string field null), ``limit`` (default 2000, at most
-    10000), ``offset``, ``ascending`` (default true, by creation), ``as_admin``.
+    ``max-range-limit``), ``offset``, ``ascending`` (default true, by creation), ``as_admin``.
     Returns ``{jobs, count, query_count, filter, skip, projection, limit,
     sort_order, stats}``.
 

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import flask
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from execution_engine2.config import Config
 from execution_engine2.sdk.services import Services
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 SERVICES_KEY = "ee2"
 DISPATCHER_KEY = "ee2.dispatcher"
 MAX_CONTAINERS_KEY = "EE2_MAX_REQUEST_CONTAINERS"
+READ_TIMEOUT_KEY = "EE2_HTTP_READ_TIMEOUT"
 BACKGROUND_KEY = "ee2.background"
 ALL_VERBS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -133,6 +135,7 @@ def build_app(dispatcher: Dispatcher, config: Config) -> flask.Flask:
     limit = int(config["max-request-bytes"])
     app.config["MAX_CONTENT_LENGTH"] = limit or None
     app.config[MAX_CONTAINERS_KEY] = int(config["max-request-containers"])
+    app.config[READ_TIMEOUT_KEY] = float(config["http-read-timeout"])
     app.extensions[DISPATCHER_KEY] = dispatcher
     _add_job_browser(app)
     for rule in ("/", "/<path:_path>"):
@@ -189,7 +192,11 @@ def _entry(_path: str = "") -> flask.Response:
     limit = flask.current_app.config["MAX_CONTENT_LENGTH"]
     if limit is not None and (request.content_length or 0) > limit:
         raise RequestEntityTooLarge()
-    body = request.get_data(cache=False)
+    try:
+        body = request.get_data(cache=False)
+    except ParseException as error:  # gunicorn reads a chunked body as the app asks: a bad chunk
+        message = f"HTTP 400 Bad Request: {error}"
+        return _closing(_json_response(error_response(InvalidRequest.code, InvalidRequest.name, message), 400))
     if limit is not None and request.content_length is None and len(body) >= limit:
         # A streamed (chunked) body is cut at the limit without an error: refuse it here.
         raise RequestEntityTooLarge()
@@ -207,11 +214,23 @@ def _http_error(error: HTTPException) -> flask.Response:
     if isinstance(error, RequestEntityTooLarge):
         limit = flask.current_app.config["MAX_CONTENT_LENGTH"]
         message = f"The request body is larger than the limit of {limit} bytes (max-request-bytes)"
-        response = _json_response(error_response(InvalidRequest.code, InvalidRequest.name, message), 500)
-        response.headers["Connection"] = "close"  # the unread body must not be parsed as a request
-        return response
+        return _closing(_json_response(error_response(InvalidRequest.code, InvalidRequest.name, message), 500))
+    if isinstance(error, ClientDisconnected):
+        # The body ended early: the worker's read timed out (gunicorn_worker) or the client
+        # closed the connection. An HTTP-layer refusal, so an HTTP status as for the others.
+        seconds = flask.current_app.config[READ_TIMEOUT_KEY]
+        message = (f"HTTP 400 Bad Request: the request body stopped before its end (nothing arrived "
+                   f"for {seconds:g} s, http-read-timeout, or the client closed the connection)")
+        return _closing(_json_response(error_response(InvalidRequest.code, InvalidRequest.name, message), 400))
     message = f"HTTP {error.code} {error.name}: JSON-RPC requests are POSTed to the service URL"
     return _json_response(error_response(InvalidRequest.code, InvalidRequest.name, message), 500)
+
+
+def _closing(response: flask.Response) -> flask.Response:
+    """``response`` with the connection closed after it: the rest of the request's
+    body (unread, or never coming) must not be taken for the next request."""
+    response.headers["Connection"] = "close"
+    return response
 
 
 def _unexpected(error: Exception) -> flask.Response:

@@ -13,6 +13,9 @@
   closing, or one sending a byte now and then) holds a request thread. gunicorn waits
   for such a read forever; here a read that gets nothing for ``http-read-timeout``
   seconds ends the connection.
+* gunicorn drops a ``Connection: close`` header the app sets (hop-by-hop) and keeps the
+  connection alive; here such a response closes the connection, as the app asks when
+  the rest of a request's body is unread or never coming (``server.app``).
 
 Together: request threads are only ever busy with requests whose bytes are arriving.
 The parts of gunicorn used here (``enqueue_req``, the pending-connection poller, the
@@ -21,6 +24,7 @@ module's ``util.write_error``) are those of gunicorn 27, pinned in ``pyproject.t
 from __future__ import annotations
 
 import errno
+import http
 import json
 import selectors
 import socket
@@ -49,7 +53,15 @@ def json_error_response(status: int, reason: str, message: str) -> bytes:
 
 def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
     """Replaces ``gunicorn.util.write_error`` (same arguments) in this worker process."""
-    util.write_nonblock(sock, json_error_response(status_int, reason, mesg))
+    util.write_nonblock(sock, json_error_response(status_int, _reason(status_int, reason), mesg))
+
+
+def _reason(status: int, reason: str) -> str:
+    """gunicorn starts every refusal as "Bad Request" and leaves it so for some other
+    statuses (501 for an unknown transfer coding): those get their own phrase."""
+    if status != 400 and reason == "Bad Request":
+        return http.HTTPStatus(status).phrase
+    return reason
 
 
 class _StallLimitedSocket(socket.socket):
@@ -80,6 +92,21 @@ class _StallLimitedSocket(socket.socket):
                                        f"{self.read_timeout:g} s in the middle of a request") from None
 
 
+def honour_connection_close(app: Any) -> Any:
+    """``app`` (WSGI) whose ``Connection: close`` responses make gunicorn close the
+    connection (gunicorn's ``start_response`` is a method of its response object)."""
+    def wrapped(environ: Any, start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if any(name.lower() == "connection" and value.strip().lower() == "close"
+                   for name, value in headers):
+                force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+                if force_close is not None:
+                    force_close()
+            return start_response(status, headers, exc_info)
+        return app(environ, start)
+    return wrapped
+
+
 class EE2ThreadWorker(ThreadWorker):
     """gunicorn's gthread worker with JSON error pages and a read timeout (see module doc)."""
 
@@ -105,6 +132,10 @@ class EE2ThreadWorker(ThreadWorker):
         util.write_error = write_json_error  # type: ignore[assignment]  # this process only
         _StallLimitedSocket.read_timeout = float(load()["http-read-timeout"])
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi: Any = honour_connection_close(self.wsgi)
 
     def enqueue_req(self, conn: Any) -> None:
         """Runs in the worker's main thread (accept and poller callbacks)."""

@@ -75,13 +75,17 @@ def test_soak_runs_briefly_and_finds_the_store_consistent(monkeypatch: pytest.Mo
 
 def test_memory_benchmark_reports_every_scenario(monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    status = _load("memory", monkeypatch).main(["--batch", "20", "--fill-lines", "30", "--scale", "0.01"])
+    status = _load("memory", monkeypatch).main(["--batch", "20", "--fill-lines", "30", "--scale", "0.01",
+                                                        "--control-lines", "40", "--big-jobs", "3",
+                                                        "--big-params", "0.01"])
     out = capsys.readouterr().out
     assert status == 0, out
     table = out.split("answers\n", 1)[1]
     assert "line_number 10000" in table  # the largest call a caller may make is stored
     assert "Too many log lines in one call: 13900" in table  # the call, scaled, refused
     assert "30 lines, last_line_number 30" in table and "20 children" in table
+    assert "(40 lines of 1,000 \\x01)" in table and "40 lines, last_line_number 40" in table
+    assert "check_jobs of 3 jobs with 0.01 MB params" in table and "3 job states" in table
     assert "peak RSS of the server worker over all scenarios" in out
 
 

@@ -1,6 +1,7 @@
 """The ``JobStore`` contract, run against every store kind (``store`` fixture)."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import secrets
 import threading
@@ -487,8 +488,19 @@ def test_a_page_stops_at_its_byte_budget(store: JobStore) -> None:
     assert page is not None and [l["linepos"] for l in page[0]] == [0, 1] and page[1] == 4
     page = store.get_logs(job_id, 3, None, max_bytes=5)  # the first line always comes
     assert page is not None and [l["line"] for l in page[0]] == ["é" * 10]
-    page = store.get_logs(job_id, 2, None, max_bytes=29)  # 'é' is two bytes: 10 + 20 > 29
+    page = store.get_logs(job_id, 2, None, max_bytes=29)  # JSON writes 'é' as 6 bytes: 12 + 62 > 29
     assert page is not None and [l["linepos"] for l in page[0]] == [2]
+
+
+def test_a_page_budget_counts_text_as_json_writes_it(store: JobStore) -> None:
+    """A control character is 1 byte of UTF-8 but 6 in the JSON answer (``\\u0001``):
+    the budget holds for the answer, not for the stored text."""
+    job_id = new_job_id()
+    store.append_logs(job_id, lines(*["\x01" * 100] * 20), NOW)
+    page = store.get_logs(job_id, 0, None, max_bytes=2000)
+    assert page is not None
+    assert len(json.dumps([l["line"] for l in page[0]])) <= 2000 + 2 * len(page[0])
+    assert [l["linepos"] for l in page[0]] == [0, 1, 2]  # 602 bytes each
 
 
 def test_long_logs_page_in_order(store: JobStore) -> None:

@@ -166,3 +166,72 @@ def test_silent_and_stalled_connections_do_not_hold_the_request_threads(service)
     finally:
         for sock in silent + stalled:
             sock.close()
+
+
+# --- what each unparseable request gets, exactly (README "HTTP behaviour") -----------------
+
+def chunked_post(coding: str) -> bytes:
+    return (f"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {coding}\r\n\r\n"
+            f"{len(VER):x}\r\n").encode() + VER + b"\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "identity", "chunked, gzip", "chunked, chunked"])
+def test_a_body_whose_length_cannot_be_told_gets_400(service, coding):
+    """RFC 9112 6.3: a request Transfer-Encoding not ending in chunked has no length."""
+    status, message = refused_with_json(service, chunked_post(coding))
+    assert (status, message) == (400, "HTTP 400 Bad Request: Invalid HTTP Header: 'TRANSFER-ENCODING'")
+
+
+def test_an_unknown_transfer_coding_gets_501_not_implemented(service):
+    with connect(service) as sock:
+        sock.sendall(chunked_post("br"))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 501 Not Implemented\r\n")
+    status, message = refused_with_json(service, chunked_post("br"))
+    assert (status, message) == (501, "HTTP 501 Not Implemented: Unsupported transfer coding: 'br'")
+
+
+def test_chunked_bodies_are_served(service):
+    with connect(service) as sock:
+        sock.sendall(chunked_post("chunked"))
+        status, _, body = read_response(sock)
+    assert status == 200 and json.loads(body)["result"] == ["0.0.15"]
+
+
+@pytest.mark.parametrize("request_head", [
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n{",
+])
+def test_a_body_stalled_half_way_gets_its_own_error_and_the_connection_closed(service, request_head):
+    with connect(service) as sock:
+        sock.sendall(request_head)  # and then nothing
+        began = time.monotonic()
+        status, headers, body = read_response(sock)
+        waited = time.monotonic() - began
+        closed_within(sock, 5)
+    assert READ_TIMEOUT - 1 <= waited <= READ_TIMEOUT + 5, waited
+    assert status == 400 and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["code"] == -32600 and error["message"] == (
+        f"HTTP 400 Bad Request: the request body stopped before its end (nothing arrived "
+        f"for {READ_TIMEOUT:g} s, http-read-timeout, or the client closed the connection)")
+
+
+def test_a_body_over_the_limit_is_refused_and_the_connection_closed_at_once(service):
+    with connect(service) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n{")
+        status, headers, body = read_response(sock)
+        assert status == 500 and headers["connection"] == "close"
+        assert "max-request-bytes" in json.loads(body)["error"]["message"]
+        assert closed_within(sock, READ_TIMEOUT + 5) < 1.0  # not after draining the body
+
+
+@pytest.mark.parametrize("request_bytes, expected", [
+    (b"THIS IS NOT HTTP\r\n\r\n",
+     (400, "HTTP 400 Bad Request: Invalid Request Line 'Invalid HTTP request line: 'THIS IS NOT HTTP''")),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+     (400, "HTTP 400 Bad Request: Invalid HTTP Header: 'CONTENT-LENGTH'")),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # read by the app
+     (400, "HTTP 400 Bad Request: Invalid chunk size: b'zz'")),
+])
+def test_refusals_say_exactly_what_the_readme_says(service, request_bytes, expected):
+    assert refused_with_json(service, request_bytes) == expected
