@@ -1,8 +1,9 @@
 """The job record: statuses, the transition table, codes and record helpers.
 
 Imports nothing from the project and does no I/O. Records travel between
-packages as plain dicts shaped like the stored MongoDB document (see the
-README, "Data model"), with ``_id`` as a 24-hex string.
+packages as plain dicts shaped like the existing service's stored MongoDB
+document (every field is listed in ``sdk.job_state.STORED_FIELDS``), with ``_id``
+as a 24-hex string.
 """
 from __future__ import annotations
 

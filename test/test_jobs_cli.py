@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from e2e.harness import Launcher, Service, clean_env, ee2_argv, wait_for_job, wait_for_jobs
+from support.harness import Launcher, Service, clean_env, ee2_argv, wait_for_job, wait_for_jobs
 from execution_engine2 import jobs_cli
 
 ECHO = {"method": "Demo.echo", "app_id": "Demo/echo", "params": [{"hello": "world"}]}

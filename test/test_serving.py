@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from e2e.harness import (
+from support.harness import (
     Launcher, Service, pid_alive, processes_under, runner_pid, wait_for_job, wait_until,
 )
 

@@ -1,4 +1,4 @@
-"""The repair pass: finish retry lifecycles that a crash interrupted (retry-design.md).
+"""The repair pass: finish retry lifecycles that a crash interrupted.
 
 A retry is written in four steps (``sdk.retry``): insert, notify the container, notify
 the root, set ``retry_saved_toggle``. A retry record still without its toggle after

@@ -16,8 +16,8 @@ from execution_engine2.job import INTERNAL_FIELDS, created_time
 # Stored fields shown in milliseconds.
 TIME_FIELDS: tuple[str, ...] = ("updated", "queued", "estimating", "running", "finished")
 
-# Every field a stored job may carry (README "Data model"): what exclude_fields
-# and projections may name.
+# Every field a stored job may carry (the existing service's job document): what
+# exclude_fields and projections may name.
 STORED_FIELDS: frozenset[str] = frozenset({
     "user", "authstrat", "wsid", "status", "updated", "queued", "estimating", "running",
     "finished", "errormsg", "msg", "error", "error_code", "terminated_code",

@@ -1,4 +1,4 @@
-"""retry_job and retry_jobs (retry-design.md).
+"""retry_job and retry_jobs (README, "Retrying jobs").
 
 A retry makes a new job with the root's input, pinned to the commit the root ran,
 owned by the caller. Everything that can be checked is checked before anything is

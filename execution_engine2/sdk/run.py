@@ -45,7 +45,7 @@ def run_job(services: Services, caller: Caller, params: Any) -> str:
 
     A scheduler failure ends the job in ``error`` with ``ErrorCode.SUBMISSION_FAILED``
     (6, documented upstream as "condor submit issue"; upstream wrote 1, we use the code
-    that says what happened, retry-design decision 9) and ``errormsg``
+    that says what happened) and ``errormsg``
     ``Cannot submit to <scheduler>: <scheduler's message>``; the call then fails.
     With ``run-job-waits-for-submission`` false the call answers once the job is
     stored and claimed (``submitter.submit_later``); a refused submission then only

@@ -1,4 +1,4 @@
-"""Fixtures of the end-to-end tests (the harness is ``e2e.harness``).
+"""Fixtures of the end-to-end tests (the harness is ``support.harness``).
 
 * ``launch(name="svc", env=None, no_worker=False, start=True) -> Service``: a
   standalone service in ``tmp_path/name`` (function scope), once per store
@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from e2e.harness import Launcher
+from support.harness import Launcher
 from support.stores import store_kind_fixture  # noqa: F401  (``store_kind``: one run per store)
 
 

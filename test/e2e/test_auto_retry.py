@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from e2e.harness import Launcher, app_pid, runner_pid, wait_for_job, wait_until
+from support.harness import Launcher, app_pid, runner_pid, wait_for_job, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from e2e.harness import Launcher, Service, wait_for_jobs
+from support.harness import Launcher, Service, wait_for_jobs
 from execution_engine2.config import Config
 from execution_engine2.db.factory import open_store
 from execution_engine2.db.store import JobQuery

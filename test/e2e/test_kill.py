@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from e2e.harness import (
+from support.harness import (
     TERMINAL, Launcher, Service, app_pid, demo_app_pids, pid_alive, runner_pid, runner_pids,
     wait_for_job, wait_for_jobs, wait_until,
 )

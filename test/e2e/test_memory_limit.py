@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from e2e.harness import Launcher, Service, wait_for_job
+from support.harness import Launcher, Service, wait_for_job
 from execution_engine2_client import Client
 
 pytestmark = pytest.mark.timeout(120)

@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from e2e.harness import (
+from support.harness import (
     Launcher, Service, app_pid, pid_alive, runner_pid, wait_for_job, wait_for_jobs, wait_until,
 )
 from execution_engine2.runner.runner import RUNNER_PREFIX

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from e2e.harness import Launcher, Service
+from support.harness import Launcher, Service
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,7 +7,7 @@ how the teardown finds them all, including runners and apps the worker left behi
 when it was killed: only processes whose cwd is under the test's own directory are
 ever signalled.
 
-Imported by the tests as ``e2e.harness`` (``test`` is on the path); the fixtures
+Imported by the tests as ``support.harness`` (``test`` is on the path); the fixtures
 that tear everything down are in ``conftest.py``.
 """
 from __future__ import annotations
