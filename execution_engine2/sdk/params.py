@@ -215,3 +215,10 @@ def fits_in_document(record: Mapping[str, Any], what: str, parts: Mapping[str, A
     raise InvalidParams(f"{what} would take {size} bytes when stored, over the limit of "
                         f"{MAX_RECORD_BYTES} bytes for one job record (MongoDB's 16 MiB "
                         f"less 512 KiB for what the service adds later){detail}")
+
+
+def is_decimal(text: str) -> bool:
+    """An optionally signed run of ASCII digits (``str.isdigit`` also takes ``'²'``),
+    short enough to convert (a 64-bit integer has at most 19 digits)."""
+    digits = text[1:] if text[:1] in ("-", "+") else text
+    return digits.isascii() and digits.isdigit() and len(digits) <= 100
