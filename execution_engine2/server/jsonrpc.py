@@ -33,6 +33,9 @@ not an object / not JSON at all        ``"version": "1.1"`` ``error.error``
 The error object has exactly the keys ``name``, ``code``, ``message`` and
 ``error`` (or ``data``), which KBase's generated clients unpack as keyword
 arguments of their ``ServerError``: adding a key would break them.
+
+The checks a request passes before dispatch (strict JSON, the envelope, positional
+params) and the dialect's errors are in ``server.rpc_checks``, re-exported here.
 """
 from __future__ import annotations
 
@@ -40,7 +43,6 @@ import dataclasses
 import enum
 import json
 import logging
-import re
 import secrets
 import time
 from typing import Any, Callable, Sequence
@@ -53,6 +55,10 @@ from execution_engine2.errors import (
     AuthenticationError, EE2Error, InvalidParams, NotFound, PermissionDenied, ServiceUnavailable,
     ValidationError, describe,
 )
+from execution_engine2.server.rpc_checks import (  # noqa: F401 (re-exported)
+    InvalidRequest, MethodNotFound, ParseError, WrongParams, check_envelope as _check_envelope,
+    check_params as _check_params, json_type_name, parse_body as _parse, type_name, valid_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,39 +66,6 @@ SERVICE_NAME = "execution_engine2"
 NO_TOKEN_MESSAGE = (
     "Authentication required for execution_engine2 but no authentication header was passed"
 )
-
-
-class ParseError(EE2Error):
-    """The body is not JSON."""
-
-    code = -32700
-    name = "Parse error"
-
-
-class InvalidRequest(EE2Error):
-    """The body is JSON but not a JSON-RPC request this service accepts."""
-
-    code = -32600
-    name = "Invalid request"
-
-
-class MethodNotFound(EE2Error):
-    """No method of that name."""
-
-    code = -32601
-    name = "Method not found"
-
-
-class WrongParams(InvalidParams):
-    """Wrong positional parameters, in the existing service's exact wording.
-
-    The message stays the historical text (callers may match it); ``detail``
-    goes into the envelope's ``error``/``data`` field.
-    """
-
-    def __init__(self, message: str, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.detail = detail
 
 
 class AuthLevel(str, enum.Enum):
@@ -126,26 +99,6 @@ class Reply:
 
     status: int
     body: str
-
-
-_TYPE_NAMES = {dict: "a mapping", list: "a list", str: "a string", int: "an integer",
-               float: "a number", bool: "a boolean"}
-
-
-def type_name(kind: type) -> str:
-    """How an error message names a JSON type ("a mapping", "a list", ...)."""
-    return _TYPE_NAMES.get(kind, kind.__name__)
-
-
-def json_type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    for kind in (dict, list, str, int, float):
-        if isinstance(value, kind):
-            return type_name(kind)
-    return type(value).__name__
 
 
 def new_request_id() -> str:
@@ -311,110 +264,6 @@ class RequestTrace:
                    "duration": round(seconds, 6), "outcome": outcome})
 
 
-MAX_NESTING = 100  # MongoDB's limit on document nesting; deeper params could not be stored
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _parse(jsondata: bytes | str) -> Any:
-    """The request body as Python values: strict JSON (no NaN/Infinity), nested at most
-    ``MAX_NESTING`` deep, strings without lone surrogates (they cannot be stored as UTF-8).
-
-    Raises:
-        ParseError: any of these rules broken, or not JSON at all.
-    """
-    try:
-        data = json.loads(jsondata, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
-        raise ParseError(str(err) or type(err).__name__) from None
-    if isinstance(jsondata, str):  # in-process callers: check everything
-        _check_values(data)
-        return data
-    # In a body of bytes only a \uD800-\uDFFF escape makes a lone surrogate, and
-    # nesting needs brackets: most bodies need no walk, or one without string checks.
-    strings = _SURROGATE_ESCAPE.search(jsondata) is not None
-    if strings or jsondata.count(b"[") + jsondata.count(b"{") >= MAX_NESTING:
-        _check_values(data, strings)
-    return data
-
-
-def _check_values(data: Any, strings: bool = True) -> None:
-    # Iterative, so a body nested deeper than the interpreter's recursion limit is fine;
-    # only containers are queued, so a long list of numbers costs no memory here.
-    _check_string(data, strings)
-    pending: list[tuple[Any, int]] = [(data, 0)] if isinstance(data, (dict, list)) else []
-    while pending:
-        value, depth = pending.pop()
-        if depth >= MAX_NESTING:
-            raise ParseError(f"The request is nested more than {MAX_NESTING} levels deep")
-        if isinstance(value, dict):
-            for key in value:
-                _check_string(key, strings)
-            items = value.values()
-        else:
-            items = value
-        for item in items:
-            if isinstance(item, (dict, list)):
-                pending.append((item, depth + 1))
-            else:
-                _check_string(item, strings)
-
-
-def _check_string(value: Any, strings: bool) -> None:
-    if strings and isinstance(value, str) and _LONE_SURROGATE.search(value):
-        raise ParseError(f"The request contains a string with a lone surrogate "
-                         f"(not valid Unicode): {describe(value)}")
-
-
-def _valid_id(value: Any) -> bool:
-    return value is None or (isinstance(value, (str, int, float)) and not isinstance(value, bool))
-
-
-def _check_envelope(rdata: Any) -> tuple[str, list[Any] | dict[str, Any]]:
-    """The method name and positional params of a request, or the reason it is malformed."""
-    if isinstance(rdata, list):
-        raise InvalidRequest("Batch requests (a JSON array) are not supported")
-    if not isinstance(rdata, dict):
-        raise InvalidRequest(f"The request must be a JSON object, not {json_type_name(rdata)}")
-    if "jsonrpc" in rdata and rdata["jsonrpc"] != "2.0":
-        raise InvalidRequest(f"jsonrpc must be \"2.0\", not {describe(rdata['jsonrpc'])}")
-    if "id" not in rdata:
-        raise InvalidRequest("The request has no id")
-    if not _valid_id(rdata["id"]):
-        raise InvalidRequest(f"id must be a string, a number or null, not {json_type_name(rdata['id'])}")
-    if "method" not in rdata:
-        raise InvalidRequest("The request has no method")
-    name = rdata["method"]
-    if not isinstance(name, str):
-        raise InvalidRequest(f"method must be a string, not {json_type_name(name)}")
-    if "params" not in rdata:
-        raise InvalidRequest("The request has no params (send [] for none)")
-    params = rdata["params"]
-    if params is None:
-        params = []
-    if not isinstance(params, (list, dict)):
-        raise InvalidRequest(f"params must be a list, not {json_type_name(params)}")
-    return name, params  # a dict is refused after authentication, as upstream
-
-
-def _check_params(types: Sequence[type], params: list[Any] | dict[str, Any]) -> None:
-    if isinstance(params, dict):
-        raise WrongParams("expected positional params, not keyword")
-    for position, (value, kind) in enumerate(zip(params, types), start=1):
-        # Null passes here; the method refuses it with a message naming the argument.
-        if value is not None and not (isinstance(value, kind) and not isinstance(value, bool)):
-            raise WrongParams(f"positional arg #{position} is the wrong type",
-                              f"expected {type_name(kind)}, got {json_type_name(value)}")
-    if len(params) < len(types):
-        raise WrongParams("not enough arguments", f"expected {len(types)}, got {len(params)}")
-    if len(params) > len(types):
-        raise WrongParams("too many arguments", f"expected {len(types)}, got {len(params)}")
-
-
 def _dialect(rdata: Any) -> dict[str, Any]:
     """The version key of an answer to ``rdata`` (see the module docstring)."""
     if not isinstance(rdata, dict):
@@ -429,7 +278,7 @@ def _error(rdata: Any, code: int, name: str, message: str | None,
            detail: str | None) -> dict[str, Any]:
     response = _dialect(rdata)
     if isinstance(rdata, dict) and "id" in rdata:
-        response["id"] = rdata["id"] if _valid_id(rdata["id"]) else None
+        response["id"] = rdata["id"] if valid_id(rdata["id"]) else None
     detail_key = "data" if "jsonrpc" in response else "error"
     response["error"] = {"name": name, "code": code, "message": message, detail_key: detail}
     return response
