@@ -2,17 +2,11 @@
 
 A retry makes a new job with the root's input, pinned to the commit the root ran,
 owned by the caller. Everything that can be checked is checked before anything is
-written (preflight); then the retry lifecycle runs as idempotent bulk steps:
+written (preflight, this module); then the retry lifecycle runs as idempotent bulk
+steps (insert, notify containers, notify roots, toggle: ``sdk.retry_lifecycle``,
+whose functions are re-exported here).
 
-1. ``insert``: the new records (``created``, ``retry_parent`` = root, ``retry_active``,
-   the root's ``batch_id``, ``retry_saved_toggle`` false), one ``insert_jobs``. The
-   store refuses a record whose root already has a live retry: that is what makes
-   "one retry in flight per root" hold under concurrency (no read-then-write);
-2. ``notify_containers``: the new ids appended to their containers' ``child_jobs``;
-3. ``notify_roots``: the new ids appended to the roots' ``retry_ids`` (creation order);
-4. ``toggle``: ``retry_saved_toggle`` true on the new jobs.
-
-Before step 1, ``record_attempts`` writes who asked for each new job (user or
+Before the insert, ``record_attempts`` writes who asked for each new job (user or
 admin) and why its requirements differ from a fresh resolution, in a side table
 (``get_retry_history`` reads it; job records keep the existing model).
 
@@ -23,9 +17,7 @@ runs the preflight only and writes nothing.
 Only then are the new jobs handed to ``submitter.submit_later`` (both for retry_job
 and retry_jobs: the caller never waits for the scheduler; a scheduler failure ends
 the new job in ``error`` with the submission code, and it can be retried again).
-A crash between steps is finished by ``maintenance.repair.repair_retries``, which
-replays steps 2-4 with ``complete_lifecycle``. The number of store round trips is
-the same for one id or a thousand.
+The number of store round trips is the same for one id or a thousand.
 """
 from __future__ import annotations
 
@@ -49,6 +41,9 @@ from execution_engine2.sdk.permissions import Access, denied, may_access, requir
 from execution_engine2.sdk.prepare import (
     INACCESSIBLE_OBJECTS, JobSpec, Preparer, check_requirements_allowed, job_record, spec_from_record,
     unreadable_sources,
+)
+from execution_engine2.sdk.retry_lifecycle import (  # noqa: F401 (re-exported)
+    complete_lifecycle, run_lifecycle,
 )
 from execution_engine2.sdk.retry_resources import ATTEMPT_FIELDS, admin_requirements, merged, multiplied_memory
 from execution_engine2.sdk.services import Services
@@ -384,33 +379,3 @@ def _attempt(planned: _Planned, caller: Caller, options: RetryOptions) -> dict[s
     if planned.note:
         entry["requirements_note"] = planned.note
     return entry
-
-
-# --- lifecycle ---------------------------------------------------------------------
-
-def run_lifecycle(store: JobStore, records: Sequence[Record], now: float) -> dict[str, str]:
-    """Step 1 (insert) then steps 2-4 for the inserted records.
-
-    Returns ``{new id: live retry id}`` for the records the store refused because
-    their root already had a live retry (nothing else happens to those).
-    Raises ServiceUnavailable: the steps done so far stay, for the repair pass.
-    """
-    refused = store.insert_jobs(list(records))
-    complete_lifecycle(store, [r for r in records if r["_id"] not in refused], now)
-    return refused
-
-
-def complete_lifecycle(store: JobStore, records: Sequence[Record], now: float) -> None:
-    """Steps 2-4 for stored retry records; idempotent, so the repair pass replays it.
-
-    Three writes whatever the number of records (fewer when there is nothing to do).
-    """
-    if not records:
-        return
-    to_containers = [(r["batch_id"], "child_jobs", r["_id"]) for r in records if r.get("batch_id")]
-    if to_containers:
-        store.add_to_set(to_containers, now)
-    # Creation order: ids sort by creation time.
-    ordered = sorted(records, key=lambda r: r["_id"])
-    store.add_to_set([(r["retry_parent"], "retry_ids", r["_id"]) for r in ordered], now)
-    store.set_fields({r["_id"]: {"retry_saved_toggle": True} for r in records}, now)
