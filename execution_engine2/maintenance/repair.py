@@ -1,11 +1,11 @@
 """The repair pass: finish retry lifecycles that a crash interrupted.
 
 A retry is written in four steps (``sdk.retry_lifecycle``): insert, notify the
-container, notify the root, set ``retry_saved_toggle``. A retry record still without its toggle after
-``repair-grace-seconds`` was left half-way by a process that died or lost the
-database mid-call. Steps 2-4 are idempotent, so this pass replays them for every such
-record in bulk, then hands the records to submission recovery: the caller's token
-went with the dead call (tokens are never stored), so a scheduler that needs no
+container, notify the root, set ``retry_saved_toggle``. A retry record still without
+its toggle after ``repair-grace-seconds`` was left half-way by a process that died or
+lost the database mid-call. Steps 2-4 are idempotent, so this pass replays them for
+every such record in bulk, then hands the records to submission recovery: the caller's
+token went with the dead call (tokens are never stored), so a scheduler that needs no
 token (``local``) gets them, and otherwise they end in ``error`` with the submission
 code and a message asking the user to retry.
 
