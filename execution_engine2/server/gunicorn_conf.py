@@ -100,7 +100,7 @@ def _worker_thread(app: Any) -> Any:
     ``EE2ThreadWorker`` stops it before it stops serving."""
     from execution_engine2.scheduler.worker_thread import WorkerThread
     from execution_engine2.server.app import services_of
-    from execution_engine2.server.wiring import build_local_catalog
+    from execution_engine2.wiring import build_local_catalog
 
     thread = WorkerThread(_config, services_of(app).store, build_local_catalog(_config))
     thread.start()

@@ -1,6 +1,7 @@
 """Builds the ``Services`` a configuration names: store, scheduler, auth, clients.
 
-Used by ``server.app.create_app`` and the ``ee2`` commands. Connections open
+The composition root, above every package: the ``ee2`` commands, the WSGI
+entry (``server.wsgi``), the gunicorn configuration and the benchmarks call it. Connections open
 here, when called, never at import: a gunicorn worker calls this after the fork.
 The implementation modules are imported lazily so that a standalone install
 never imports the HTCondor bindings, and a production one never the local worker.
