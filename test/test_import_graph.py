@@ -30,23 +30,14 @@ SERVER_EXCEPTIONS = {
     ("server/methods.py", "auth"): "types the dispatcher's Authenticator (auth.base)",
     # Entry points: they are where the process starts, so they call the composition root.
     ("server/wsgi.py", "wiring"): "the WSGI entry builds the services",
-    ("server/gunicorn_conf.py", "wiring"): "gunicorn's post-fork hook builds the local catalog",
-    ("server/gunicorn_conf.py", "scheduler"): "store = mongomock: the local worker runs as a thread "
-                                              "of the gunicorn worker (scheduler.worker_thread)",
+    ("server/gunicorn_conf.py", "wiring"): "gunicorn's post-fork hook builds the local worker thread",
 }
 
 # Sideways arrows inside the bottom layer.
 BOTTOM_EXCEPTIONS = {
     ("catalog/kbase.py", "auth"): "shares the KBase service call and the TTL cache of auth/ "
                                   "(TODO issue 10 item 4: one JSON-RPC client in lib/)",
-    ("scheduler/worker.py", "auth"): "TODO issue 10 item 3: the local worker mints job tokens with "
-                                     "LocalAuth; hand it a token minter from the composition root",
-    ("scheduler/worker.py", "catalog"): "TODO issue 10 item 3: the local worker renders app commands "
-                                        "with the local catalog; hand it from the composition root",
     ("scheduler/worker.py", "db"): "the local worker takes queued jobs from the store itself",
-    ("scheduler/worker_thread.py", "auth"): "TODO issue 10 item 3: builds the local worker (LocalAuth)",
-    ("scheduler/worker_thread.py", "catalog"): "TODO issue 10 item 3: builds the local worker "
-                                               "(LocalCatalog)",
     ("scheduler/worker_thread.py", "db"): "the local worker thread runs on the serving process's store",
 }
 
