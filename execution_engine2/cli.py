@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from execution_engine2 import __version__
-from execution_engine2.config import KEYS_BY_NAME, Config, load
+from execution_engine2.config import KEYS_BY_NAME, Config, config_path, load
 from execution_engine2.errors import EE2Error
 from execution_engine2.serving import serves_in_one_process, serve_standalone, serve_with_gunicorn, stop_on_signals
 
@@ -47,7 +47,7 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_file(args: argparse.Namespace) -> str | None:
-    return getattr(args, "config", None) or os.environ.get("KB_DEPLOYMENT_CONFIG") or None
+    return config_path(getattr(args, "config", None))
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -100,7 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from execution_engine2.auth.local import LocalAuth
     from execution_engine2.db.factory import open_store
     from execution_engine2.scheduler.worker import LocalWorker
-    from execution_engine2.server.wiring import build_local_catalog
+    from execution_engine2.wiring import build_local_catalog
 
     config = load_config(args)
     refuse_in_memory_store(config, "worker")
@@ -145,7 +145,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 def cmd_maintenance(args: argparse.Namespace) -> int:
     from execution_engine2.maintenance import passes
-    from execution_engine2.server.wiring import build_services
+    from execution_engine2.wiring import build_services
 
     config = load_config(args)
     refuse_in_memory_store(config, args.command)

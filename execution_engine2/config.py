@@ -333,6 +333,12 @@ def _client_group(section: configparser.SectionProxy) -> ClientGroup:
     )
 
 
+def config_path(path: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """``path`` when given, else ``KB_DEPLOYMENT_CONFIG``; None means no file (standalone)."""
+    environ = os.environ if environ is None else environ
+    return path or environ.get("KB_DEPLOYMENT_CONFIG") or None
+
+
 def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read ``path`` (INI; optional) then apply ``EE2_*`` overrides from ``environ``.
 
@@ -344,7 +350,7 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
     values = {key.name: key.default for key in KEYS}
     client_groups = _standalone_client_groups()
     default_group = DEFAULT_CLIENT_GROUP
-    path = path or environ.get("KB_DEPLOYMENT_CONFIG") or None
+    path = config_path(path, environ)
     if path:
         parser = configparser.ConfigParser(interpolation=None)
         if not parser.read(path):

@@ -13,7 +13,7 @@ from execution_engine2.auth.local import LocalAuth
 from execution_engine2.config import Config
 from execution_engine2.db.store import LogLine
 from execution_engine2.job import new_job_id, new_job_record
-from execution_engine2.server.wiring import build_services
+from execution_engine2.wiring import build_services
 
 
 def mode(path: Path) -> int:

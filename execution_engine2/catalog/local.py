@@ -136,6 +136,10 @@ class LocalCatalog:
             raise ValidationError(f"Method {module_name}.{function_name} is not in the catalog")
         return list(method.command)
 
+    def argv(self, module_name: str, function_name: str, python: str = sys.executable) -> list[str]:
+        """The argv that runs the method with ``python``. Raises like ``command``."""
+        return render_command(self.command(module_name, function_name), python)
+
     def _method(self, module_name: str, function_name: str) -> _Method | None:
         module = self._modules_now().get(module_name)
         return None if module is None else module.methods.get(function_name)

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 from execution_engine2.catalog.base import Catalog
 from execution_engine2.config import Config
 from execution_engine2.errors import ValidationError
-from execution_engine2.scheduler.base import Requirements
+from execution_engine2.job import Requirements
 
 CLIENT_GROUP = "client_group"
 REQUEST_CPUS = "request_cpus"

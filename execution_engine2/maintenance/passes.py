@@ -157,10 +157,7 @@ def _repair_retries(services: Services) -> Any:
 
 
 def _recover_submissions(services: Services) -> Any:
-    recover_once = getattr(services.submitter, "recover_once", None)
-    if recover_once is None:
-        return {"skipped": "the submitter has no recovery"}
-    return recover_once()
+    return services.submitter.recover_once()
 
 
 def _run_pass(name: str, body: PassBody, services: Services, now: float | None,

@@ -27,7 +27,6 @@ from typing import Any
 from execution_engine2.db.store import JobQuery
 from execution_engine2.sdk.retry import complete_lifecycle
 from execution_engine2.sdk.services import Services
-from execution_engine2.sdk.submission import StoreSubmitter, recover_orphans
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +59,5 @@ def repair_retries(services: Services, grace_seconds: float | None = None,
     repaired = [record["_id"] for record in unfinished]
     logger.warning("repaired %d interrupted retries: %s", len(repaired),
                    ", ".join(f"{r['_id']} (of {r['retry_parent']})" for r in unfinished))
-    if isinstance(services.submitter, StoreSubmitter):  # in the process's next group
-        recovered = services.submitter.recover_once(grace, job_ids=repaired)
-    else:
-        recovered = recover_orphans(services.store, services.scheduler, services.config, services.clock,
-                                    job_ids=repaired, grace_seconds=grace)
+    recovered = services.submitter.recover_once(grace, job_ids=repaired)  # in its next group
     return {"repaired": repaired, **recovered, "released_guards": released}

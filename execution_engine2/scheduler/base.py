@@ -9,49 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-
-@dataclasses.dataclass(frozen=True)
-class Requirements:
-    """Resolved resources and placement for one job (stored on the record as
-    ``job_input.requirements``, see ``to_record``)."""
-
-    client_group: str
-    request_cpus: int
-    request_memory: int  # MB
-    request_disk: int  # GB
-    client_group_regex: bool | None = None
-    bill_to_user: str | None = None
-    ignore_concurrency_limits: bool = False
-    scheduler_requirements: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    debug_mode: bool = False
-
-    def to_record(self) -> dict[str, Any]:
-        """The stored form: the existing four fields plus everything else we resolve."""
-        return {
-            "clientgroup": self.client_group,
-            "cpu": self.request_cpus,
-            "memory": self.request_memory,
-            "disk": self.request_disk,
-            "client_group_regex": self.client_group_regex,
-            "bill_to_user": self.bill_to_user,
-            "ignore_concurrency_limits": self.ignore_concurrency_limits,
-            "scheduler_requirements": dict(self.scheduler_requirements),
-            "debug_mode": self.debug_mode,
-        }
-
-    @classmethod
-    def from_record(cls, stored: Mapping[str, Any]) -> "Requirements":
-        return cls(
-            client_group=stored["clientgroup"],
-            request_cpus=stored["cpu"],
-            request_memory=stored["memory"],
-            request_disk=stored["disk"],
-            client_group_regex=stored.get("client_group_regex"),
-            bill_to_user=stored.get("bill_to_user"),
-            ignore_concurrency_limits=bool(stored.get("ignore_concurrency_limits")),
-            scheduler_requirements=dict(stored.get("scheduler_requirements") or {}),
-            debug_mode=bool(stored.get("debug_mode")),
-        )
+from execution_engine2.job import Requirements
 
 
 @dataclasses.dataclass(frozen=True)

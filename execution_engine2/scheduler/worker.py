@@ -37,10 +37,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Sequence
+from typing import IO, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
-from execution_engine2.auth.local import LocalAuth
-from execution_engine2.catalog.local import LocalCatalog, render_command
 from execution_engine2.config import Config
 from execution_engine2.datadir import JOBS_DIR, private_dir, private_opener
 from execution_engine2.db.fair import Share
@@ -51,6 +49,25 @@ from execution_engine2.runner.process import APP_PID_FILE, has_exited, signal_gr
 from execution_engine2.runner.runner import describe_status
 
 logger = logging.getLogger(__name__)
+
+
+class JobTokens(Protocol):
+    """The runner tokens the worker mints and revokes (``auth.local.LocalAuth``,
+    handed in by the composition root)."""
+
+    def create_token(self, user: str, *, job_id: str | None = None) -> str: ...
+
+    def revoke_token(self, token: str) -> None: ...
+
+    def job_token_ids(self) -> set[str]: ...
+
+    def revoke_job_tokens(self, job_ids: Iterable[str]) -> int: ...
+
+
+class AppCommands(Protocol):
+    """How to run an app method (``catalog.local.LocalCatalog``, handed in likewise)."""
+
+    def argv(self, module_name: str, function_name: str, python: str) -> list[str]: ...
 
 CLAIM_KIND = "worker"
 LEASE_SECONDS = 30.0
@@ -94,7 +111,7 @@ class LocalWorker:
     the monotonic clock.
     """
 
-    def __init__(self, store: JobStore, config: Config, auth: LocalAuth, catalog: LocalCatalog,
+    def __init__(self, store: JobStore, config: Config, auth: JobTokens, catalog: AppCommands,
                  service_url: str, slots: int | None = None, clock: Callable[[], float] = time.time,
                  *, lease_seconds: float = LEASE_SECONDS,
                  kill_grace: float = KILL_GRACE_SECONDS, python: str = sys.executable) -> None:
@@ -181,7 +198,7 @@ class LocalWorker:
     def _spawn(self, record: Record) -> _Child:
         job_id = record["_id"]
         module, function = str(record["job_input"]["method"]).split(".", 1)
-        argv = render_command(self._catalog.command(module, function), self._python)
+        argv = self._catalog.argv(module, function, self._python)
         # Private: the job's input (its parameters), output, logs and app token live there.
         private_dir(self._jobs_dir)
         workdir = private_dir(self._jobs_dir / job_id)

@@ -12,12 +12,10 @@ import logging
 import os
 import threading
 
-from execution_engine2.auth.local import LocalAuth
-from execution_engine2.catalog.local import LocalCatalog
 from execution_engine2.config import Config
 from execution_engine2.db.store import JobStore
 from execution_engine2.errors import ValidationError
-from execution_engine2.scheduler.worker import LocalWorker
+from execution_engine2.scheduler.worker import AppCommands, JobTokens, LocalWorker
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +23,12 @@ logger = logging.getLogger(__name__)
 class WorkerThread:
     """``LocalWorker.run`` on ``store`` in a thread; needs ``auth = local`` and ``catalog = local``."""
 
-    def __init__(self, config: Config, store: JobStore, catalog: LocalCatalog) -> None:
+    def __init__(self, config: Config, store: JobStore, auth: JobTokens, catalog: AppCommands) -> None:
         if config["auth"] != "local" or config["catalog"] != "local":
             raise ValidationError("The local worker needs auth = local and catalog = local")
         self._config = config
         self._store = store
+        self._auth = auth
         self._catalog = catalog
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -40,7 +39,7 @@ class WorkerThread:
         return os.getpid()
 
     def start(self) -> None:
-        worker = LocalWorker(self._store, self._config, LocalAuth(self._config["data-dir"]),
+        worker = LocalWorker(self._store, self._config, self._auth,
                              self._catalog, self._config.external_url)
         self._thread = threading.Thread(target=worker.run, args=(self._stop,), name="ee2-local-worker",
                                         daemon=True)

@@ -17,7 +17,8 @@ from execution_engine2.catalog.requirements import needs_admin, resolve_requirem
 from execution_engine2.db.store import Record
 from execution_engine2.errors import EE2Error, InvalidParams, PermissionDenied, ValidationError, describe
 from execution_engine2.job import new_job_record
-from execution_engine2.scheduler.base import PreparedJob, Requirements
+from execution_engine2.job import Requirements
+from execution_engine2.scheduler.base import PreparedJob
 from execution_engine2.sdk import params as p
 from execution_engine2.sdk.services import Services
 

@@ -23,7 +23,7 @@ from execution_engine2.config import Config
 from execution_engine2.db.store import Record
 from execution_engine2.errors import InvalidParams, describe
 from execution_engine2.job import OVER_MEMORY_NAME, ErrorCode, JobStatus
-from execution_engine2.scheduler.base import Requirements
+from execution_engine2.job import Requirements
 
 # HTCondor's HoldReasonCode for a job that used more memory than it requested
 # (JobOutOfResources, set by the memory limit / SYSTEM_PERIODIC_HOLD policies).

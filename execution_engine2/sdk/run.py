@@ -15,7 +15,7 @@ from execution_engine2.auth.base import Caller
 from execution_engine2.catalog.requirements import resolve_concierge_requirements
 from execution_engine2.errors import EE2Error, InvalidParams, PermissionDenied, ValidationError, describe
 from execution_engine2.job import new_job_id
-from execution_engine2.scheduler.base import Requirements
+from execution_engine2.job import Requirements
 from execution_engine2.sdk import params as p
 from execution_engine2.sdk.permissions import Access, load_job, require_admin, require_workspace_write
 from execution_engine2.sdk.prepare import (

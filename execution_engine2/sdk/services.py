@@ -1,4 +1,4 @@
-"""The services one RPC may use, built once by ``server.app.create_app``.
+"""The services one RPC may use, built once by ``execution_engine2.wiring``.
 
 Method-runner functions take ``(services, caller, params)``: each uses what it
 needs from here and never reaches back into a runner object.
@@ -25,6 +25,17 @@ class Submitter(Protocol):
 
     def submit_later(self, job_ids: Sequence[str], token: str | None) -> None:
         """Submit these jobs in the background; returns at once."""
+
+    def start(self) -> None:
+        """Start the background work (the serving process calls this once)."""
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Finish the queued work and end the background work; False if it did not end in time."""
+
+    def recover_once(self, grace_seconds: float | None = None,
+                     job_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
+        """Submit the ``created`` jobs nobody is submitting (older than ``grace_seconds``,
+        only ``job_ids`` if given); the lists of what was submitted and what failed."""
 
 
 @dataclasses.dataclass

@@ -1,6 +1,6 @@
 """The flask app: one JSON-RPC endpoint, CORS headers, JSON error bodies only.
 
-``create_app(config)`` builds the services once (or takes injected ones) and
+``create_app(config, services)`` builds
 the method table; ``build_app(dispatcher, config)`` is the HTTP layer alone,
 for tests that register their own methods. Background threads are started by
 ``start_background(app)`` from the serving process, never here.
@@ -56,25 +56,17 @@ BACKGROUND_KEY = "ee2.background"
 ALL_VERBS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def create_app(config: Config, services: Services | None = None) -> flask.Flask:
-    """The service's WSGI app for ``config``.
+def create_app(config: Config, services: Services) -> flask.Flask:
+    """The service's WSGI app for ``config`` over ``services``.
 
-    Builds ``Services`` (opens the store, builds clients) unless ``services``
-    is given, registers every RPC method, and stores the services on
-    ``app.extensions["ee2"]``. Starts no thread.
+    Registers every RPC method and stores the services on
+    ``app.extensions["ee2"]``. Starts no thread. The caller builds the services
+    (``execution_engine2.wiring.build_services``) and owns them until the app
+    exists; ``close_app`` closes them after.
     """
     from execution_engine2.server.methods import build_dispatcher
-    from execution_engine2.server.wiring import build_services
 
-    built = services is None
-    if services is None:
-        services = build_services(config)
-    try:
-        app = build_app(build_dispatcher(services), config)
-    except BaseException:
-        if built:
-            services.store.close()
-        raise
+    app = build_app(build_dispatcher(services), config)
     app.extensions[SERVICES_KEY] = services
     return app
 
@@ -93,16 +85,12 @@ class _Background:
         self.maintenance = MaintenanceLoop(services)
 
     def start(self) -> None:
-        start = getattr(self.services.submitter, "start", None)
-        if start is not None:
-            start()
+        self.services.submitter.start()
         self.maintenance.start()  # does nothing when maintenance-interval is 0
 
     def stop(self) -> None:
         self.maintenance.stop()
-        stop = getattr(self.services.submitter, "stop", None)
-        if stop is not None:
-            stop()
+        self.services.submitter.stop()
 
 
 def start_background(app: flask.Flask) -> None:

@@ -98,11 +98,10 @@ def post_worker_init(worker: Any) -> None:
 def _worker_thread(app: Any) -> Any:
     """The local worker on this worker's own store (``store = mongomock``), started.
     ``EE2ThreadWorker`` stops it before it stops serving."""
-    from execution_engine2.scheduler.worker_thread import WorkerThread
     from execution_engine2.server.app import services_of
-    from execution_engine2.server.wiring import build_local_catalog
+    from execution_engine2.wiring import build_worker_thread
 
-    thread = WorkerThread(_config, services_of(app).store, build_local_catalog(_config))
+    thread = build_worker_thread(_config, services_of(app).store)
     thread.start()
     return thread
 

@@ -51,10 +51,16 @@ def get_app(config: Config | None = None) -> flask.Flask:
     with _lock:
         if _app is None:
             from execution_engine2.server.app import create_app
+            from execution_engine2.wiring import build_services
 
             config = config or load()
             configure_logging(bool(config["debug"]), config["log-format"])
-            _app = create_app(config)
+            services = build_services(config)
+            try:
+                _app = create_app(config, services)
+            except BaseException:
+                services.store.close()
+                raise
         return _app
 
 

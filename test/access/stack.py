@@ -32,7 +32,7 @@ from execution_engine2.config import Config
 from execution_engine2.db.factory import open_store
 from execution_engine2.sdk.services import Services
 from execution_engine2.sdk.submission import StoreSubmitter
-from execution_engine2.server import wiring
+from execution_engine2 import wiring
 from execution_engine2.server.app import create_app
 from support.fake_kbase import FakeAuthServer, FakeCatalogServer, FakeWorkspaceServer
 from support.live_server import LiveServer

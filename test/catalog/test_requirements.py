@@ -21,7 +21,7 @@ from execution_engine2.catalog.requirements import (
 )
 from execution_engine2.config import ClientGroup, Config
 from execution_engine2.errors import ServiceUnavailable, ValidationError
-from execution_engine2.scheduler.base import Requirements
+from execution_engine2.job import Requirements
 
 METHOD = "Mod.fn"
 

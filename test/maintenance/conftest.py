@@ -39,7 +39,13 @@ class QuietSubmitter:
     def submit_later(self, job_ids: Any, token: str | None) -> None:
         raise AssertionError("housekeeping never submits through submit_later")
 
-    def recover_once(self) -> dict[str, Any]:
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        return True
+
+    def recover_once(self, grace_seconds: float | None = None, job_ids: Any = None) -> dict[str, Any]:
         self.recoveries += 1
         return {"resubmitted": [], "failed": []}
 

@@ -92,22 +92,6 @@ def test_a_failing_repair_still_runs_the_other_repair(services, caplog):
     json.dumps(summary)
 
 
-def test_repair_without_a_recovering_submitter(services):
-    class PlainSubmitter:
-        def submit_now(self, job_ids, token):
-            raise AssertionError
-
-        def submit_later(self, job_ids, token):
-            raise AssertionError
-
-    services.submitter = PlainSubmitter()
-
-    summary = passes.repair(services)
-
-    assert summary["status"] == "done"
-    assert "skipped" in summary["result"]["submissions"]
-
-
 def test_a_pass_whose_lease_is_held_elsewhere_is_skipped_until_the_lease_expires(services, clock):
     job = old_created(services)
     # Another process took the reaper's lease and died without releasing it.

@@ -9,7 +9,7 @@ import htcondor2
 import pytest
 
 from execution_engine2.errors import ServiceUnavailable, SubmissionFailed
-from execution_engine2.scheduler.base import Requirements
+from execution_engine2.job import Requirements
 from execution_engine2.scheduler.condor import CondorScheduler
 from support.condor_jobs import URL, env_of, make_job
 from support.fake_schedd import FakeSchedd

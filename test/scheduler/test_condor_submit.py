@@ -15,7 +15,7 @@ from execution_engine2.config import Config
 from execution_engine2.runner.rpc import RetryingRpcClient, ServiceClient
 from execution_engine2.runner.runner import RunnerSettings
 from execution_engine2.errors import SubmissionFailed
-from execution_engine2.scheduler.base import Requirements
+from execution_engine2.job import Requirements
 from execution_engine2.scheduler.condor import CondorScheduler
 from execution_engine2.scheduler.condor_credentials import CredentialFiles
 from support.condor_jobs import env_of, make_job

@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 from execution_engine2.job import new_job_id
-from execution_engine2.scheduler.base import PreparedJob, Requirements
+from execution_engine2.job import Requirements
+from execution_engine2.scheduler.base import PreparedJob
 
 URL = "https://ee2.example.org/services/ee2"
 

@@ -106,12 +106,13 @@ def standalone_server(tmp_path: Path, background: bool = True,
     """
     from execution_engine2.config import Config
     from execution_engine2.server.app import close_app, create_app, start_background
+    from execution_engine2.wiring import build_services
 
     data_dir = Path(tmp_path) / "ee2-data"
     with LiveServer() as server:
         config = Config.standalone(**{"data-dir": str(data_dir), "port": server.port,
                                       "external-url": server.url, **overrides})
-        app = create_app(config)
+        app = create_app(config, build_services(config))
         try:
             server.set_app(app)
             if background:

@@ -29,7 +29,8 @@ from execution_engine2.config import Config
 from execution_engine2.db.factory import open_store
 from execution_engine2.db.store import JobQuery, Record
 from execution_engine2.job import ErrorCode, JobStatus, TerminatedCode
-from execution_engine2.scheduler.base import Requirements, Scheduler
+from execution_engine2.job import Requirements
+from execution_engine2.scheduler.base import Scheduler
 from execution_engine2.sdk.services import Services
 from execution_engine2.sdk.submission import StoreSubmitter
 from support.recording_scheduler import RecordingScheduler
@@ -75,9 +76,7 @@ def make_services(tmp_path: Path, *, scheduler: Scheduler | None = None,
 
 def close_services(services: Services) -> None:
     """Stop the submitter's background thread and close the store."""
-    stop = getattr(services.submitter, "stop", None)
-    if stop is not None:
-        assert stop() is not False, "the submitter thread did not stop"
+    assert services.submitter.stop() is not False, "the submitter thread did not stop"
     services.store.close()
 
 

@@ -1,6 +1,7 @@
 """Builds the ``Services`` a configuration names: store, scheduler, auth, clients.
 
-Used by ``server.app.create_app`` and the ``ee2`` commands. Connections open
+The composition root, above every package: the ``ee2`` commands, the WSGI
+entry (``server.wsgi``), the gunicorn configuration and the benchmarks call it. Connections open
 here, when called, never at import: a gunicorn worker calls this after the fork.
 The implementation modules are imported lazily so that a standalone install
 never imports the HTCondor bindings, and a production one never the local worker.
@@ -20,6 +21,8 @@ from execution_engine2.sdk.services import Services
 
 if TYPE_CHECKING:
     from execution_engine2.catalog.local import LocalCatalog
+    from execution_engine2.db.store import JobStore
+    from execution_engine2.scheduler.worker_thread import WorkerThread
 
 
 
@@ -77,6 +80,14 @@ def build_scheduler(config: Config) -> Scheduler:
     from execution_engine2.scheduler.condor import CondorScheduler
 
     return CondorScheduler(config)
+
+
+def build_worker_thread(config: Config, store: "JobStore") -> "WorkerThread":
+    """The local worker as a thread on ``store`` (``store = mongomock``), not started."""
+    from execution_engine2.auth.local import LocalAuth
+    from execution_engine2.scheduler.worker_thread import WorkerThread
+
+    return WorkerThread(config, store, LocalAuth(config["data-dir"]), build_local_catalog(config))
 
 
 def build_services(config: Config) -> Services:
