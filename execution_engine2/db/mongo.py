@@ -14,44 +14,38 @@ other wrote. Leases are documents of their own collection, and so are request id
 
 Works with a real ``pymongo`` Database and with a ``mongomock`` one; every
 driver error leaves as ``errors.ServiceUnavailable``.
+
+Logs are in ``mongo_logs``, the other collections of our own (retry attempts,
+the automatic retry schedule, request ids, leases) in ``mongo_tables``.
 """
 from __future__ import annotations
 
 import logging
-import random
-import time
 from dataclasses import replace as dataclass_replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument, UpdateOne
-from pymongo.errors import (
-    BulkWriteError, DocumentTooLarge, DuplicateKeyError, OperationFailure, PyMongoError, WriteError,
-)
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from execution_engine2 import errors
 from execution_engine2.db.fair import Share, fair_picks
 from execution_engine2.db.legacy_jobs import merge, route_changes, split
-from execution_engine2.db.mongo_filter import job_filter, oids
+from execution_engine2.db.mongo_filter import job_filter, job_oid, oids
+from execution_engine2.db.mongo_logs import MongoLogs
 from execution_engine2.db.mongo_own import OwnCollections, ended
 from execution_engine2.db.mongo_requests import RequestCollection
+from execution_engine2.db.mongo_tables import MongoSideTables, store_errors
 from execution_engine2.db.query import (
-    check_attempt, check_distinct, check_kind, check_records, check_schedule_entry, field_updates,
-    group_additions, project, split_live_retries, status_values, transition_update, translate_errors,
+    check_distinct, check_kind, check_records, field_updates, group_additions, project,
+    split_live_retries, status_values, transition_update,
 )
-from execution_engine2.db import legacy_logs
-from execution_engine2.db.store import (
-    JobQuery, LogAppend, LogLine, Record, RequestClaim, Transition, TransitionResult,
-)
-from execution_engine2.job import INTERNAL_FIELDS, JobStatus, is_job_id
+from execution_engine2.db.store import JobQuery, Record, Transition, TransitionResult
+from execution_engine2.job import INTERNAL_FIELDS, JobStatus
 
 _DUPLICATE_KEY = 11000
 _INSERT_ATTEMPTS = 3
-# Logs: compare-and-set attempts per append; MongoDB's codes for "the document
-# would be over 16 MiB".
-_LOG_ATTEMPTS = 50
-_MAX_INT32 = 2**31 - 1
-_TOO_LARGE = frozenset({10334, 17419, 17420})
+
 
 # The jobs collection's indexes (all ascending); none unique, so data the existing
 # service wrote (several live retries of one root...) never stops the start.
@@ -66,23 +60,7 @@ _JOB_INDEXES: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 _INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
 
-_store_errors = translate_errors(PyMongoError, "MongoDB")
 logger = logging.getLogger(__name__)
-
-# Retry attempt metadata (who requested each retry): the service's own collection,
-# ``_id`` the retry's job id, so ``ee2_jobs`` documents keep the existing model.
-ATTEMPTS_COLLECTION = "ee2_retry_attempts"
-# The automatic retry policy's schedule (``_id`` the entry's key, a root job id).
-AUTO_RETRIES_COLLECTION = "ee2_auto_retries"
-
-
-def _without_id(doc: Mapping[str, Any]) -> Record:
-    return {key: value for key, value in doc.items() if key != "_id"}
-
-
-def _oid(job_id: str) -> ObjectId | None:
-    """The ObjectId of a job id; None when it cannot be one (so no job has it)."""
-    return ObjectId(job_id) if is_job_id(job_id) else None
 
 
 def _order(query: JobQuery) -> list[tuple[str, int]]:
@@ -105,7 +83,7 @@ def _is_live_retry(record: Mapping[str, Any]) -> bool:
     return bool(record.get("retry_active")) and record.get("retry_parent") is not None
 
 
-class MongoJobStore:
+class MongoJobStore(MongoLogs, MongoSideTables):
     """``JobStore`` on ``database``; creates its indexes on construction.
 
     ``owns_client``: ``close`` also closes ``database.client`` (the factory's
@@ -124,7 +102,7 @@ class MongoJobStore:
         self._owns_client = owns_client
         self.ensure_indexes()
 
-    @_store_errors
+    @store_errors
     def ensure_indexes(self) -> None:
         """Create the indexes every query relies on (idempotent). None is unique over
         job fields, so a database the existing service filled always takes them."""
@@ -171,7 +149,7 @@ class MongoJobStore:
         return self._records([doc])[0]
 
     # --- jobs -----------------------------------------------------------------
-    @_store_errors
+    @store_errors
     def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
         """See ``JobStore.insert_jobs``: take the live-retry guards of the retries,
         insert the extra parts, then the job documents (one bulk write each); a
@@ -220,12 +198,12 @@ class MongoJobStore:
                 raise errors.ServiceUnavailable(f"MongoDB refused jobs {failed}: {err}") from err
             raise errors.ValidationError(f"Job {', '.join(failed)} already exists") from err
 
-    @_store_errors
+    @store_errors
     def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Record]:
         docs = self._jobs.find({"_id": {"$in": oids(job_ids)}})
         return {record["_id"]: record for record in self._records(docs)}
 
-    @_store_errors
+    @store_errors
     def find_jobs(self, query: JobQuery, projection: Sequence[str] | None = None) -> list[Record]:
         """See ``JobStore.find_jobs``: the jobs, then their parts in our own
         collections (and, for conditions on those, one read each before)."""
@@ -235,16 +213,16 @@ class MongoJobStore:
                                limit=query.limit or 0)
         return [project(record, projection) for record in self._records(docs)]
 
-    @_store_errors
+    @store_errors
     def count_jobs(self, query: JobQuery) -> int:
         return self._jobs.count_documents(job_filter(query, self._own))
 
-    @_store_errors
+    @store_errors
     def transition(self, change: Transition, now: float) -> TransitionResult:
         """See ``JobStore.transition``; a conflict costs a second read for the status."""
         return self._conclude([change], [self._apply(change, now)])[0]
 
-    @_store_errors
+    @store_errors
     def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
         """See ``JobStore.transition_many``: one conditional update per job (the
         legacy model has no field to mark which bulk write changed a job), then one
@@ -256,7 +234,7 @@ class MongoJobStore:
         """Apply one change: ``(job document after, None)``, or ``(None, live retry
         id)`` when reopening a retry whose root has another live retry, or
         ``(None, None)`` on a status conflict."""
-        oid = _oid(change.job_id)
+        oid = job_oid(change.job_id)
         if oid is None:
             return None, None
         sets, unsets = transition_update(change, now)
@@ -306,11 +284,11 @@ class MongoJobStore:
                 else TransitionResult(c.job_id, None, _current(current.get(c.job_id)), live_retry=blocker)
                 for c, (doc, blocker) in zip(changes, applied)]
 
-    @_store_errors
+    @store_errors
     def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
         jobs, extras = [], {}
         for job_id, fields in updates.items():
-            oid = _oid(job_id)
+            oid = job_oid(job_id)
             if oid is None:
                 continue
             update, extra_sets, extra_unsets = route_changes(field_updates(fields, now), ())
@@ -322,7 +300,7 @@ class MongoJobStore:
         if jobs:
             self._jobs.bulk_write([_update_one(oid, update) for oid, update in jobs], ordered=False)
 
-    @_store_errors
+    @store_errors
     def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
         """See ``JobStore.add_to_set``: one ``UpdateOne`` per record (each of its
         fields one ``$addToSet`` with ``$each``), all in one unordered bulk write.
@@ -332,13 +310,13 @@ class MongoJobStore:
                                                   for field, values in fields.items()},
                                     "$set": {"updated": now}})
                   for job_id, fields in group_additions(additions).items()
-                  if (oid := _oid(job_id)) is not None]
+                  if (oid := job_oid(job_id)) is not None]
         if writes:
             self._jobs.bulk_write(writes, ordered=False)
 
-    @_store_errors
+    @store_errors
     def pull_children(self, batch_id: str, child_ids: Sequence[str], now: float) -> Record | None:
-        oid = _oid(batch_id)
+        oid = job_oid(batch_id)
         if oid is None:
             return None
         if not child_ids:
@@ -350,14 +328,14 @@ class MongoJobStore:
                 return_document=ReturnDocument.AFTER)
         return None if doc is None else self._record(doc)
 
-    @_store_errors
+    @store_errors
     def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
         """See ``JobStore.repair_retry_guards``: guards older than ``created_before``
         whose retry is missing or finished are released; the roots released."""
         return self._own.release_stale(created_before, limit)
 
     # --- claims -----------------------------------------------------------------
-    @_store_errors
+    @store_errors
     def claim_jobs(self, kind: str, owner: str, query: JobQuery, lease_seconds: float,
                    now: float) -> list[Record]:
         """See ``JobStore.claim_jobs``: the live claims of ``kind``, the candidates
@@ -374,7 +352,7 @@ class MongoJobStore:
         docs = self._jobs.find({"_id": {"$in": oids(claimed)}}, sort=_order(query))
         return self._records(docs)
 
-    @_store_errors
+    @store_errors
     def claim_jobs_fairly(self, kind: str, owner: str, query: JobQuery, share: Share,
                           lease_seconds: float, now: float) -> list[Record]:
         """See ``JobStore.claim_jobs_fairly``. Not one transaction: the claims stay
@@ -398,184 +376,14 @@ class MongoJobStore:
                                                                 offset=0, ascending=True),
                                lease_seconds, now)
 
-    @_store_errors
+    @store_errors
     def renew_claims(self, kind: str, owner: str, job_ids: Sequence[str], lease_seconds: float,
                      now: float) -> list[str]:
         return self._own.renew_claims(check_kind(kind), owner, job_ids, now + lease_seconds)
 
-    @_store_errors
+    @store_errors
     def release_claims(self, kind: str, owner: str, job_ids: Sequence[str]) -> None:
         self._own.release_claims(check_kind(kind), owner, job_ids)
-
-    # --- logs -------------------------------------------------------------------
-    @_store_errors
-    def append_logs(self, job_id: str, lines: Sequence[LogLine], now: float,
-                    max_lines: int | None = None) -> LogAppend:
-        """See ``JobStore.append_logs``: the log is the existing service's one
-        document per job; an append reads its length, then pushes the lines only
-        if neither the length nor ``original_line_count`` changed meanwhile
-        (compare-and-set), else reads again. Two round trips without contention."""
-        oid = _oid(job_id)
-        if oid is None:
-            raise errors.ValidationError(f"Invalid job id: {errors.describe(job_id)}")
-        for attempt in range(_LOG_ATTEMPTS):
-            if attempt:  # lost a race: let the winner's burst pass
-                time.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
-            state = self._log_state(oid)
-            stored = 0 if state is None else state.stored
-            kept = legacy_logs.kept_lines(len(lines), stored, max_lines)
-            done = self._try_append(oid, state, lines[:kept], len(lines), now)
-            if done is None and kept:
-                # The document would pass MongoDB's size limit: the log is full.
-                done = self._try_append(oid, state, (), len(lines), now)
-                kept = 0
-            if done:
-                original = legacy_logs.original_count(None if state is None else state.original, stored)
-                return LogAppend(stored + kept, original + len(lines), len(lines) - kept)
-        raise errors.ServiceUnavailable(f"The log of job {job_id} is changing too fast; try again")
-
-    def _log_state(self, oid: ObjectId) -> legacy_logs.LogState | None:
-        """The log's length (of ``lines``, which old documents may lack) and its
-        ``original_line_count`` as stored (any type); None without a document."""
-        docs = list(self._logs.aggregate([
-            {"$match": {"_id": oid}},
-            {"$project": {"_id": 0, "original_line_count": 1,
-                          "stored": {"$size": {"$ifNull": ["$lines", []]}}}}]))
-        if not docs:
-            return None
-        return legacy_logs.LogState(int(docs[0]["stored"]), docs[0].get("original_line_count"))
-
-    def _try_append(self, oid: ObjectId, state: legacy_logs.LogState | None,
-                    lines: Sequence[LogLine], sent: int, now: float) -> bool | None:
-        """One compare-and-set append of ``lines`` (``sent`` lines counted as
-        sent): True when written, False when the log changed meanwhile, None
-        when the document would be too large for MongoDB."""
-        stored = 0 if state is None else state.stored
-        docs = [legacy_logs.line_document(stored + i, line) for i, line in enumerate(lines)]
-        original = legacy_logs.original_count(None if state is None else state.original, stored) + sent
-        try:
-            if state is None:
-                self._logs.insert_one(legacy_logs.log_document(oid, docs, original, now))
-                return True
-            condition: dict[str, Any] = {"lines": {"$size": stored}}
-            if not stored:  # an empty log may have no ``lines`` at all
-                condition = {"$or": [condition, {"lines": {"$exists": False}}]}
-            update: dict[str, Any] = {"$set": {"stored_line_count": stored + len(docs),
-                                               "original_line_count": original, "updated": float(now)}}
-            if docs:
-                update["$push"] = {"lines": {"$each": docs}}
-            result = self._logs.update_one(
-                {"_id": oid, "original_line_count": state.original, **condition}, update)
-            return result.matched_count == 1
-        except DuplicateKeyError:
-            return False  # another first append created the document
-        except (DocumentTooLarge, WriteError) as err:
-            if isinstance(err, WriteError) and err.code not in _TOO_LARGE:
-                raise
-            return None
-
-    @_store_errors
-    def get_logs(self, job_id: str, first_line: int, limit: int | None,
-                 max_bytes: int | None = None) -> tuple[list[dict[str, Any]], int] | None:
-        """See ``JobStore.get_logs``: one aggregation slices the document's ``lines``
-        on the server; the reply is at most the document (16 MiB) however long the
-        page asked for, and the byte budget then trims it."""
-        oid = _oid(job_id)
-        found = None if oid is None else self._log_slice(oid, first_line, _MAX_INT32 if limit is None else limit)
-        if found is None:
-            return None
-        count, raw = found
-        page: list[dict[str, Any]] = []
-        legacy_logs.take_page((legacy_logs.stored_line(doc, first_line + i) for i, doc in enumerate(raw)),
-                              max_bytes, page, 0)
-        return page, count
-
-    def _log_slice(self, oid: ObjectId, position: int, wanted: int
-                   ) -> tuple[int, list[Any]] | None:
-        """``(number of lines, up to wanted lines from position)``; None without a log."""
-        lines = {"$ifNull": ["$lines", []]}
-        project: dict[str, Any] = {"_id": 0, "count": {"$size": lines}}
-        if wanted > 0:
-            project["page"] = {"$slice": [lines, min(position, _MAX_INT32), min(wanted, _MAX_INT32)]}
-        docs = list(self._logs.aggregate([{"$match": {"_id": oid}}, {"$project": project}]))
-        if not docs:
-            return None
-        return int(docs[0]["count"]), list(docs[0].get("page") or [])
-
-    # --- retry attempts: a collection of the service's own, keyed by job id ------
-    @property
-    def _attempts(self) -> Any:
-        return self._database[ATTEMPTS_COLLECTION]
-
-    @_store_errors
-    def record_attempts(self, attempts: Sequence[Record]) -> None:
-        writes = [ReplaceOne({"_id": check_attempt(attempt)}, dict(attempt), upsert=True)
-                  for attempt in attempts]
-        if writes:
-            self._attempts.bulk_write(writes, ordered=False)
-
-    @_store_errors
-    def get_attempts(self, job_ids: Sequence[str]) -> dict[str, Record]:
-        found = self._attempts.find({"_id": {"$in": list(job_ids)}})
-        return {doc["_id"]: {key: value for key, value in doc.items() if key != "_id"} for doc in found}
-
-    # --- the automatic retry schedule: a collection of the service's own ------------
-    @property
-    def _auto_retries(self) -> Any:
-        return self._database[AUTO_RETRIES_COLLECTION]
-
-    @_store_errors
-    def put_auto_retries(self, entries: Sequence[Record]) -> None:
-        writes = [ReplaceOne({"_id": check_schedule_entry(entry)[0]}, dict(entry), upsert=True)
-                  for entry in entries]
-        if writes:
-            self._auto_retries.bulk_write(writes, ordered=False)
-
-    @_store_errors
-    def get_auto_retries(self, keys: Sequence[str]) -> dict[str, Record]:
-        found = self._auto_retries.find({"_id": {"$in": list(keys)}})
-        return {doc["_id"]: _without_id(doc) for doc in found}
-
-    @_store_errors
-    def due_auto_retries(self, state: str, due_before: float, limit: int) -> list[Record]:
-        if limit <= 0:
-            return []
-        found = self._auto_retries.find({"state": state, "due": {"$lte": due_before}},
-                                        sort=[("due", ASCENDING), ("_id", ASCENDING)], limit=limit)
-        return [_without_id(doc) for doc in found]
-
-    # --- request ids ----------------------------------------------------------------
-    @_store_errors
-    def claim_request(self, user: str, request_id: str, fingerprint: str, owner: str, now: float,
-                      expired_before: float) -> RequestClaim | None:
-        return self._requests.claim(user, request_id, fingerprint, owner, now, expired_before)
-
-    @_store_errors
-    def answer_request(self, user: str, request_id: str, owner: str, answer: str) -> bool:
-        return self._requests.answer(user, request_id, owner, answer)
-
-    @_store_errors
-    def release_request(self, user: str, request_id: str, owner: str) -> None:
-        self._requests.release(user, request_id, owner)
-
-    @_store_errors
-    def purge_requests(self, claimed_before: float, limit: int) -> int:
-        return self._requests.purge(claimed_before, limit)
-
-    # --- leases -----------------------------------------------------------------
-    @_store_errors
-    def acquire_lease(self, name: str, owner: str, seconds: float, now: float) -> bool:
-        try:
-            self._leases.find_one_and_update(
-                {"_id": name, "$or": [{"expires": {"$lte": now}}, {"owner": owner}]},
-                {"$set": {"owner": owner, "expires": now + seconds}}, upsert=True)
-        except DuplicateKeyError:
-            return False  # held by someone else: the upsert collided with their document
-        return True
-
-    @_store_errors
-    def release_lease(self, name: str, owner: str) -> None:
-        self._leases.delete_one({"_id": name, "owner": owner})
 
     # --- lifecycle --------------------------------------------------------------
     def close(self) -> None:

@@ -25,6 +25,11 @@ def oids(job_ids: Any) -> list[ObjectId]:
     return [ObjectId(job_id) for job_id in job_ids if is_job_id(job_id)]
 
 
+def job_oid(job_id: str) -> ObjectId | None:
+    """The ObjectId of a job id; None when it cannot be one (so no job has it)."""
+    return ObjectId(job_id) if is_job_id(job_id) else None
+
+
 def _flag(value: bool) -> Any:
     return True if value else {"$ne": True}  # absent counts as false
 

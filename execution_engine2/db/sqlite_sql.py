@@ -1,0 +1,135 @@
+"""The SQL ``SqliteJobStore`` builds: ``JobQuery`` as a condition on ``jobs j``,
+document updates as ``json_set``/``json_remove`` expressions, records read back
+with their claims, and the JSON encoding every parameter uses."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Mapping, Sequence
+
+from execution_engine2.db.query import (
+    check_kind, created_bounds, extra_conditions, status_values, time_condition, translate_errors,
+)
+from execution_engine2.db.store import JobQuery, Record
+
+# A record: the document plus its claims as {kind: {owner, expires}}.
+SELECT = """SELECT j.doc, (SELECT json_group_object(c.kind, json_object('owner', c.owner,
+    'expires', c.expires)) FROM claims c WHERE c.job_id = j.id) FROM {jobs}"""
+
+IDS = "(SELECT value FROM json_each(?))"  # a JSON list parameter: no limit on its length
+
+store_errors = translate_errors(sqlite3.Error, "SQLite")
+
+
+# One encoder: json.dumps builds a new one per call when given separators.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def dumps(value: Any) -> str:
+    return _ENCODER.encode(value)
+
+
+def marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def json_path(field: str) -> str:
+    return "$." + field  # field names are checked by query.check_field
+
+
+def where(query: JobQuery) -> tuple[str, list[Any]]:
+    """``query`` (without limit/offset/order) as an SQL condition on ``jobs j``."""
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def add(clause: str, *values: Any) -> None:
+        clauses.append(clause)
+        params.extend(values)
+
+    if query.job_ids is not None:
+        add(f"j.id IN {IDS}", dumps(list(query.job_ids)))
+    if query.statuses is not None:
+        values = status_values(query.statuses)
+        add(f"j.status IN ({marks(values)})", *values)
+    for column in ("user", "wsid", "batch_id", "retry_parent", "scheduler_id", "scheduler_type"):
+        value = getattr(query, column)
+        if value is not None:
+            add(f"j.{column} = ?", value)
+    if query.retry_parents is not None:
+        add(f"j.retry_parent IN {IDS}", dumps(list(query.retry_parents)))
+    if query.has_retry_parent is not None:
+        # Written exactly as in jobs_unsaved_retry's condition, so the repair pass uses it.
+        add(f"j.retry_parent IS {'NOT ' if query.has_retry_parent else ''}NULL")
+    if query.scheduler_ids is not None:
+        add(f"j.scheduler_id IN {IDS}", dumps(list(query.scheduler_ids)))
+    for column in ("batch_job", "retry_active", "retry_saved_toggle"):
+        flag = getattr(query, column)
+        if flag is not None:
+            add(f"j.{column} {'=' if flag else 'IS NOT'} 1")  # absent counts as false
+    if query.has_scheduler_id is not None:
+        add(f"j.scheduler_id IS {'NOT ' if query.has_scheduler_id else ''}NULL")
+    low, high = created_bounds(query)
+    if low is not None:
+        add("j.id >= ?", low)
+    if high is not None:
+        add("j.id < ?", high)
+    timed = time_condition(query)
+    if timed is not None:
+        add(f"j.{timed[0]} < ?", timed[1])
+    if query.finished_since is not None:
+        add("j.finished >= ?", float(query.finished_since))
+    if query.claimable is not None:
+        add(*unclaimed(*query.claimable))
+    if query.claimed_by is not None:
+        kind, owner = query.claimed_by
+        add("EXISTS (SELECT 1 FROM claims c WHERE c.job_id = j.id AND c.kind = ? AND c.owner = ?)",
+            check_kind(kind), owner)
+    for field, value in extra_conditions(query):
+        add("json_extract(j.doc, ?) IS json_extract(?, '$')", json_path(field), dumps(value))
+    return " AND ".join(clauses) or "1", params
+
+
+def jobs_table(query: JobQuery) -> str:
+    """The jobs table as ``query`` should read it.
+
+    Unsaved retries (the repair pass) are a handful at any time, but without
+    ``ANALYZE`` statistics SQLite prefers scanning every job in id order to the
+    partial index that holds exactly them; the index always answers that
+    condition, so it is named. Likewise the jobs finished since a recent time (the
+    automatic retry scan): a few, where the status index would read every failure.
+    """
+    if query.has_retry_parent and query.retry_saved_toggle is False:
+        return "jobs j INDEXED BY jobs_unsaved_retry"
+    if query.finished_since is not None and query.job_ids is None:
+        return "jobs j INDEXED BY jobs_finished"
+    return "jobs j"
+
+
+def unclaimed(kind: str, now: float) -> tuple[str, str, float]:
+    return ("NOT EXISTS (SELECT 1 FROM claims c WHERE c.job_id = j.id AND c.kind = ? "
+            "AND c.expires > ?)", check_kind(kind), now)
+
+
+def page(query: JobQuery) -> tuple[str, list[Any]]:
+    order = "ASC" if query.ascending else "DESC"
+    limit = -1 if query.limit is None else query.limit
+    return f" ORDER BY j.id {order} LIMIT ? OFFSET ?", [limit, query.offset]
+
+
+def doc_update(sets: Mapping[str, Any], unsets: Sequence[str] = ()) -> tuple[str, list[Any]]:
+    """An expression of ``doc`` with ``sets`` applied and ``unsets`` removed."""
+    expr = "json_set(doc" + ", ?, json(?)" * len(sets) + ")"
+    params: list[Any] = []
+    for field, value in sets.items():
+        params += [json_path(field), dumps(value)]
+    if unsets:
+        expr = f"json_remove({expr}, {marks(unsets)})"
+        params += [json_path(field) for field in unsets]
+    return expr, params
+
+
+def to_record(doc: str, claims: str | None) -> Record:
+    record = json.loads(doc)
+    if claims and claims != "{}":
+        record["claims"] = json.loads(claims)
+    return record
