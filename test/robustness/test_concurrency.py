@@ -9,11 +9,7 @@ is checked with ``Wire.check`` (never a 5xx without a JSON-RPC body).
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +21,7 @@ import requests
 from execution_engine2.auth.base import AdminRole
 from execution_engine2.db.store import JobQuery
 from execution_engine2.job import JobStatus, TerminatedCode
+from support.gunicorn_service import GunicornService
 from support.sdk_services import close_services, make_job, make_services
 from support.store_faults import ReadBarrierStore
 
@@ -203,67 +200,27 @@ def test_cancel_racing_finish_has_one_winner_and_a_consistent_record(tmp_path, s
 # --- (d) the same retry race across gunicorn worker processes ---------------------------
 
 GUNICORN_WORKERS = 3
-BOOT_SECONDS = 60
 # pid and request id of every request in gunicorn's access log (stdout).
 ACCESS_FORMAT = "access pid=%(p)s rid=%({x-request-id}o)s status=%(s)s"
 ACCESS_LINE = re.compile(r"access pid=<(\d+)> rid=(\w+) status=(\d+)")
 
 
-class Gunicorn:
-    """``ee2 serve --config <cfg> --workers 3 --port 0`` (gunicorn, SQLite, local auth)."""
+class Gunicorn(GunicornService):
+    """``ee2 serve --config <cfg> --workers 3 --port 0`` (gunicorn, SQLite, local auth),
+    its access log naming the pid and request id of every request."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.data_dir = tmp_path / "data"
-        self.cfg = tmp_path / "deploy.cfg"
-        self.cfg.write_text(
-            "[execution_engine2]\nstore = sqlite\nscheduler = local\nauth = local\ncatalog = local\n"
-            f"host = 127.0.0.1\ndata-dir = {self.data_dir}\nmaintenance-interval = 0\n"
-            "start-worker = false\n")
-        self.out = tmp_path / "gunicorn.out"
-        self.err = tmp_path / "gunicorn.err"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("EE2_") and k != "KB_DEPLOYMENT_CONFIG"}
-        env["GUNICORN_CMD_ARGS"] = f"--access-logformat '{ACCESS_FORMAT}'"
-        argv = [sys.executable, "-m", "execution_engine2.cli", "serve", "--config", str(self.cfg),
-                "--port", "0", "--workers", str(GUNICORN_WORKERS)]
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
-        deadline = time.monotonic() + BOOT_SECONDS
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.err.read_text()
-            text = self.err.read_text()
-            listening = re.search(r"Listening at: (http://\S+)", text)
-            booted = text.count("Booting worker") >= GUNICORN_WORKERS
-            if listening and booted and self._answers(listening.group(1)):
-                self.url = listening.group(1) + "/"
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"gunicorn did not start: {self.err.read_text()}")
-
-    @staticmethod
-    def _answers(url: str) -> bool:
-        try:
-            return requests.post(url, json=envelope("ver", []), timeout=5).status_code == 200
-        except (requests.ConnectionError, requests.Timeout):
-            return False  # still booting (a loaded machine may take longer than one read timeout)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        super().__init__(tmp_path, GUNICORN_WORKERS,
+                         env={"GUNICORN_CMD_ARGS": f"--access-logformat '{ACCESS_FORMAT}'"},
+                         ready=_answers_ver)
 
     def pids_by_request(self) -> dict[str, int]:
         """Which worker process served each request id so far (from the access log)."""
         return {rid: int(pid) for pid, rid, _ in ACCESS_LINE.findall(self.out.read_text())}
+
+
+def _answers_ver(url: str) -> bool:
+    return requests.post(url, json=envelope("ver", []), timeout=5).status_code == 200
 
 
 @pytest.fixture

@@ -4,11 +4,6 @@ one JSON object, with a line per request and never a token."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,60 +14,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from execution_engine2.auth.base import AdminRole
 from execution_engine2.auth.local import LocalAuth
+from support.gunicorn_service import GunicornService
 
 WORKERS = 2
-BOOT_SECONDS = 60
 
 
-class Gunicorn:
+class Gunicorn(GunicornService):
+    """Two workers, JSON logs, job counts never cached; gunicorn makes its metrics
+    directory under ``tmp``."""
+
     def __init__(self, tmp_path: Path) -> None:
-        self.data_dir = tmp_path / "data"
         self.tmp = tmp_path / "tmp"
         self.tmp.mkdir()
-        self.cfg = tmp_path / "deploy.cfg"
-        self.cfg.write_text(
-            "[execution_engine2]\nstore = sqlite\nscheduler = local\nauth = local\ncatalog = local\n"
-            f"host = 127.0.0.1\ndata-dir = {self.data_dir}\nmaintenance-interval = 0\n"
-            "start-worker = false\nlog-format = json\nmetrics-job-counts-ttl = 0\n")
-        self.out, self.err = tmp_path / "gunicorn.out", tmp_path / "gunicorn.err"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("EE2_", "PROMETHEUS_")) and k != "KB_DEPLOYMENT_CONFIG"}
-        env["TMPDIR"] = str(self.tmp)  # where gunicorn makes its metrics directory
-        argv = [sys.executable, "-m", "execution_engine2.cli", "serve", "--config", str(self.cfg),
-                "--port", "0", "--workers", str(WORKERS)]
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
-        deadline = time.monotonic() + BOOT_SECONDS
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.err.read_text()
-            text = self.err.read_text()
-            listening = re.search(r"Listening at: (http://[^\s\"]+)", text)
-            if listening and text.count("Booting worker") >= WORKERS and self._ready(listening.group(1)):
-                self.url = listening.group(1) + "/"
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"gunicorn did not start: {self.err.read_text()}")
-
-    @staticmethod
-    def _ready(url: str) -> bool:
-        try:
-            return requests.get(url + "/health/ready", timeout=5).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        super().__init__(tmp_path, WORKERS, config="log-format = json\nmetrics-job-counts-ttl = 0\n",
+                         env={"TMPDIR": str(self.tmp)})
 
     def log_lines(self) -> list[str]:
         """Every line gunicorn and the service wrote (stdout: access log; stderr: the rest)."""
