@@ -21,7 +21,6 @@ import dataclasses
 import functools
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -34,6 +33,7 @@ from execution_engine2.scheduler.base import Scheduler
 from execution_engine2.sdk.services import Services
 from execution_engine2.sdk.submission import StoreSubmitter
 from execution_engine2.server.app import create_app
+from support.clock import MovableClock
 from support.live_server import LiveServer
 from support.recording_scheduler import RecordingScheduler
 from support.sdk_services import close_services, make_services
@@ -44,16 +44,6 @@ ERROR_KEYS_11 = {"name", "code", "message", "error"}
 ERROR_KEYS_20 = {"name", "code", "message", "data"}
 # What must never reach a caller: a Python traceback or an HTML error page.
 FORBIDDEN_TEXT = ("Traceback (most recent call last)", "<html", "<!doctype html", "<title>")
-
-
-@dataclasses.dataclass
-class MovableClock:
-    """Real time plus ``offset`` seconds: housekeeping tests move it forward."""
-
-    offset: float = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 @dataclasses.dataclass

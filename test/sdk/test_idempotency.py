@@ -22,6 +22,7 @@ from execution_engine2.sdk.services import Services
 from execution_engine2.server.app import create_app
 from execution_engine2_client import Client, ServerError
 from support.live_server import LiveServer
+from support.clock import MovableClock
 from support.recording_scheduler import RecordingScheduler
 from support.sdk_services import close_services, make_services
 
@@ -29,18 +30,10 @@ ECHO = {"method": "Demo.echo", "app_id": "Demo/echo", "params": [{"hello": "worl
 
 
 @dataclasses.dataclass
-class Clock:
-    offset: float = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-@dataclasses.dataclass
 class Stack:
     services: Services
     scheduler: RecordingScheduler
-    clock: Clock
+    clock: MovableClock
     url: str
     tokens: dict[str, str]
 
@@ -63,7 +56,7 @@ def stack_config() -> dict[str, Any]:
 
 @pytest.fixture
 def stack(tmp_path: Path, stack_config: dict[str, Any]) -> Iterator[Stack]:
-    scheduler, clock = RecordingScheduler(), Clock()
+    scheduler, clock = RecordingScheduler(), MovableClock()
     services = make_services(tmp_path, scheduler=scheduler, clock=clock,
                              config_overrides={"maintenance-interval": 0, **stack_config})
     tokens = {user: services.auth.create_token(user, role)
