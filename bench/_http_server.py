@@ -123,9 +123,9 @@ def serve(data_dir: str, latency: float) -> None:
 
     class _BenchServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            settings = {"bind": ["127.0.0.1:0"], "workers": 1, "threads": int(config["http-threads"]),
+            settings = {"bind": ["127.0.0.1:0"], "workers": 1, "threads": config.http_threads,
                         "worker_class": "execution_engine2.server.gunicorn_worker.EE2ThreadWorker",
-                        "keepalive": int(config["http-keepalive"]), "timeout": 600,
+                        "keepalive": config.http_keepalive, "timeout": 600,
                         "accesslog": None, "errorlog": "-", "loglevel": "info"}
             for key, value in settings.items():
                 self.cfg.set(key, value)

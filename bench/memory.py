@@ -56,9 +56,9 @@ from execution_engine2.auth.local import LocalAuth
 from execution_engine2.config import Config
 
 DEFAULTS = Config.standalone()
-MAX_REQUEST = DEFAULTS["max-request-bytes"]
-LINES_PER_CALL = DEFAULTS["max-log-lines-per-call"]
-LINES_PER_JOB = DEFAULTS["max-log-lines-per-job"]
+MAX_REQUEST = DEFAULTS.max_request_bytes
+LINES_PER_CALL = DEFAULTS.max_log_lines_per_call
+LINES_PER_JOB = DEFAULTS.max_log_lines_per_job
 ISSUE_LINES = 1_390_000  # the 16.7 MB add_job_logs body of issue 9
 ECHO = {"method": "Demo.echo", "app_id": "Demo/echo", "params": [{"n": 1}]}
 MB = 1024 * 1024
@@ -276,7 +276,7 @@ def check_big(count: int, megabytes: float) -> list[Row]:
 
 
 def _fitting_answer(url: str, token: str, worker: int, ids: list[str], megabytes: float) -> Row:
-    fitting = min(len(ids), max(1, int(DEFAULTS["max-answer-bytes"] // (megabytes * 1_000_000 + 4096))))
+    fitting = min(len(ids), max(1, int(DEFAULTS.max_answer_bytes // (megabytes * 1_000_000 + 4096))))
     fits = _body("check_jobs", [{"job_ids": ids[:fitting]}])
     return measure(worker, f"check_jobs of {fitting} jobs with {megabytes:g} MB params",
                    lambda: [_post(url, token, fits)])
@@ -302,8 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     print(f"limits: max-request-bytes {MAX_REQUEST:,}, max-log-lines-per-call {LINES_PER_CALL:,}, "
           f"max-log-lines-per-job {LINES_PER_JOB:,}, max-log-page-lines "
-          f"{DEFAULTS['max-log-page-lines']:,}, max-log-page-bytes {DEFAULTS['max-log-page-bytes']:,}, "
-          f"max-answer-bytes {DEFAULTS['max-answer-bytes']:,}")
+          f"{DEFAULTS.max_log_page_lines:,}, max-log-page-bytes {DEFAULTS.max_log_page_bytes:,}, "
+          f"max-answer-bytes {DEFAULTS.max_answer_bytes:,}")
     fill = min(args.fill_lines, LINES_PER_JOB or args.fill_lines)
     scenarios: list[Callable[[str, str, int], Row]] = [
         idle, lambda *a: add_max(*a, args.scale), lambda *a: add_issue(*a, args.scale),

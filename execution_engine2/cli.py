@@ -54,12 +54,12 @@ def load_config(args: argparse.Namespace) -> Config:
     """The configuration file (if any) plus ``EE2_*`` variables plus command-line options."""
     config = load(config_file(args)).with_values(**overrides_of(args))
     # Child processes (the worker, jobs) may run elsewhere: hand them an absolute path.
-    config = config.with_values(**{"data-dir": str(Path(config["data-dir"]).resolve())})
-    if config["debug"]:
+    config = config.with_values(**{"data-dir": str(Path(config.data_dir).resolve())})
+    if config.debug:
         logging.getLogger().setLevel(logging.DEBUG)
     from execution_engine2.server.wsgi import use_log_format
 
-    use_log_format(config["log-format"])
+    use_log_format(config.log_format)
     return config
 
 
@@ -104,7 +104,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     refuse_in_memory_store(config, "worker")
-    if config["auth"] != "local" or config["catalog"] != "local":
+    if config.auth != "local" or config.catalog != "local":
         raise EE2Error("The local worker needs auth = local and catalog = local")
     stop = threading.Event()
     stop_on_signals(stop)
@@ -112,7 +112,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stop_when_orphaned(stop, args.parent_pid)
     store = open_store(config)
     try:
-        worker = LocalWorker(store, config, LocalAuth(config["data-dir"]), build_local_catalog(config),
+        worker = LocalWorker(store, config, LocalAuth(config.data_dir), build_local_catalog(config),
                              args.service_url or config.external_url, args.slots)
         worker.run(stop)
     finally:
@@ -128,15 +128,15 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     from execution_engine2.datadir import private_dir
 
     config = load_config(args)
-    if config["auth"] != "local":
+    if config.auth != "local":
         raise EE2Error("Tokens are made by ee2 only with auth = local; this configuration uses "
-                       f"auth = {config['auth']}")
+                       f"auth = {config.auth}")
     role = AdminRole.WRITE if args.admin else AdminRole.READ if args.admin_ro else AdminRole.NONE
-    private_dir(config["data-dir"])
-    token = LocalAuth(config["data-dir"]).create_token(args.user, role)
+    private_dir(config.data_dir)
+    token = LocalAuth(config.data_dir).create_token(args.user, role)
     described = {AdminRole.WRITE: "full admin (EE2_ADMIN)", AdminRole.READ: "read-only admin (EE2_ADMIN_RO)",
                  AdminRole.NONE: "user"}[role]
-    print(f"Token for {args.user}, {described}, in {config['data-dir']}:")
+    print(f"Token for {args.user}, {described}, in {config.data_dir}:")
     print(token)
     return 0
 

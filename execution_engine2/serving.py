@@ -50,7 +50,7 @@ def child_environment(config: Config, keys: Sequence[str]) -> dict[str, str]:
     """This process's environment plus ``EE2_*`` for ``keys``, so a child loads the same config."""
     env = dict(os.environ)
     for key in keys:
-        value = config[key]
+        value = config.value_of(key)
         env[env_name(key)] = "" if value is None else str(value)
     return env
 
@@ -62,14 +62,14 @@ def gunicorn_argv() -> list[str]:
 def serves_in_one_process(config: Config) -> bool:
     """Whether the service must be exactly one server process, its local worker a thread
     of it: the store (``mongomock``) lives in that process's memory, no other sees it."""
-    return config["store"] == "mongomock"
+    return config.store == "mongomock"
 
 
 def local_worker_mode(config: Config) -> str | None:
     """How ``ee2 serve`` runs the local worker: ``"process"`` (a child process beside
     gunicorn), ``"thread"`` (inside the one gunicorn worker, for an in-memory store) or
     None (not at all: another scheduler, or ``--no-worker``). The one place that decides."""
-    if not (config["start-worker"] and config["scheduler"] == "local"):
+    if not (config.start_worker and config.scheduler == "local"):
         return None
     return "thread" if serves_in_one_process(config) else "process"
 
@@ -181,11 +181,11 @@ def serve_standalone(config: Config) -> int:
     """Serve ``config`` until SIGTERM/SIGINT (0) or until gunicorn dies (1)."""
     stop = threading.Event()
     stop_on_signals(stop)
-    listener = bind_listener(config["host"], int(config["port"]))
+    listener = bind_listener(config.host, config.port)
     port = listener.getsockname()[1]
     updates: dict[str, Any] = {"port": port}
-    if not config["external-url"]:
-        updates["external-url"] = callback_url(config["host"], port)
+    if not config.configured_external_url:
+        updates["external-url"] = callback_url(config.host, port)
     config = config.with_values(**updates)
     server = GunicornProcess(config, listener)
     worker = WorkerProcess(config) if local_worker_mode(config) == "process" else None
@@ -213,12 +213,12 @@ def serve_standalone(config: Config) -> int:
 
 
 def _print_banner(config: Config, port: int, server: GunicornProcess, worker: WorkerProcess | None) -> None:
-    host = config["host"] or "0.0.0.0"
-    data_dir = config["data-dir"]
+    host = config.host or "0.0.0.0"
+    data_dir = config.data_dir
     lines = [
         f"execution_engine2 {__version__} (standalone) listening on http://{host}:{port}/",
         f"  data directory: {data_dir}",
-        f"  server:         gunicorn, pid {server.pid}, {config['http-threads']} request threads",
+        f"  server:         gunicorn, pid {server.pid}, {config.http_threads} request threads",
         *(["  store:          mongomock, in the server's memory (lost when it stops; not for "
             "production)"] if serves_in_one_process(config) else []),
         f"  local worker:   {_worker_text(config, worker)}",
@@ -239,10 +239,10 @@ def serve_with_gunicorn(config: Config, path: str, overridden: Sequence[str]) ->
     """Replace this process with gunicorn serving the configured service."""
     env = child_environment(config, list(overridden))
     env["KB_DEPLOYMENT_CONFIG"] = str(Path(path).resolve())
-    workers = 1 if serves_in_one_process(config) else config["workers"]
+    workers = 1 if serves_in_one_process(config) else config.workers
     in_memory = " (store = mongomock lives in one process's memory)" if serves_in_one_process(config) else ""
-    message = (f"execution_engine2 {__version__}: starting gunicorn on {config['host']}:{config['port']} "
+    message = (f"execution_engine2 {__version__}: starting gunicorn on {config.host}:{config.port} "
                f"with {workers} worker(s){in_memory}, configuration {env['KB_DEPLOYMENT_CONFIG']}")
-    print(startup_line(config["log-format"], logger.name, message), flush=True)
+    print(startup_line(config.log_format, logger.name, message), flush=True)
     os.execvpe(sys.executable, gunicorn_argv(), env)
     return 1  # not reached

@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 
 
 
-def _require(config: Config, key: str, because: str) -> str:
-    value = config.get(key)
+def _require(value: str | None, key: str, because: str) -> str:
     if not value:
         raise ValidationError(f"Configuration key {key} is required {because}")
     return value
@@ -35,45 +34,45 @@ def _require(config: Config, key: str, because: str) -> str:
 
 def build_authenticator(config: Config) -> Authenticator:
     """``LocalAuth`` on the data dir, or ``KBaseAuth`` (needs ``auth-service-url``)."""
-    if config["auth"] == "local":
+    if config.auth == "local":
         from execution_engine2.auth.local import LocalAuth
 
-        private_dir(config["data-dir"])
-        return LocalAuth(config["data-dir"])
+        private_dir(config.data_dir)
+        return LocalAuth(config.data_dir)
     from execution_engine2.auth.kbase import KBaseAuth
 
-    return KBaseAuth(_require(config, "auth-service-url", "with auth = kbase"),
-                     config["auth-url"], config["auth-cache-ttl"])
+    return KBaseAuth(_require(config.auth_service_url, "auth-service-url", "with auth = kbase"),
+                     config.auth_url, config.auth_cache_ttl)
 
 
 def build_workspaces(config: Config, auth: Authenticator) -> Workspaces | None:
     """The workspace client when ``workspace-url`` is set; None means owner-only access."""
-    if not config.get("workspace-url"):
+    if not config.workspace_url:
         return None
     from execution_engine2.auth.kbase import WorkspaceClient
 
-    return WorkspaceClient(config["workspace-url"], auth=auth)
+    return WorkspaceClient(config.workspace_url, auth=auth)
 
 
 def build_catalog(config: Config) -> Catalog:
     """``LocalCatalog`` (``catalog-file`` or the bundled demo catalog) or ``KBaseCatalog``."""
-    if config["catalog"] == "local":
+    if config.catalog == "local":
         return build_local_catalog(config)
     from execution_engine2.catalog.kbase import KBaseCatalog
 
-    return KBaseCatalog(_require(config, "catalog-url", "with catalog = kbase"),
-                        config.get("catalog-token"), cache_ttl=config["auth-cache-ttl"])
+    return KBaseCatalog(_require(config.catalog_url, "catalog-url", "with catalog = kbase"),
+                        config.catalog_token, cache_ttl=config.auth_cache_ttl)
 
 
 def build_local_catalog(config: Config) -> "LocalCatalog":
     """The standalone catalog: ``catalog-file``, or the bundled demo catalog."""
     from execution_engine2.catalog.local import LocalCatalog, default_catalog_path
 
-    return LocalCatalog(config.get("catalog-file") or str(default_catalog_path()))
+    return LocalCatalog(config.catalog_file or str(default_catalog_path()))
 
 
 def build_scheduler(config: Config) -> Scheduler:
-    if config["scheduler"] == "local":
+    if config.scheduler == "local":
         from execution_engine2.scheduler.local import LocalScheduler
 
         return LocalScheduler()
@@ -87,7 +86,7 @@ def build_worker_thread(config: Config, store: "JobStore") -> "WorkerThread":
     from execution_engine2.auth.local import LocalAuth
     from execution_engine2.scheduler.worker_thread import WorkerThread
 
-    return WorkerThread(config, store, LocalAuth(config["data-dir"]), build_local_catalog(config))
+    return WorkerThread(config, store, LocalAuth(config.data_dir), build_local_catalog(config))
 
 
 def build_services(config: Config) -> Services:
@@ -100,7 +99,7 @@ def build_services(config: Config) -> Services:
     from execution_engine2.sdk.submission import StoreSubmitter
 
     if config.is_standalone:
-        private_dir(config["data-dir"])
+        private_dir(config.data_dir)
     auth = build_authenticator(config)
     workspaces = build_workspaces(config, auth)
     catalog = build_catalog(config)

@@ -47,12 +47,12 @@ def test_every_ee2_variable_is_a_configuration_key_and_the_result_loads(compose)
     known = {env_name(key.name) for key in KEYS}
     assert {name for name in env if name.startswith("EE2_")} <= known
     config = load(str(DEPLOY_CFG), environ=env)
-    assert (config["store"], config["scheduler"], config["auth"], config["catalog"]) == (
+    assert (config.store, config.scheduler, config.auth, config.catalog) == (
         "mongo", "condor", "local", "local")
-    assert config["host"] == "0.0.0.0" and config["log-format"] == "json"
+    assert config.host == "0.0.0.0" and config.log_format == "json"
     # Dependencies are named by their compose service names.
-    assert config["mongo-host"] == "mongo"
-    assert config["external-url"] == "http://ee2:5000/"
+    assert config.mongo_host == "mongo"
+    assert config.configured_external_url == "http://ee2:5000/"
 
 
 def test_mounted_files_exist_and_the_bindings_find_the_schedd_service(compose):

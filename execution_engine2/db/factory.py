@@ -21,7 +21,7 @@ SQLITE_FILE = "ee2.sqlite3"
 
 
 def open_store(config: Config) -> JobStore:
-    """The store named by ``config["store"]``.
+    """The store named by ``config.store``.
 
     ``sqlite``: ``<data-dir>/ee2.sqlite3`` (the directory is created ``0700``).
     ``mongo``: the ``mongo-*`` keys; ``mongo-uri`` wins over host/port/user.
@@ -32,16 +32,16 @@ def open_store(config: Config) -> JobStore:
         ValidationError: the Mongo settings are not usable.
         ServiceUnavailable: the database cannot be reached or prepared.
     """
-    kind = config["store"]
+    kind = config.store
     if kind == "sqlite":
-        data_dir = private_dir(config["data-dir"])
+        data_dir = private_dir(config.data_dir)
         return SqliteJobStore(str(data_dir / SQLITE_FILE))
     if kind == "mongo":
         client = mongo_client(config)
         try:
-            return MongoJobStore(client[config["mongo-database"]],
-                                 jobs_collection=config["mongo-jobs-collection"],
-                                 logs_collection=config["mongo-logs-collection"],
+            return MongoJobStore(client[config.mongo_database],
+                                 jobs_collection=config.mongo_jobs_collection,
+                                 logs_collection=config.mongo_logs_collection,
                                  owns_client=True)
         except BaseException:
             client.close()
@@ -49,23 +49,23 @@ def open_store(config: Config) -> JobStore:
     if kind == "mongomock":
         from execution_engine2.db.mongomock_database import open_database
 
-        return MongoJobStore(open_database(config["mongo-database"]),
-                             jobs_collection=config["mongo-jobs-collection"],
-                             logs_collection=config["mongo-logs-collection"])
+        return MongoJobStore(open_database(config.mongo_database),
+                             jobs_collection=config.mongo_jobs_collection,
+                             logs_collection=config.mongo_logs_collection)
     raise errors.ValidationError(f"Invalid configuration store={kind!r}: must be sqlite, mongo or mongomock")
 
 
 def mongo_settings(config: Config) -> dict[str, Any]:
     """``MongoClient`` keyword arguments for the ``mongo-*`` keys."""
-    settings: dict[str, Any] = {"retryWrites": bool(config["mongo-retry-rewrites"])}
-    if config["mongo-uri"]:
-        return {"host": config["mongo-uri"], **settings}
-    settings.update(host=config["mongo-host"], port=int(config["mongo-port"]))
-    if config["mongo-user"]:
+    settings: dict[str, Any] = {"retryWrites": config.mongo_retry_rewrites}
+    if config.mongo_uri:
+        return {"host": config.mongo_uri, **settings}
+    settings.update(host=config.mongo_host, port=config.mongo_port)
+    if config.mongo_user:
         # Users are defined in the service's database, as the existing service expects.
-        settings.update(username=config["mongo-user"], password=config["mongo-password"],
-                        authSource=config["mongo-database"],
-                        authMechanism=config["mongo-authmechanism"])
+        settings.update(username=config.mongo_user, password=config.mongo_password,
+                        authSource=config.mongo_database,
+                        authMechanism=config.mongo_authmechanism)
     return settings
 
 

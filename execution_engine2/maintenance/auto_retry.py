@@ -61,7 +61,7 @@ def run_auto_retries(services: Services, now: float, rng: Callable[[], float] = 
     "gave_up": [root ids], "retried": [{"job_id", "retry_id"}], "rescheduled": [root
     ids], "superseded": [root ids]}``, or ``{"enabled": False}`` when ``auto-retry`` is
     off. Raises ServiceUnavailable (the store), ValidationError (a bad policy file)."""
-    if services.config["auto-retry"] == "off":
+    if services.config.auto_retry == "off":
         return {"enabled": False}
     book = PolicyBook(services.config, services.catalog)
     summary = _scan(services, book, now, rng)
@@ -142,7 +142,7 @@ def _lineages(services: Services, roots: Sequence[str]) -> dict[str, list[Record
 
 def _retry_due(services: Services, book: PolicyBook, now: float, rng: Callable[[], float]
                ) -> dict[str, Any]:
-    limit = int(services.config["max-retry-jobs-per-call"])
+    limit = services.config.max_retry_jobs_per_call
     due = services.store.due_auto_retries(DUE, now, limit)
     result: dict[str, Any] = {"retried": [], "rescheduled": [], "superseded": []}
     if not due:

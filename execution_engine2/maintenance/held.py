@@ -97,7 +97,7 @@ def _stored_forms(scheduler_id: str) -> Iterable[str]:
 
 def _remove(services: Services, scheduler_ids: Sequence[str]) -> dict[str, list[str]]:
     """Remove our held jobs from the scheduler when ``held-job-action`` says so."""
-    if services.config["held-job-action"] != "remove" or not scheduler_ids:
+    if services.config.held_job_action != "remove" or not scheduler_ids:
         return {"removed": [], "remove_failed": []}
     try:
         services.scheduler.remove_held(scheduler_ids)

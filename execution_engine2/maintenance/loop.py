@@ -25,7 +25,7 @@ class MaintenanceLoop:
 
     def __init__(self, services: Services, interval: float | None = None) -> None:
         self.services = services
-        self.interval = float(services.config["maintenance-interval"] if interval is None
+        self.interval = float(services.config.maintenance_interval if interval is None
                               else interval)
         self.runs = 0
         self.last_summary: dict[str, Any] | None = None

@@ -47,7 +47,7 @@ def remove_orphans(services: Services, now: float | None = None) -> dict[str, An
     if not isinstance(scheduler, LabellingScheduler):
         return {"skipped": f"the {scheduler.scheduler_type} scheduler does not label its jobs"}
     now = services.clock() if now is None else now
-    grace = float(services.config["repair-grace-seconds"])
+    grace = services.config.repair_grace_seconds
     live = scheduler.labelled_jobs()
     waiting = scheduler.credential_job_ids()
     records = _records(services, sorted(set(live) | set(waiting)))

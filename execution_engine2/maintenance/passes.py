@@ -128,7 +128,7 @@ REQUEST_PURGE_LIMIT = 10_000
 
 
 def _requests_body(services: Services, now: float) -> Any:
-    window = float(services.config["request-id-window"])
+    window = services.config.request_id_window
     return {"purged": services.store.purge_requests(now - window, REQUEST_PURGE_LIMIT)}
 
 

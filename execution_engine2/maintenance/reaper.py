@@ -50,8 +50,8 @@ def reap(services: Services, now: float | None = None, limit: int = DEFAULT_LIMI
     """
     now = services.clock() if now is None else now
     config = services.config
-    created_age = float(config["reaper-created-max-age"])
-    queued_age = float(config["reaper-queued-max-age"])
+    created_age = config.reaper_created_max_age
+    queued_age = config.reaper_queued_max_age
     owner = f"reaper-{uuid.uuid4().hex}"
     stale_created = _claim_stale_created(services, owner, now - created_age, now, limit)
     try:

@@ -45,7 +45,7 @@ def repair_retries(services: Services, grace_seconds: float | None = None,
     Raises ServiceUnavailable when the store fails (what was done stays done).
     """
     now = services.clock()
-    grace = float(services.config["repair-grace-seconds"] if grace_seconds is None else grace_seconds)
+    grace = float(services.config.repair_grace_seconds if grace_seconds is None else grace_seconds)
     released = services.store.repair_retry_guards(now - grace, limit)
     if released:
         logger.warning("released %d stale live-retry guards of roots: %s", len(released), ", ".join(released))

@@ -28,10 +28,10 @@ def clean_workdirs(services: Services, now: float, retention: float | None = Non
     """Remove the work directories whose retention (default ``job-dir-retention``) is
     over. Returns ``{"removed": [job ids], "kept": n, "failed": {job id: reason}}``,
     or ``{"skipped": reason}`` when retention is 0 (keep forever)."""
-    retention = float(services.config["job-dir-retention"] if retention is None else retention)
+    retention = float(services.config.job_dir_retention if retention is None else retention)
     if retention <= 0:
         return {"skipped": "job-dir-retention is 0: work directories are kept"}
-    jobs_dir = Path(services.config["data-dir"]) / JOBS_DIR
+    jobs_dir = Path(services.config.data_dir) / JOBS_DIR
     candidates = _job_dirs(jobs_dir)
     removed: list[str] = []
     failed: dict[str, str] = {}

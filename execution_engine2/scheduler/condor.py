@@ -156,11 +156,11 @@ class CondorScheduler:
                  schedd_factory: Callable[[], Any] = htcondor2.Schedd) -> None:
         self._config = config
         self._schedd_factory = schedd_factory
-        self._timeout = float(config["condor-submit-timeout"])
-        self._max_per_submit = int(config["condor-max-jobs-per-submit"])
+        self._timeout = config.condor_submit_timeout
+        self._max_per_submit = config.condor_max_jobs_per_submit
         self._credentials = (
-            CredentialFiles(credential_dir(config), config["catalog-token"], config["pool_user"])
-            if config["condor-token-delivery"] == condor_submit.TOKENS_IN_FILE else None)
+            CredentialFiles(credential_dir(config), config.catalog_token, config.pool_user)
+            if config.condor_token_delivery == condor_submit.TOKENS_IN_FILE else None)
 
     # --- the submit description ------------------------------------------------
     def description(self) -> dict[str, str]:

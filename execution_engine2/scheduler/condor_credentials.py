@@ -33,8 +33,8 @@ SUFFIX = ".cred"
 
 def credential_dir(config: Config) -> Path:
     """``condor-credential-dir``, or ``<data-dir>/condor-credentials``."""
-    configured = config["condor-credential-dir"]
-    return Path(configured if configured else Path(config["data-dir"]) / "condor-credentials")
+    configured = config.condor_credential_dir
+    return Path(configured if configured else Path(config.data_dir) / "condor-credentials")
 
 
 class CredentialFiles:

@@ -151,12 +151,12 @@ def job_item(job: PreparedJob, credential_file: str | None = None) -> dict[str, 
 
 def _environment(config: Config) -> str:
     """The job's ``environment``; the two tokens only when they travel in it."""
-    tokens_in_file = config["condor-token-delivery"] == TOKENS_IN_FILE
-    variables = [f"DOCKER_JOB_TIMEOUT={_env_value(str(config['docker_timeout']))}"]
+    tokens_in_file = config.condor_token_delivery == TOKENS_IN_FILE
+    variables = [f"DOCKER_JOB_TIMEOUT={_env_value(str(config.docker_timeout))}"]
     if tokens_in_file:
         variables.append(f"{CREDENTIALS_VARIABLE}=$(ee2_job_id).cred")
     else:
-        catalog_token = inert(_env_value(config["catalog-token"] or ""))
+        catalog_token = inert(_env_value(config.catalog_token or ""))
         variables += [f"KB_ADMIN_AUTH_TOKEN={catalog_token}", "KB_AUTH_TOKEN=$(ee2_token)"]
     variables += [
         "CLIENTGROUP=$(ee2_client_group)",
@@ -171,19 +171,19 @@ def _environment(config: Config) -> str:
 
 def _input_files(config: Config) -> str | None:
     """``transfer_input_files``: the runner tarball, and each job's credential file."""
-    files = [config["transfer_input_files"]] if config["transfer_input_files"] else []
-    if config["condor-token-delivery"] == TOKENS_IN_FILE:
+    files = [config.transfer_input_files] if config.transfer_input_files else []
+    if config.condor_token_delivery == TOKENS_IN_FILE:
         files.append("$(ee2_credential_file)")
     return ",".join(files) or None
 
 
 def description(config: Config) -> dict[str, str]:
     """The submit commands shared by every job; per-job values are ``$(ee2_*)``."""
-    initial_dir = config["initialdir"]
+    initial_dir = config.initialdir
     out, err = "runner_logs/$(ee2_job_id).out", "runner_logs/$(ee2_job_id).err"
     commands = {
         "universe": "vanilla",
-        "executable": f"{initial_dir}/{config['executable']}",
+        "executable": f"{initial_dir}/{config.executable}",
         "initial_dir": initial_dir,
         "arguments": f'"$(ee2_job_id) {config.external_url}"',
         "environment": f'"{_environment(config)}"',
@@ -195,14 +195,14 @@ def description(config: Config) -> dict[str, str]:
         "JobLeaseDuration": "43200",
         "MaxJobRetirementTime": "43200",
         "Periodic_Hold": "( RemoteWallClockTime > 604800 )",
-        "leave_in_queue": str(config["leavejobinqueue"]),
+        "leave_in_queue": str(config.leavejobinqueue),
         "log": "runner_logs/$(Cluster).$(Process).log",
         "output": out,
         "error": err,
         "transfer_output_remaps": (
             f'"{err}=cluster_logs/$(ee2_job_id).err;{out}=cluster_logs/$(ee2_job_id).out"'
         ),
-        "+Owner": classad_string(config["pool_user"]),
+        "+Owner": classad_string(config.pool_user),
         "request_cpus": "$(ee2_request_cpus)",
         "request_memory": "$(ee2_request_memory)MB",
         "request_disk": "$(ee2_request_disk)GB",

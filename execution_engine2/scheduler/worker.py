@@ -123,12 +123,12 @@ class LocalWorker:
         self._lease = lease_seconds
         self._kill_grace = kill_grace
         self._python = python
-        self._jobs_dir = Path(config["data-dir"]) / JOBS_DIR
-        self._enforce_memory = config["local-memory-limit"] == "enforce"
-        configured = int(config["local-slots"] or 0)
+        self._jobs_dir = Path(config.data_dir) / JOBS_DIR
+        self._enforce_memory = config.local_memory_limit == "enforce"
+        configured = config.local_slots
         self.slots = max(1, slots or configured or os.cpu_count() or 1)
-        self._share = Share(round_robin=config["local-scheduling"] == "fair",
-                            per_user_limit=int(config["local-user-slots"] or 0))
+        self._share = Share(round_robin=config.local_scheduling == "fair",
+                            per_user_limit=config.local_user_slots)
         self.owner = f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._children: dict[str, _Child] = {}
         self._last_reconcile = float("-inf")

@@ -24,7 +24,7 @@ class WorkerThread:
     """``LocalWorker.run`` on ``store`` in a thread; needs ``auth = local`` and ``catalog = local``."""
 
     def __init__(self, config: Config, store: JobStore, auth: JobTokens, catalog: AppCommands) -> None:
-        if config["auth"] != "local" or config["catalog"] != "local":
+        if config.auth != "local" or config.catalog != "local":
             raise ValidationError("The local worker needs auth = local and catalog = local")
         self._config = config
         self._store = store

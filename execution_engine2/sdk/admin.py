@@ -91,7 +91,7 @@ def list_config(services: Services, caller: Caller | None) -> dict[str, str | No
     """
     values: dict[str, str | None] = {}
     for key in LIST_CONFIG_KEYS:
-        value = services.config.external_url if key == "external-url" else services.config.get(key)
+        value = services.config.external_url if key == "external-url" else services.config.value_of(key)
         values[key] = None if value is None else str(value)
     return values
 

@@ -73,7 +73,7 @@ class AnswerBudget:
 
 
 def answer_budget(config: Config, advice: str) -> AnswerBudget:
-    return AnswerBudget(config["max-answer-bytes"] or None, advice)
+    return AnswerBudget(config.max_answer_bytes or None, advice)
 
 
 def chunks(items: Sequence[T], budget: AnswerBudget | None = None) -> Iterator[Sequence[T]]:

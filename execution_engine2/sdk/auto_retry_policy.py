@@ -155,12 +155,12 @@ class Policy:
 
 def global_policy(config: Config) -> Policy:
     """The ``auto-retry-*`` settings; enabled for every app only with ``auto-retry = all``."""
-    return Policy(enabled=config["auto-retry"] == "all",
-                  max_attempts=int(config["auto-retry-max-attempts"]),
-                  retry_exit_codes=frozenset(config["auto-retry-exit-codes"]),
-                  backoff=float(config["auto-retry-backoff"]),
-                  backoff_max=float(config["auto-retry-backoff-max"]),
-                  jitter=float(config["auto-retry-jitter"]))
+    return Policy(enabled=config.auto_retry == "all",
+                  max_attempts=config.auto_retry_max_attempts,
+                  retry_exit_codes=frozenset(config.auto_retry_exit_codes),
+                  backoff=config.auto_retry_backoff,
+                  backoff_max=config.auto_retry_backoff_max,
+                  jitter=config.auto_retry_jitter)
 
 
 class PolicyBook:
@@ -170,7 +170,7 @@ class PolicyBook:
     def __init__(self, config: Config, catalog: Any) -> None:
         self._global = global_policy(config)
         self._catalog = catalog
-        path = config["auto-retry-apps"]
+        path = config.auto_retry_apps
         self._file = load_policy_file(path) if path else {}
 
     def for_method(self, method: str | None) -> Policy:

@@ -216,7 +216,7 @@ def _date_range(services: Services, caller: Caller, p: Mapping[str, Any],
     user = _range_user(caller, p, force_all)
     job_filter = _job_filter(p.get("filter"))
     projection = _projection(p)
-    limit = _limit(p, services.config["max-range-limit"] or None)
+    limit = _limit(p, services.config.max_range_limit or None)
     offset = params.optional_int(p, "offset", minimum=0) or 0
     ascending = _ascending(p)
     statuses = _statuses(job_filter)

@@ -143,9 +143,9 @@ class _WriteWatch:
 
 def _once(send: _Send, watched: _WriteWatch, run: Callable[[], Any]) -> Any:
     config = send.services.config
-    window = float(config["request-id-window"])
-    lease = float(config["request-id-lease"])
-    deadline = time.monotonic() + float(config["request-id-wait"])
+    window = config.request_id_window
+    lease = config.request_id_lease
+    deadline = time.monotonic() + config.request_id_wait
     owner = uuid.uuid4().hex
     pause = _FIRST_PAUSE
     while True:

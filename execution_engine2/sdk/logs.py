@@ -123,7 +123,7 @@ def parse_log_line(raw: Any, index: int, now: float, max_bytes: int) -> tuple[Lo
 def _check_line_count(services: Services, lines: Any) -> list[Any]:
     if not isinstance(lines, list):
         raise InvalidParams(f"lines must be a list of log lines, not {describe(lines)}")
-    most = services.config["max-log-lines-per-call"]
+    most = services.config.max_log_lines_per_call
     if most and len(lines) > most:
         raise InvalidParams(f"Too many log lines in one call: {len(lines)}; at most {most} "
                             "(max-log-lines-per-call): send them in several calls")
@@ -152,12 +152,12 @@ def add_job_logs(services: Services, caller: Caller | None, raw: Any,
     lines = _check_line_count(services, lines)
     load_job(services, caller, job_id, Access.WRITE, params.as_admin(p))
     now = services.clock()
-    max_bytes = services.config["max-log-line-bytes"]
+    max_bytes = services.config.max_log_line_bytes
     parsed = [parse_log_line(line, index, now, max_bytes) for index, line in enumerate(lines)]
     dropped = 0
     if parsed:
         appended = services.store.append_logs(job_id, [line for line, _ in parsed], now,
-                                               services.config["max-log-lines-per-job"] or None)
+                                               services.config.max_log_lines_per_job or None)
         count, dropped = appended.stored, appended.dropped
     else:
         stored = services.store.get_logs(job_id, 0, 0)
@@ -182,7 +182,7 @@ def _first_line(p: Mapping[str, Any]) -> int:
 def _page_limit(services: Services, requested: int | None) -> int | None:
     """The lines a page may hold: ``limit`` (absent or 0: all) within
     ``max-log-page-lines`` (0: no cap)."""
-    most = services.config["max-log-page-lines"] or None
+    most = services.config.max_log_page_lines or None
     if requested and most:
         return min(requested, most)
     return requested or most
@@ -225,7 +225,7 @@ def get_job_logs(services: Services, caller: Caller | None, raw: Any) -> dict[st
     limit = _page_limit(services, params.optional_int(p, "limit", minimum=0))
     load_job(services, caller, job_id, Access.READ, params.as_admin(p))
     stored = services.store.get_logs(job_id, first_line, limit,
-                                     services.config["max-log-page-bytes"] or None)
+                                     services.config.max_log_page_bytes or None)
     lines, count = stored if stored is not None else ([], 0)
     page: Sequence[dict[str, Any]] = [_api_line(line) for line in lines]
     return {"lines": list(page), "last_line_number": first_line + len(page), "count": count}

@@ -91,7 +91,7 @@ def retry_jobs(services: Services, caller: Caller, params: Any) -> list[dict[str
     ``as_admin`` without full admin rights (PermissionDenied).
     """
     params = p.mapping(params)
-    job_ids = parse_job_ids(params.get("job_ids"), int(services.config["max-retry-jobs-per-call"]))
+    job_ids = parse_job_ids(params.get("job_ids"), services.config.max_retry_jobs_per_call)
     return retry_entries(services, caller, job_ids, RetryOptions.of(params))
 
 
@@ -243,7 +243,7 @@ def _load(services: Services, caller: Caller, job_ids: Sequence[str], options: R
     permissions = {} if options.as_admin else workspace_permissions(
         services, caller, (r.get("wsid") for r in records.values()))
     return _Context(caller, options, records, permissions, retries_of,
-                    int(services.config["max-retries"]), services.config)
+                    services.config.max_retries, services.config)
 
 
 def _fetch(store: JobStore, job_ids: set[Any]) -> dict[str, Record]:

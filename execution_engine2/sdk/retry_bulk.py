@@ -34,7 +34,7 @@ def retry_jobs(services: Services, caller: Caller, params: Any) -> list[dict[str
     if checked.get("job_ids") is not None:
         raise ValidationError(IDS_AND_QUERY)
     return _retry_by_query(services, caller, checked, RetryOptions.of(checked),
-                           int(services.config["max-retry-jobs-per-call"]))
+                           services.config.max_retry_jobs_per_call)
 
 
 def retry_batch(services: Services, caller: Caller, params: Any) -> list[dict[str, Any]]:
@@ -58,8 +58,8 @@ def retry_batch(services: Services, caller: Caller, params: Any) -> list[dict[st
     # Refused even when no child needs a retry, as retry_jobs refuses them.
     check_requirements_allowed(options.job_requirements, full_admin=options.as_admin)
     job_ids = retry_select.batch_children(services.store, container, wanted,
-                                          int(services.config["max-retry-jobs-per-call"]),
-                                          int(services.config["max-retries"]))
+                                          services.config.max_retry_jobs_per_call,
+                                          services.config.max_retries)
     return retry.retry_entries(services, caller, job_ids, options)
 
 
@@ -71,5 +71,5 @@ def _retry_by_query(services: Services, caller: Caller, params: Mapping[str, Any
     require_admin(caller, Access.READ if options.dry_run else Access.WRITE)
     limit = retry_select.limit(params.get("limit"), most)
     job_ids = retry_select.query_jobs(services.store, params["query"], limit,
-                                      int(services.config["max-retries"]))
+                                      services.config.max_retries)
     return retry.retry_entries(services, caller, job_ids, options)

@@ -84,7 +84,7 @@ def multiplied_memory(requirements: Requirements, attempt: Record | None, config
                       explicit_memory: bool) -> Sized:
     """``requirements`` with the memory multiplier applied when ``attempt`` (the
     attempt being retried) ended for exceeding its memory."""
-    multiplier = float(config["retry-memory-multiplier"])
+    multiplier = config.retry_memory_multiplier
     if explicit_memory or multiplier <= 1 or attempt is None or not ended_for_memory(attempt):
         return Sized(requirements)
     ran_with = (attempt.get("job_input") or {}).get("requirements") or {}

@@ -107,7 +107,7 @@ def run_job_batch(services: Services, caller: Caller, params_list: Any, batch_pa
         raise InvalidParams("batch params must be a mapping")
     if not params_list:
         raise ValidationError(NO_BATCH_JOBS)
-    limit = int(services.config["max-batch-size"])
+    limit = services.config.max_batch_size
     if len(params_list) > limit:
         raise ValidationError(BATCH_TOO_LARGE.format(limit=limit, count=len(params_list)))
     p.storable(batch_params, "batch_params")
@@ -171,7 +171,7 @@ def _run_single(services: Services, caller: Caller, spec: JobSpec,
                       resolved=None if requirements is None else [requirements])[0]
     services.store.insert_jobs([record])
     logger.info("job %s created by %s (%s)", record["_id"], caller.user, spec.method)
-    if services.config["run-job-waits-for-submission"]:
+    if services.config.run_job_waits_for_submission:
         services.submitter.submit_now([record["_id"]], caller.token)
     else:  # the answer does not wait for the schedd: sequential calls share transactions
         services.submitter.submit_later([record["_id"]], caller.token)

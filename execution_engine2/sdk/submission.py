@@ -34,7 +34,7 @@ from execution_engine2.scheduler.base import Scheduler
 from execution_engine2.sdk.grouping import Request, take_group
 from execution_engine2.sdk.claims import ClaimKeeper
 from execution_engine2.sdk.submission_steps import (  # noqa: F401 (re-exported)
-    CLAIM_KIND, GROUP_KEY, INTERRUPTED, LEASE_KEY, RENEW_KEY, TOKENLESS_SCHEDULERS, Clock,
+    CLAIM_KIND, INTERRUPTED, TOKENLESS_SCHEDULERS, Clock,
     SubmissionWork, lifecycle_complete, new_owner, recover_orphans, submission_error,
 )
 
@@ -70,11 +70,11 @@ class StoreSubmitter:
         self.store, self.scheduler, self.config, self.clock = store, scheduler, config, clock
         self.owner = new_owner("submitter")
         self.idle_seconds = idle_seconds
-        self.group_max_jobs = int(config[GROUP_KEY] if group_max_jobs is None else group_max_jobs)
-        self.lease_seconds = float(config[LEASE_KEY] if lease_seconds is None else lease_seconds)
+        self.group_max_jobs = int(config.submit_group_max_jobs if group_max_jobs is None else group_max_jobs)
+        self.lease_seconds = float(config.submit_claim_seconds if lease_seconds is None else lease_seconds)
         self.heartbeat = ClaimKeeper(
             store, CLAIM_KIND, self.owner, self.lease_seconds,
-            float(config[RENEW_KEY] if renew_interval is None else renew_interval), clock,
+            float(config.submit_claim_renew_interval if renew_interval is None else renew_interval), clock,
             tick=self._recover_quietly)
         self._work = SubmissionWork(store, scheduler, clock, self.owner, self.lease_seconds, self.heartbeat)
         self._queue: collections.deque[Request] = collections.deque()

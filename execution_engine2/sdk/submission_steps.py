@@ -25,9 +25,6 @@ from execution_engine2.sdk.prepare import prepared_job
 logger = logging.getLogger(__name__)
 
 CLAIM_KIND = "submit"
-LEASE_KEY = "submit-claim-seconds"
-RENEW_KEY = "submit-claim-renew-interval"
-GROUP_KEY = "submit-group-max-jobs"
 INTERRUPTED = "Submission was interrupted by a service restart; retry the job"
 # Schedulers that start jobs without the owner's token (the local executor).
 TOKENLESS_SCHEDULERS = frozenset({"local"})
@@ -191,13 +188,13 @@ def recover_orphans(store: JobStore, scheduler: Scheduler, config: Config, clock
     if job_ids is not None and not job_ids:
         return {"submitted": [], "failed": []}
     now = clock()
-    grace = float(config[LEASE_KEY]) if grace_seconds is None else grace_seconds
+    grace = config.submit_claim_seconds if grace_seconds is None else grace_seconds
     query = JobQuery(job_ids=list(job_ids) if job_ids is not None else None,
                      statuses=[JobStatus.CREATED], batch_job=False, has_scheduler_id=False,
                      created_before=now - grace, claimable=(CLAIM_KIND, now), limit=limit)
     found = store.find_jobs(query, projection=["retry_parent", "retry_saved_toggle", "batch_job"])
     candidates = [r["_id"] for r in found if lifecycle_complete(r) and not is_batch_container(r)]
-    work = SubmissionWork(store, scheduler, clock, owner or new_owner("recovery"), float(config[LEASE_KEY]))
+    work = SubmissionWork(store, scheduler, clock, owner or new_owner("recovery"), config.submit_claim_seconds)
     claimed = work.claim(candidates)
     if not claimed:
         return {"submitted": [], "failed": []}

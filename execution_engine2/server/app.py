@@ -120,10 +120,10 @@ def close_app(app: flask.Flask) -> None:
 def build_app(dispatcher: Dispatcher, config: Config) -> flask.Flask:
     """The HTTP layer around ``dispatcher`` (no services, no threads)."""
     app = flask.Flask(__name__)
-    limit = int(config["max-request-bytes"])
+    limit = config.max_request_bytes
     app.config["MAX_CONTENT_LENGTH"] = limit or None
-    app.config[MAX_CONTAINERS_KEY] = int(config["max-request-containers"])
-    app.config[READ_TIMEOUT_KEY] = float(config["http-read-timeout"])
+    app.config[MAX_CONTAINERS_KEY] = config.max_request_containers
+    app.config[READ_TIMEOUT_KEY] = config.http_read_timeout
     app.extensions[DISPATCHER_KEY] = dispatcher
     _add_job_browser(app)
     for rule in ("/", "/<path:_path>"):

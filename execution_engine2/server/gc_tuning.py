@@ -19,14 +19,11 @@ from execution_engine2.config import Config
 
 logger = logging.getLogger(__name__)
 
-KEY = "gc-gen0-threshold"
-
-
 def tune_gc(config: Config) -> bool:
     """Collect once, freeze the survivors and raise the young-generation threshold to
     ``gc-gen0-threshold``; with 0 leave Python's defaults. True when tuned. Call after
     the app and its background threads are built (``gunicorn_conf.post_worker_init``)."""
-    threshold = int(config[KEY])
+    threshold = config.gc_gen0_threshold
     if threshold <= 0:
         return False
     gc.collect()

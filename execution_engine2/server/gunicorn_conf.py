@@ -38,28 +38,28 @@ if _given_metrics_dir:
 _config = load()
 _listen_fd = os.environ.get(LISTEN_FD_ENV)
 
-bind = [f"fd://{int(_listen_fd)}"] if _listen_fd else [f"{_config['host']}:{_config['port']}"]
+bind = [f"fd://{int(_listen_fd)}"] if _listen_fd else [f"{_config.host}:{_config.port}"]
 # An in-memory store (mongomock) lives in one process: exactly one worker serves it.
-workers = 1 if serves_in_one_process(_config) else max(1, int(_config["workers"]))
+workers = 1 if serves_in_one_process(_config) else max(1, _config.workers)
 # Threads per worker: requests wait on the database, the scheduler and other
 # KBase services, so a few threads keep a worker busy. Per-request state is never
 # shared (see server/jsonrpc.py), so threads are safe. The worker class is gthread
 # with JSON error pages and a read timeout (server/gunicorn_worker.py).
 worker_class = "execution_engine2.server.gunicorn_worker.EE2ThreadWorker"
-threads = max(1, int(_config["http-threads"]))
+threads = max(1, _config.http_threads)
 # A gthread worker keeps heartbeating while a request runs; this only bounds a
 # stuck worker. graceful_timeout lets running requests and a housekeeping pass end.
-timeout = int(_config["http-worker-timeout"])
+timeout = _config.http_worker_timeout
 graceful_timeout = 60
 # Idle kept-alive connections (and connections that send nothing) are closed after this.
-keepalive = int(_config["http-keepalive"])
+keepalive = _config.http_keepalive
 preload_app = False  # connections must open in the workers, after the fork
 accesslog = "-"
 errorlog = "-"
-loglevel = "debug" if _config["debug"] else "info"
-if _config["log-format"] == "json":
+loglevel = "debug" if _config.debug else "info"
+if _config.log_format == "json":
     # Every line JSON, gunicorn's access and error lines too; text keeps gunicorn's own.
-    logconfig_dict = logging_config("json", bool(_config["debug"]))
+    logconfig_dict = logging_config("json", _config.debug)
 
 
 def when_ready(server: Any) -> None:

@@ -130,7 +130,7 @@ class EE2ThreadWorker(ThreadWorker):
 
     def init_process(self) -> None:
         util.write_error = write_json_error  # type: ignore[assignment]  # this process only
-        _StallLimitedSocket.read_timeout = float(load()["http-read-timeout"])
+        _StallLimitedSocket.read_timeout = load().http_read_timeout
         super().init_process()
 
     def load_wsgi(self) -> None:

@@ -48,7 +48,7 @@ def _ready() -> flask.Response:
     services = _services()
     if services is None:
         return _json({"status": "unavailable", "problems": {"service": "not built"}}, 503)
-    problems = readiness(services, float(services.config["health-timeout"]))
+    problems = readiness(services, services.config.health_timeout)
     if problems:
         return _json({"status": "unavailable", "problems": problems}, 503)
     return _json({"status": "ok"}, 200)
@@ -60,7 +60,7 @@ def _job_counts() -> JobCounts | None:
         counts = app.extensions.get(JOB_COUNTS_KEY)
         services = _services()
         if counts is None and services is not None:
-            ttl = float(services.config["metrics-job-counts-ttl"])
+            ttl = services.config.metrics_job_counts_ttl
             counts = app.extensions[JOB_COUNTS_KEY] = JobCounts(services, ttl)
         return counts
 

@@ -54,7 +54,7 @@ def get_app(config: Config | None = None) -> flask.Flask:
             from execution_engine2.wiring import build_services
 
             config = config or load()
-            configure_logging(bool(config["debug"]), config["log-format"])
+            configure_logging(config.debug, config.log_format)
             services = build_services(config)
             try:
                 _app = create_app(config, services)

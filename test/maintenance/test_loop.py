@@ -45,7 +45,7 @@ def test_an_interval_of_zero_turns_the_loop_off(services):
 
 
 def test_the_interval_comes_from_the_configuration(services):
-    assert MaintenanceLoop(services).interval == services.config["maintenance-interval"] == 60.0
+    assert MaintenanceLoop(services).interval == services.config.maintenance_interval == 60.0
 
 
 def test_stop_does_not_wait_for_the_next_tick(services):

@@ -19,7 +19,7 @@ WEEK = 7 * DAY
 
 def workdir(services, job_id: str, age: float | None = None) -> Path:
     """A job's work directory with a file in it; ``age``: seconds since it last changed."""
-    path = Path(services.config["data-dir"]) / "jobs" / job_id
+    path = Path(services.config.data_dir) / "jobs" / job_id
     path.mkdir(parents=True)
     (path / "runner.log").write_text("ran\n")
     if age is not None:
@@ -44,7 +44,7 @@ def test_directories_of_jobs_finished_past_the_retention_are_removed(services):
 
     assert sorted(result["removed"]) == sorted(old)
     assert result["kept"] == 2 and result["failed"] == {}
-    jobs_dir = Path(services.config["data-dir"]) / "jobs"
+    jobs_dir = Path(services.config.data_dir) / "jobs"
     assert sorted(path.name for path in jobs_dir.iterdir()) == sorted([recent, running])
 
 
@@ -55,11 +55,11 @@ def test_a_directory_the_store_does_not_know_goes_when_it_has_not_changed_for_th
     workdir(services, fresh, age=DAY)
 
     assert clean_workdirs(services, T0)["removed"] == [stale]
-    assert (Path(services.config["data-dir"]) / "jobs" / fresh).is_dir()
+    assert (Path(services.config.data_dir) / "jobs" / fresh).is_dir()
 
 
 def test_entries_that_are_not_job_directories_are_left_alone(services, tmp_path):
-    jobs_dir = Path(services.config["data-dir"]) / "jobs"
+    jobs_dir = Path(services.config.data_dir) / "jobs"
     (jobs_dir / "notes").mkdir(parents=True)
     outside = tmp_path / "outside"
     outside.mkdir()

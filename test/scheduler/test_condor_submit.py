@@ -157,7 +157,7 @@ def test_unsplit_a_set_over_the_schedd_limit_fails_whole(config):
 
 
 def test_the_default_chunk_stays_under_the_schedd_default():
-    assert 0 < Config.standalone()["condor-max-jobs-per-submit"] <= 20_000
+    assert 0 < Config.standalone().condor_max_jobs_per_submit <= 20_000
 
 
 def test_a_later_chunk_failing_keeps_the_earlier_ones(config):

@@ -126,11 +126,11 @@ def test_a_bad_policy_is_refused_naming_the_file_and_the_key(tmp_path: Path, pol
 
 def test_the_exit_codes_key_reads_a_list_and_its_own_value_written_back():
     config = load(None, environ={"EE2_AUTO_RETRY": "all", "EE2_AUTO_RETRY_EXIT_CODES": "75, 137"})
-    assert config["auto-retry-exit-codes"] == (75, 137)
+    assert config.auto_retry_exit_codes == (75, 137)
     # ``ee2 serve`` hands its config to gunicorn as text: the default and a value survive.
-    again = load(None, environ={"EE2_AUTO_RETRY_EXIT_CODES": str(config["auto-retry-exit-codes"])})
-    assert again["auto-retry-exit-codes"] == (75, 137)
-    assert load(None, environ={"EE2_AUTO_RETRY_EXIT_CODES": "()"})["auto-retry-exit-codes"] == ()
+    again = load(None, environ={"EE2_AUTO_RETRY_EXIT_CODES": str(config.auto_retry_exit_codes)})
+    assert again.auto_retry_exit_codes == (75, 137)
+    assert load(None, environ={"EE2_AUTO_RETRY_EXIT_CODES": "()"}).auto_retry_exit_codes == ()
     with pytest.raises(ValidationError, match="auto-retry-exit-codes"):
         load(None, environ={"EE2_AUTO_RETRY_EXIT_CODES": "seventy"})
     with pytest.raises(ValidationError, match="auto-retry"):

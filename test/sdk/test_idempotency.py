@@ -254,7 +254,7 @@ def test_racing_sends_on_one_server_make_one_job(stack: Stack) -> None:
 
 
 def test_a_first_call_that_never_answered_is_reported_unknown_after_the_lease(stack: Stack) -> None:
-    lease = float(stack.services.config["request-id-lease"])
+    lease = stack.services.config.request_id_lease
     now = stack.clock()
     fingerprint = idempotency.fingerprint("run_job", [ECHO])
     assert stack.services.store.claim_request("alice", "dead", fingerprint, "a dead process",
@@ -268,7 +268,7 @@ def test_a_first_call_that_never_answered_is_reported_unknown_after_the_lease(st
 
 
 def test_ids_are_forgotten_after_the_window_and_purged_by_maintenance(stack: Stack) -> None:
-    window = float(stack.services.config["request-id-window"])
+    window = stack.services.config.request_id_window
     with stack.client() as ee2:
         first = ee2.run_job({**ECHO, "request_id": "old"})
         ee2.run_job({**ECHO, "request_id": "recent-enough"})

@@ -171,7 +171,7 @@ def test_max_request_memory_is_read_from_a_client_group_section(tmp_path: Path):
                     "max_request_memory = 8000M\n"
                     "[bigmem]\nrequest_cpus = 4\nrequest_memory = 100000M\nrequest_disk = 100GB\n")
     loaded = config_module.load(str(path), environ={})
-    assert loaded["retry-memory-multiplier"] == 2.0
+    assert loaded.retry_memory_multiplier == 2.0
     assert loaded.client_groups["njs"].max_request_memory == 8000
     assert loaded.client_groups["bigmem"].max_request_memory is None
 

@@ -286,7 +286,7 @@ def test_a_batch_over_max_batch_size_is_refused_naming_the_limit(tmp_path):
 
 
 def test_the_default_max_batch_size_is_ten_thousand(services, users):
-    assert services.config["max-batch-size"] == 10_000
+    assert services.config.max_batch_size == 10_000
     with pytest.raises(ValidationError, match="at most 10000 jobs"):
         # Refused before any child is read: a huge batch costs no work.
         run.run_job_batch(services, users["alice"], [None] * 10_001, {})

@@ -312,7 +312,7 @@ def test_jobs_of_a_dead_submitter_are_submitted_by_a_live_one_within_seconds(ser
 
 def test_recovery_waits_one_claim_lease_for_a_fresh_job_to_be_claimed(services, scheduler):
     scheduler.scheduler_type = "local"
-    lease = services.config["submit-claim-seconds"]
+    lease = services.config.submit_claim_seconds
     just_written = _created(services, 1, created=time.time() - lease / 2)
     unclaimed_for_a_lease = _created(services, 1, created=time.time() - lease - 1)
 

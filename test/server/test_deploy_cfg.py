@@ -20,14 +20,14 @@ def test_every_config_key_is_documented():
 
 def test_it_loads_with_production_wiring_and_every_client_group():
     config = load(str(DEPLOY_CFG), environ={})
-    assert (config["store"], config["scheduler"], config["auth"], config["catalog"]) == (
+    assert (config.store, config.scheduler, config.auth, config.catalog) == (
         "mongo", "condor", "kbase", "kbase")
     assert set(config.client_groups) == STANDARD_GROUPS
     assert config.default_client_group == "njs"
     assert config.client_groups["njs"].request_memory == 2000
-    assert config["catalog-token"] is None and config["mongo-password"] is None
+    assert config.catalog_token is None and config.mongo_password is None
 
 
 def test_secrets_come_from_the_environment():
     config = load(str(DEPLOY_CFG), environ={"EE2_MONGO_PASSWORD": "s3cret", "EE2_CATALOG_TOKEN": "tok"})
-    assert (config["mongo-password"], config["catalog-token"]) == ("s3cret", "tok")
+    assert (config.mongo_password, config.catalog_token) == ("s3cret", "tok")
