@@ -9,6 +9,7 @@ fields, and test/test_config.py checks the README's table against it. Loading
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import os
 from typing import Any, TypeVar
@@ -16,15 +17,17 @@ from typing import Any, TypeVar
 _KEY = "ee2.setting"  # where a field's Key is kept in its metadata
 
 
-class Kind:
+class Kind(abc.ABC):
     """What one setting holds: how its text (file, ``EE2_*`` variable) is read, and
     which typed values it accepts. Both raise ``ValueError``/``TypeError`` on a bad value."""
 
+    @abc.abstractmethod
     def parse(self, text: str) -> Any:
-        raise NotImplementedError
+        """The value ``text`` means, checked."""
 
+    @abc.abstractmethod
     def check(self, value: Any) -> Any:
-        raise NotImplementedError
+        """``value`` as the setting holds it, if it is of the right type and range."""
 
 
 def _type_error(expected: str, value: Any) -> TypeError:
