@@ -17,10 +17,17 @@ PACKAGE_DIR = Path(execution_engine2.__file__).parent
 NAME = "execution_engine2"
 
 BOTTOM = {"db", "scheduler", "auth", "catalog"}
-# What each layer must never import (the layers above it, and the composition root).
+# The programs besides the server: each is started on its own and imports no other.
+PROGRAMS = {"maintenance", "worker", "runner", "cli", "serving", "jobs_cli"}
+# What each part must never import: the layers above it, the programs, the composition root.
 FORBIDDEN = {
-    "sdk": {"server", "maintenance", "wiring", "cli", "serving"},
-    **{bottom: {"sdk", "server", "maintenance", "wiring", "cli", "serving"} for bottom in BOTTOM},
+    "sdk": {"server", "wiring", *PROGRAMS},
+    **{bottom: {"sdk", "server", "wiring", *PROGRAMS} for bottom in BOTTOM},
+    # The local worker gets its tokens, app commands and runner launcher from the
+    # composition root (wiring.build_local_worker), not from auth/, catalog/ or runner/.
+    "worker": {"sdk", "server", "wiring", "auth", "catalog", *PROGRAMS},
+    # ee2-runner talks to the service over JSON-RPC only, like any client.
+    "runner": {"sdk", "server", "wiring", "db", "scheduler", "auth", "catalog", *PROGRAMS},
 }
 
 # server/ reaches the parts below sdk/ only here.
@@ -37,20 +44,7 @@ SERVER_EXCEPTIONS = {
 BOTTOM_EXCEPTIONS = {
     ("catalog/kbase.py", "auth"): "shares the KBase service call and the TTL cache of auth/ "
                                   "(TODO issue 10 item 4: one JSON-RPC client in lib/)",
-    ("scheduler/worker.py", "db"): "the local worker takes queued jobs from the store itself",
-    ("scheduler/worker_thread.py", "db"): "the local worker thread runs on the serving process's store",
 }
-
-# Who may read the environment besides config.py, and why.
-ENVIRONMENT_EXCEPTIONS = {
-    "jobs_cli.py": "ee2 jobs is a client program: it reads the caller's token variable",
-    "metrics.py": "prometheus_client's multiprocess directory is process plumbing set by gunicorn_conf",
-    "serving.py": "starts gunicorn and the worker with this environment plus the resolved config",
-    "server/gunicorn_conf.py": "gunicorn plumbing: metrics directory, inherited socket, parent pid",
-    "runner/main.py": "ee2-runner is a program of its own; the scheduler hands it the job this way",
-    "scheduler/worker.py": "passes its environment on to each job's runner, minus the service's secrets",
-}
-
 
 def modules() -> dict[str, ast.Module]:
     """Every module of the package by path relative to the package (``server/app.py``)."""
@@ -162,7 +156,7 @@ def reads_environment(tree: ast.Module) -> bool:
 def test_only_the_config_module_reads_the_environment():
     readers = sorted(relative for relative, tree in modules().items()
                      if reads_environment(tree) and relative != "config.py")
-    assert readers == sorted(ENVIRONMENT_EXCEPTIONS)
+    assert readers == []
 
 
 def test_the_environment_check_sees_a_reader():

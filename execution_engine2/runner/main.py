@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, Mapping, MutableMapping, Sequence
 
+from execution_engine2.config import own_environment
 from execution_engine2.errors import ServiceUnavailable
 from execution_engine2.job import is_job_id
 from execution_engine2.runner.credentials import load_credentials
@@ -76,7 +76,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:
     """Run the job; the exit status (0: the job reached a final state)."""
     args = _parse_args(argv)
-    environ = os.environ if environ is None else dict(environ)
+    environ = own_environment() if environ is None else dict(environ)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
