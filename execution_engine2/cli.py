@@ -146,7 +146,8 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     refuse_in_memory_store(config, args.command)
     services = build_services(config)
     try:
-        summary = getattr(passes, args.command)(services)
+        summary = (passes.maintain(services) if args.command == "maintain"
+                   else passes.run_pass(args.command, services))
     finally:
         services.store.close()
     print(json.dumps(summary, indent=2, sort_keys=True, default=str))
