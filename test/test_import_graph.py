@@ -32,19 +32,22 @@ FORBIDDEN = {
 
 # server/ reaches the parts below sdk/ only here.
 SERVER_EXCEPTIONS = {
-    # The JSON-RPC layer authenticates the Authorization header through the interface.
-    ("server/jsonrpc.py", "auth"): "checks the caller's token via auth.base.Authenticator",
-    ("server/methods.py", "auth"): "types the dispatcher's Authenticator (auth.base)",
-    # Entry points: they are where the process starts, so they call the composition root.
+    # The HTTP layer turns the Authorization header into a caller before any sdk
+    # function runs; it knows the auth interface (auth/base.py), never an implementation.
+    ("server/jsonrpc.py", "auth"): "authenticates the header through auth.base.Authenticator, "
+                                   "and hands sdk functions the auth.base.Caller",
+    ("server/methods.py", "auth"): "builds the dispatcher with an auth.base.Authenticator",
+    # Entry points: a process starts here (gunicorn imports them by name), so they call
+    # the composition root, which builds what the server serves.
     ("server/wsgi.py", "wiring"): "the WSGI entry builds the services",
-    ("server/gunicorn_conf.py", "wiring"): "gunicorn's post-fork hook builds the local worker thread",
+    ("server/gunicorn_conf.py", "wiring"): "gunicorn's post-fork hook builds the local worker thread "
+                                           "(store = mongomock lives in that one process)",
 }
 
-# Sideways arrows inside the bottom layer.
-BOTTOM_EXCEPTIONS = {
-    ("catalog/kbase.py", "auth"): "shares the KBase service call and the TTL cache of auth/ "
-                                  "(TODO issue 10 item 4: one JSON-RPC client in lib/)",
-}
+# Sideways arrows inside the bottom layer (none: what two bottom packages share, such
+# as the KBase service call and the TTL cache, is a module of its own above neither).
+BOTTOM_EXCEPTIONS: dict[tuple[str, str], str] = {}
+
 
 def modules() -> dict[str, ast.Module]:
     """Every module of the package by path relative to the package (``server/app.py``)."""

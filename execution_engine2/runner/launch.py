@@ -20,6 +20,10 @@ from execution_engine2.runner.process import APP_PID_FILE
 
 # Variables of the service's own environment a job must not inherit.
 PRIVATE_ENV_PREFIXES = ("EE2_", "KB_")
+# What the worker tells a runner about its job (read by ``runner.main``).
+TOKEN_VARIABLE = "KB_AUTH_TOKEN"
+APP_COMMAND_VARIABLE = "EE2_APP_COMMAND"
+MEMORY_LIMIT_VARIABLE = "EE2_MEMORY_LIMIT_MB"
 
 
 class RunnerLauncher:
@@ -58,8 +62,8 @@ def runner_environment(token: str, app_argv: Sequence[str], memory_limit: int | 
     """A runner inherits the service's environment like any subprocess, minus the
     service's own settings and credentials, plus its job's."""
     env = inherited_environment(without_prefixes=PRIVATE_ENV_PREFIXES)
-    env["KB_AUTH_TOKEN"] = token
-    env["EE2_APP_COMMAND"] = json.dumps(list(app_argv))
+    env[TOKEN_VARIABLE] = token
+    env[APP_COMMAND_VARIABLE] = json.dumps(list(app_argv))
     if memory_limit:
-        env["EE2_MEMORY_LIMIT_MB"] = str(memory_limit)
+        env[MEMORY_LIMIT_VARIABLE] = str(memory_limit)
     return env
