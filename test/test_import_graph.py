@@ -45,7 +45,7 @@ SERVER_EXCEPTIONS = {
 }
 
 # Sideways arrows inside the bottom layer (none: what two bottom packages share, such
-# as the KBase service call and the TTL cache, is a module of its own above neither).
+# as the KBase service call and the TTL cache, is a module of its own that both import).
 BOTTOM_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
