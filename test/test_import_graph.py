@@ -3,8 +3,10 @@
 ``server -> sdk -> (db, scheduler, auth, catalog)``: no arrow points back up, no
 two packages import each other (directly or round a cycle), only the composition
 root (``execution_engine2/wiring.py``) and the programs' entry points build the
-concrete parts, and only ``config.py`` reads the environment. Every import counts,
-including those inside functions. Exceptions are listed here with their reason.
+concrete parts, the local worker, ee2-runner and housekeeping import no other program
+(the commands start them) and nothing above them, and only ``config.py`` reads
+the environment. Every import counts, including those inside functions.
+Exceptions are listed here with their reason.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ PACKAGE_DIR = Path(execution_engine2.__file__).parent
 NAME = "execution_engine2"
 
 BOTTOM = {"db", "scheduler", "auth", "catalog"}
-# The programs besides the server: each is started on its own and imports no other.
+# The programs besides the server (the commands in cli.py, serving.py and jobs_cli.py
+# start the others or run them in the server).
 PROGRAMS = {"maintenance", "worker", "runner", "cli", "serving", "jobs_cli"}
 # What each part must never import: the layers above it, the programs, the composition root.
 FORBIDDEN = {
@@ -26,6 +29,8 @@ FORBIDDEN = {
     # The local worker gets its tokens, app commands and runner launcher from the
     # composition root (wiring.build_local_worker), not from auth/, catalog/ or runner/.
     "worker": {"sdk", "server", "wiring", "auth", "catalog", *PROGRAMS},
+    # Housekeeping runs the sdk's operations on the Services it is given.
+    "maintenance": {"server", "wiring", *PROGRAMS},
     # ee2-runner talks to the service over JSON-RPC only, like any client.
     "runner": {"sdk", "server", "wiring", "db", "scheduler", "auth", "catalog", *PROGRAMS},
 }
