@@ -97,23 +97,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # --- worker -------------------------------------------------------------------------
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from execution_engine2.auth.local import LocalAuth
     from execution_engine2.db.factory import open_store
-    from execution_engine2.scheduler.worker import LocalWorker
-    from execution_engine2.wiring import build_local_catalog
+    from execution_engine2.wiring import build_local_worker
 
     config = load_config(args)
     refuse_in_memory_store(config, "worker")
-    if config.auth != "local" or config.catalog != "local":
-        raise EE2Error("The local worker needs auth = local and catalog = local")
     stop = threading.Event()
     stop_on_signals(stop)
     if args.parent_pid:
         stop_when_orphaned(stop, args.parent_pid)
     store = open_store(config)
     try:
-        worker = LocalWorker(store, config, LocalAuth(config.data_dir), build_local_catalog(config),
-                             args.service_url or config.external_url, args.slots)
+        worker = build_local_worker(config, store, args.service_url or config.external_url, args.slots)
         worker.run(stop)
     finally:
         store.close()
@@ -151,7 +146,8 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     refuse_in_memory_store(config, args.command)
     services = build_services(config)
     try:
-        summary = getattr(passes, args.command)(services)
+        summary = (passes.maintain(services) if args.command == "maintain"
+                   else passes.run_pass(args.command, services))
     finally:
         services.store.close()
     print(json.dumps(summary, indent=2, sort_keys=True, default=str))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, MutableMapping, TypeVar
 
 from execution_engine2.errors import ValidationError
 from execution_engine2.settings import AT_LEAST_ONE, FLAG, KEYS, KEYS_BY_NAME, Key, Settings
@@ -220,3 +220,56 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
                     override_client_group=override, **values)
     _check_relations(config)
     return config
+
+
+# --- The rest of the process environment (worker) ------------------------------------------
+# Besides ``load`` (EE2_*, KB_DEPLOYMENT_CONFIG, OVERRIDE_CLIENT_GROUP), these are the only
+# reads of the environment in the package: one place shows what the programs take from it.
+CALLER_TOKEN_VARIABLE = "KB_AUTH_TOKEN"
+# prometheus_client's multiprocess mode: the library reads this variable itself too.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# Handed by the standalone ``ee2 serve`` to the gunicorn it starts: the socket it bound
+# (so the port is known before gunicorn starts) and its own pid (gunicorn stops
+# gracefully when that process is gone).
+LISTEN_FD_VARIABLE = "EE2_SERVE_LISTEN_FD"
+PARENT_PID_VARIABLE = "EE2_SERVE_PARENT_PID"
+
+
+def caller_token() -> str | None:
+    """``$KB_AUTH_TOKEN`` of whoever runs ``ee2 jobs``, stripped; None when unset or blank."""
+    return os.environ.get(CALLER_TOKEN_VARIABLE, "").strip() or None
+
+
+def metrics_dir() -> str | None:
+    """The directory where every server process writes its metrics, if one is set."""
+    return os.environ.get(METRICS_DIR_VARIABLE) or None
+
+
+def set_metrics_dir(path: str) -> None:
+    """Name the metrics directory for this process and the ones it starts."""
+    os.environ[METRICS_DIR_VARIABLE] = path
+
+
+def inherited_listen_fd() -> int | None:
+    """The listening socket the standalone ``ee2 serve`` handed to gunicorn, if any."""
+    raw = os.environ.get(LISTEN_FD_VARIABLE)
+    return int(raw) if raw else None
+
+
+def supervisor_pid() -> int | None:
+    """The pid of the standalone ``ee2 serve`` that started this gunicorn, if any."""
+    raw = os.environ.get(PARENT_PID_VARIABLE)
+    return int(raw) if raw else None
+
+
+def inherited_environment(without_prefixes: tuple[str, ...] = ()) -> dict[str, str]:
+    """A copy of this process's environment for a child, minus the variables whose
+    names start with one of ``without_prefixes``."""
+    return {name: value for name, value in os.environ.items()
+            if not name.startswith(without_prefixes)}
+
+
+def own_environment() -> MutableMapping[str, str]:
+    """This process's environment itself (not a copy): what a program such as the job
+    runner is configured by, and changes for the processes it starts."""
+    return os.environ

@@ -17,7 +17,6 @@ Exit status 1 when a call fails or a bulk action failed for some job.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
@@ -27,11 +26,12 @@ from typing import Any, Callable, Sequence
 import requests
 
 from execution_engine2 import jobs_view as view
+from execution_engine2.config import CALLER_TOKEN_VARIABLE, caller_token
 from execution_engine2_client import Client, ServerError
 
 DEFAULT_URL = "http://127.0.0.1:5000/"
 DEFAULT_TOKEN_FILE = "~/.kbase_token"
-TOKEN_ENV = "KB_AUTH_TOKEN"
+TOKEN_ENV = CALLER_TOKEN_VARIABLE
 STATUSES = ("created", "estimating", "queued", "running", "completed", "error", "terminated")
 FAILED = ("error", "terminated")
 TERMINAL = frozenset({"completed", "error", "terminated"})
@@ -53,8 +53,9 @@ def resolve_token(args: argparse.Namespace) -> str:
         return args.token.strip()
     if args.token_file:
         return _read_token(Path(args.token_file).expanduser())
-    if os.environ.get(TOKEN_ENV, "").strip():
-        return os.environ[TOKEN_ENV].strip()
+    token = caller_token()
+    if token:
+        return token
     default = Path(DEFAULT_TOKEN_FILE).expanduser()
     if default.is_file():
         return _read_token(default)

@@ -13,14 +13,14 @@ per process: it is read from the store (through ``sdk.health``) when scraped, ca
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, Iterator, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from execution_engine2.config import metrics_dir
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 REQUESTS = Counter("ee2_requests_total", "JSON-RPC requests answered, by method and outcome",
@@ -113,14 +113,10 @@ class _ThisProcess:
         yield from REGISTRY.collect()
 
 
-def multiprocess_dir() -> str | None:
-    return os.environ.get(MULTIPROC_ENV) or None
-
-
 def exposition(job_counts: JobCounts | None) -> bytes:
     """The Prometheus text exposition: every process's metrics plus jobs by status."""
     registry = CollectorRegistry(auto_describe=False)
-    if multiprocess_dir():
+    if metrics_dir():
         multiprocess.MultiProcessCollector(registry)
     else:
         registry.register(_ThisProcess())  # type: ignore[arg-type]
@@ -131,5 +127,5 @@ def exposition(job_counts: JobCounts | None) -> bytes:
 
 def process_exited(pid: int) -> None:
     """A gunicorn worker exited: its multiprocess files stop counting as live."""
-    if multiprocess_dir():
+    if metrics_dir():
         multiprocess.mark_process_dead(pid)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from execution_engine2 import __version__
-from execution_engine2.config import KEYS, Config
+from execution_engine2.config import KEYS, LISTEN_FD_VARIABLE, PARENT_PID_VARIABLE, Config, inherited_environment
 from execution_engine2.logformat import startup_line
 
 logger = logging.getLogger("execution_engine2.serve")
@@ -35,11 +35,6 @@ WORKER_RESTART_SECONDS = 5.0
 # gunicorn's graceful_timeout (60 s) plus room to exit.
 SERVER_STOP_SECONDS = 75.0
 LISTEN_BACKLOG = 2048
-# Handed by the standalone ``ee2 serve`` to gunicorn (read by ``server/gunicorn_conf.py``):
-# the socket it bound (so the port is known before gunicorn starts) and its own pid
-# (gunicorn stops gracefully when that process is gone).
-LISTEN_FD_ENV = "EE2_SERVE_LISTEN_FD"
-PARENT_PID_ENV = "EE2_SERVE_PARENT_PID"
 
 
 def env_name(key: str) -> str:
@@ -48,7 +43,7 @@ def env_name(key: str) -> str:
 
 def child_environment(config: Config, keys: Sequence[str]) -> dict[str, str]:
     """This process's environment plus ``EE2_*`` for ``keys``, so a child loads the same config."""
-    env = dict(os.environ)
+    env = inherited_environment()
     for key in keys:
         value = config.value_of(key)
         env[env_name(key)] = "" if value is None else str(value)
@@ -156,8 +151,8 @@ class GunicornProcess(_Child):
         # Every key, resolved here: gunicorn and its workers load exactly this config.
         env = child_environment(config.with_values(workers=1), [key.name for key in KEYS])
         env.pop("KB_DEPLOYMENT_CONFIG", None)
-        env[LISTEN_FD_ENV] = str(listener.fileno())
-        env[PARENT_PID_ENV] = str(os.getpid())
+        env[LISTEN_FD_VARIABLE] = str(listener.fileno())
+        env[PARENT_PID_VARIABLE] = str(os.getpid())
         super().__init__(gunicorn_argv(), env, pass_fds=[listener.fileno()])
 
 

@@ -22,7 +22,8 @@ from execution_engine2.sdk.services import Services
 if TYPE_CHECKING:
     from execution_engine2.catalog.local import LocalCatalog
     from execution_engine2.db.store import JobStore
-    from execution_engine2.scheduler.worker_thread import WorkerThread
+    from execution_engine2.worker.local_worker import LocalWorker
+    from execution_engine2.worker.thread import WorkerThread
 
 
 
@@ -81,12 +82,25 @@ def build_scheduler(config: Config) -> Scheduler:
     return CondorScheduler(config)
 
 
+def build_local_worker(config: Config, store: "JobStore", service_url: str,
+                       slots: int | None = None) -> "LocalWorker":
+    """The local worker on ``store``, its runners reporting to ``service_url``: runner
+    tokens from the local auth, app commands from the local catalog."""
+    from execution_engine2.auth.local import LocalAuth
+    from execution_engine2.runner.launch import RunnerLauncher
+    from execution_engine2.worker.local_worker import LocalWorker
+
+    if config.auth != "local" or config.catalog != "local":
+        raise ValidationError("The local worker needs auth = local and catalog = local")
+    return LocalWorker(store, config, LocalAuth(config.data_dir), build_local_catalog(config),
+                       RunnerLauncher(service_url), slots)
+
+
 def build_worker_thread(config: Config, store: "JobStore") -> "WorkerThread":
     """The local worker as a thread on ``store`` (``store = mongomock``), not started."""
-    from execution_engine2.auth.local import LocalAuth
-    from execution_engine2.scheduler.worker_thread import WorkerThread
+    from execution_engine2.worker.thread import WorkerThread
 
-    return WorkerThread(config, store, LocalAuth(config.data_dir), build_local_catalog(config))
+    return WorkerThread(build_local_worker(config, store, config.external_url))
 
 
 def build_services(config: Config) -> Services:

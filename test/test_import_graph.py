@@ -3,8 +3,10 @@
 ``server -> sdk -> (db, scheduler, auth, catalog)``: no arrow points back up, no
 two packages import each other (directly or round a cycle), only the composition
 root (``execution_engine2/wiring.py``) and the programs' entry points build the
-concrete parts, and only ``config.py`` reads the environment. Every import counts,
-including those inside functions. Exceptions are listed here with their reason.
+concrete parts, the local worker, ee2-runner and housekeeping import no other program
+(the commands start them) and nothing above them, and only ``config.py`` reads
+the environment. Every import counts, including those inside functions.
+Exceptions are listed here with their reason.
 """
 from __future__ import annotations
 
@@ -17,39 +19,39 @@ PACKAGE_DIR = Path(execution_engine2.__file__).parent
 NAME = "execution_engine2"
 
 BOTTOM = {"db", "scheduler", "auth", "catalog"}
-# What each layer must never import (the layers above it, and the composition root).
+# The programs besides the server (the commands in cli.py, serving.py and jobs_cli.py
+# start the others or run them in the server).
+PROGRAMS = {"maintenance", "worker", "runner", "cli", "serving", "jobs_cli"}
+# What each part must never import: the layers above it, the programs, the composition root.
 FORBIDDEN = {
-    "sdk": {"server", "maintenance", "wiring", "cli", "serving"},
-    **{bottom: {"sdk", "server", "maintenance", "wiring", "cli", "serving"} for bottom in BOTTOM},
+    "sdk": {"server", "wiring", *PROGRAMS},
+    **{bottom: {"sdk", "server", "wiring", *PROGRAMS} for bottom in BOTTOM},
+    # The local worker gets its tokens, app commands and runner launcher from the
+    # composition root (wiring.build_local_worker), not from auth/, catalog/ or runner/.
+    "worker": {"sdk", "server", "wiring", "auth", "catalog", *PROGRAMS},
+    # Housekeeping runs the sdk's operations on the Services it is given.
+    "maintenance": {"server", "wiring", *PROGRAMS},
+    # ee2-runner talks to the service over JSON-RPC only, like any client.
+    "runner": {"sdk", "server", "wiring", "db", "scheduler", "auth", "catalog", *PROGRAMS},
 }
 
 # server/ reaches the parts below sdk/ only here.
 SERVER_EXCEPTIONS = {
-    # The JSON-RPC layer authenticates the Authorization header through the interface.
-    ("server/jsonrpc.py", "auth"): "checks the caller's token via auth.base.Authenticator",
-    ("server/methods.py", "auth"): "types the dispatcher's Authenticator (auth.base)",
-    # Entry points: they are where the process starts, so they call the composition root.
+    # The HTTP layer turns the Authorization header into a caller before any sdk
+    # function runs; it knows the auth interface (auth/base.py), never an implementation.
+    ("server/jsonrpc.py", "auth"): "authenticates the header through auth.base.Authenticator, "
+                                   "and hands sdk functions the auth.base.Caller",
+    ("server/methods.py", "auth"): "builds the dispatcher with an auth.base.Authenticator",
+    # Entry points: a process starts here (gunicorn imports them by name), so they call
+    # the composition root, which builds what the server serves.
     ("server/wsgi.py", "wiring"): "the WSGI entry builds the services",
-    ("server/gunicorn_conf.py", "wiring"): "gunicorn's post-fork hook builds the local worker thread",
+    ("server/gunicorn_conf.py", "wiring"): "gunicorn's post-fork hook builds the local worker thread "
+                                           "(store = mongomock lives in that one process)",
 }
 
-# Sideways arrows inside the bottom layer.
-BOTTOM_EXCEPTIONS = {
-    ("catalog/kbase.py", "auth"): "shares the KBase service call and the TTL cache of auth/ "
-                                  "(TODO issue 10 item 4: one JSON-RPC client in lib/)",
-    ("scheduler/worker.py", "db"): "the local worker takes queued jobs from the store itself",
-    ("scheduler/worker_thread.py", "db"): "the local worker thread runs on the serving process's store",
-}
-
-# Who may read the environment besides config.py, and why.
-ENVIRONMENT_EXCEPTIONS = {
-    "jobs_cli.py": "ee2 jobs is a client program: it reads the caller's token variable",
-    "metrics.py": "prometheus_client's multiprocess directory is process plumbing set by gunicorn_conf",
-    "serving.py": "starts gunicorn and the worker with this environment plus the resolved config",
-    "server/gunicorn_conf.py": "gunicorn plumbing: metrics directory, inherited socket, parent pid",
-    "runner/main.py": "ee2-runner is a program of its own; the scheduler hands it the job this way",
-    "scheduler/worker.py": "passes its environment on to each job's runner, minus the service's secrets",
-}
+# Sideways arrows inside the bottom layer (none: what two bottom packages share, such
+# as the KBase service call and the TTL cache, is a module of its own that both import).
+BOTTOM_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 def modules() -> dict[str, ast.Module]:
@@ -162,7 +164,7 @@ def reads_environment(tree: ast.Module) -> bool:
 def test_only_the_config_module_reads_the_environment():
     readers = sorted(relative for relative, tree in modules().items()
                      if reads_environment(tree) and relative != "config.py")
-    assert readers == sorted(ENVIRONMENT_EXCEPTIONS)
+    assert readers == []
 
 
 def test_the_environment_check_sees_a_reader():

@@ -1,4 +1,4 @@
-"""Clients of the KBase auth and workspace services, and the JSON-RPC call KBase clients share.
+"""Clients of the KBase auth and workspace services.
 
 ``KBaseAuth`` checks tokens against the legacy login endpoint and reads EE2 admin
 roles from auth2 (reference 1.5, 2.3); ``WorkspaceClient`` answers workspace
@@ -12,15 +12,15 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 import requests
-from execution_engine2_client import JsonRpcClient, ServerError, UnexpectedAnswer
+from execution_engine2_client import ServerError
 
 from execution_engine2.auth.base import AdminRole, Authenticator, Caller, WorkspacePermission
-from execution_engine2.auth.cache import TTLCache, token_key
 from execution_engine2.errors import AuthenticationError, ServiceUnavailable
+from execution_engine2.kbase_service import DEFAULT_TIMEOUT, UNUSABLE, call_service, unusable_reason
+from execution_engine2.ttl_cache import TTLCache, token_key
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 30.0
 TOKEN_CACHE_SIZE = 2000
 
 ADMIN_ROLE = "EE2_ADMIN"
@@ -28,36 +28,6 @@ READ_ONLY_ADMIN_ROLE = "EE2_ADMIN_RO"
 
 PERMISSIONS_ERROR = "An error occurred while fetching user permissions from the Workspace"
 OBJECTS_ERROR = "An error occurred while fetching object information from the Workspace"
-
-
-# --- JSON-RPC 1.1 ----------------------------------------------------------------
-
-def call_service(url: str, service: str, method: str, params: Mapping[str, Any], token: str | None,
-                 timeout: float) -> Any:
-    """``<service>.<method>(params)`` through the shared JSON-RPC client, on a connection
-    of its own (these clients are shared by request threads).
-
-    Raises:
-        ServerError: the service refused the call (its ``message`` is the reason).
-        UnexpectedAnswer, requests.RequestException: the service is unusable
-            (see ``UNUSABLE``).
-    """
-    with JsonRpcClient(url, service, token or None, timeout) as client:
-        return client.call(method, [dict(params)])
-
-
-# What a KBase service that cannot be used raises: no connection, a timeout, an HTTP
-# error or a body that is not JSON-RPC. Catch it before ServerError (its base).
-UNUSABLE = (UnexpectedAnswer, requests.RequestException)
-
-
-def unusable_reason(err: Exception) -> str:
-    """A short reason for an ``UNUSABLE`` error, for messages and logs (no body, no token)."""
-    if isinstance(err, requests.HTTPError) and err.response is not None:
-        return f"HTTP {err.response.status_code}"
-    if isinstance(err, UnexpectedAnswer):
-        return "an answer that is not JSON-RPC"
-    return type(err).__name__
 
 
 # --- auth ------------------------------------------------------------------------

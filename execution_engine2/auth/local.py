@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from execution_engine2.auth.base import AdminRole, Caller
-from execution_engine2.auth.cache import token_key
+from execution_engine2.ttl_cache import token_key
 from execution_engine2.datadir import private_dir, private_opener, tighten
 from execution_engine2.errors import AuthenticationError, ValidationError, describe
 

@@ -14,10 +14,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from execution_engine2_client import ServerError
 
-from execution_engine2.auth.cache import FOREVER, TTLCache
-from execution_engine2.auth.kbase import DEFAULT_TIMEOUT, UNUSABLE, call_service, unusable_reason
 from execution_engine2.catalog.base import ModuleVersion
 from execution_engine2.errors import ServiceUnavailable, ValidationError
+from execution_engine2.kbase_service import DEFAULT_TIMEOUT, UNUSABLE, call_service, unusable_reason
+from execution_engine2.ttl_cache import FOREVER, TTLCache
 
 logger = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ when some parts of the pass ran: the repair pass's two repairs are independent).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -45,82 +46,11 @@ class PartlyFailed(Exception):
         self.result = result
 
 
-def reap(services: Services, now: float | None = None,
-         lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
-    """Terminate jobs stuck in ``created``/``queued`` (``maintenance.reaper``)."""
-    return _run_pass("reap", _reap_body, services, now, lease_seconds)
-
-
-def repair(services: Services, now: float | None = None,
-           lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
-    """Finish interrupted retry lifecycles and recover jobs orphaned by a crashed submitter."""
-    return _run_pass("repair", _repair_body, services, now, lease_seconds)
-
-
-def held(services: Services, now: float | None = None,
-         lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
-    """Finish held scheduler jobs in ``error`` (``maintenance.held``)."""
-    return _run_pass("held", _held_body, services, now, lease_seconds)
-
-
-def workdirs(services: Services, now: float | None = None,
-             lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
-    """Remove local jobs' work directories kept past ``job-dir-retention`` (``maintenance.workdirs``)."""
-    return _run_pass("workdirs", _workdirs_body, services, now, lease_seconds)
-def orphans(services: Services, now: float | None = None,
-            lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
-    """Remove scheduler jobs whose record forbids them (``maintenance.orphans``)."""
-    return _run_pass("orphans", _orphans_body, services, now, lease_seconds)
-
-
-def requests(services: Services, now: float | None = None,
-             lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
-    """Forget request ids older than ``request-id-window`` (``sdk.idempotency``)."""
-    return _run_pass("requests", _requests_body, services, now, lease_seconds)
-
-
-def auto_retry(services: Services, now: float | None = None,
-               lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
-    """Retry infrastructure failures automatically when ``auto-retry`` is on
-    (``maintenance.auto_retry``)."""
-    return _run_pass("auto_retry", _auto_retry_body, services, now, lease_seconds)
-
-
-def maintain(services: Services, now: float | None = None,
-             lease_seconds: float = LEASE_SECONDS) -> dict[str, dict[str, Any]]:
-    """Every pass, in order (repair first so repaired retries are not reaped as stuck;
-    orphans after reap and held, so it sees the records they ended; auto_retry after
-    them, so the failures they recorded are retried in the same run)."""
-    return {
-        "repair": repair(services, now, lease_seconds),
-        "reap": reap(services, now, lease_seconds),
-        "held": held(services, now, lease_seconds),
-        "workdirs": workdirs(services, now, lease_seconds),
-        "orphans": orphans(services, now, lease_seconds),
-        "requests": requests(services, now, lease_seconds),
-        "auto_retry": auto_retry(services, now, lease_seconds),
-    }
-
-
-def _reap_body(services: Services, now: float) -> Any:
-    return reaper.reap(services, now)
-
-
-def _held_body(services: Services, now: float) -> Any:
-    return handle_held(services, now)
-
-
 def _auto_retry_body(services: Services, now: float) -> Any:
     # Imported when run, as the repair module: it reaches into the retry path.
     from execution_engine2.maintenance.auto_retry import run_auto_retries
 
     return run_auto_retries(services, now)
-
-
-def _workdirs_body(services: Services, now: float) -> Any:
-    return clean_workdirs(services, now)
-def _orphans_body(services: Services, now: float) -> Any:
-    return remove_orphans(services, now)
 
 
 # Request ids removed per pass at most: one bounded write; the next pass takes the rest.
@@ -160,11 +90,50 @@ def _recover_submissions(services: Services) -> Any:
     return services.submitter.recover_once()
 
 
-def _run_pass(name: str, body: PassBody, services: Services, now: float | None,
-              lease_seconds: float) -> dict[str, Any]:
-    summary = _run_pass_once(name, body, services, now, lease_seconds)
+# Every pass by name, in the order ``maintain`` runs them: repair first so repaired
+# retries are not reaped as stuck; orphans after reap and held, so it sees the records
+# they ended; auto_retry after them, so the failures they recorded are retried in the
+# same run.
+PASSES: dict[str, PassBody] = {
+    # Finish interrupted retry lifecycles; recover jobs orphaned by a crashed submitter.
+    "repair": _repair_body,
+    # Terminate jobs stuck in created/queued (maintenance.reaper).
+    "reap": reaper.reap,
+    # Finish held scheduler jobs in error (maintenance.held).
+    "held": handle_held,
+    # Remove local jobs' work directories kept past job-dir-retention (maintenance.workdirs).
+    "workdirs": clean_workdirs,
+    # Remove scheduler jobs whose record forbids them (maintenance.orphans).
+    "orphans": remove_orphans,
+    # Forget request ids older than request-id-window (sdk.idempotency).
+    "requests": _requests_body,
+    # Retry infrastructure failures when auto-retry is on (maintenance.auto_retry).
+    "auto_retry": _auto_retry_body,
+}
+
+
+def run_pass(name: str, services: Services, now: float | None = None,
+             lease_seconds: float = LEASE_SECONDS) -> dict[str, Any]:
+    """Run the pass ``name`` (a key of ``PASSES``) once under its lease; its summary."""
+    summary = _run_pass_once(name, PASSES[name], services, now, lease_seconds)
     metrics.maintenance_pass(name, summary["status"])
     return summary
+
+
+def maintain(services: Services, now: float | None = None,
+             lease_seconds: float = LEASE_SECONDS) -> dict[str, dict[str, Any]]:
+    """Every pass, in the order of ``PASSES``."""
+    return {name: run_pass(name, services, now, lease_seconds) for name in PASSES}
+
+
+# One function a pass (``passes.reap(services, now)``): the ee2 commands' and tests' names.
+repair = functools.partial(run_pass, "repair")
+reap = functools.partial(run_pass, "reap")
+held = functools.partial(run_pass, "held")
+workdirs = functools.partial(run_pass, "workdirs")
+orphans = functools.partial(run_pass, "orphans")
+requests = functools.partial(run_pass, "requests")
+auto_retry = functools.partial(run_pass, "auto_retry")
 
 
 def _run_pass_once(name: str, body: PassBody, services: Services, now: float | None,

@@ -13,16 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, Mapping, MutableMapping, Sequence
 
+from execution_engine2.config import own_environment
 from execution_engine2.errors import ServiceUnavailable
 from execution_engine2.job import is_job_id
 from execution_engine2.runner.credentials import load_credentials
+from execution_engine2.runner.launch import APP_COMMAND_VARIABLE, MEMORY_LIMIT_VARIABLE, TOKEN_VARIABLE
 from execution_engine2.runner.rpc import RpcError, ServiceClient
 from execution_engine2.runner.runner import JobRunner, RunnerSettings
 
@@ -31,7 +32,7 @@ logger = logging.getLogger("execution_engine2.runner")
 
 def settings_from(job_id: str, environ: Mapping[str, str], workdir: Path) -> RunnerSettings:
     """Runner settings from the environment. Raises ValueError naming a bad variable."""
-    command = environ.get("EE2_APP_COMMAND")
+    command = environ.get(APP_COMMAND_VARIABLE)
     app_command = None
     if command:
         try:
@@ -49,12 +50,12 @@ def settings_from(job_id: str, environ: Mapping[str, str], workdir: Path) -> Run
             raise ValueError(f"DOCKER_JOB_TIMEOUT is not a number: "
                              f"{environ['DOCKER_JOB_TIMEOUT']!r}") from None
     return RunnerSettings(job_id=job_id, workdir=workdir, app_command=app_command,
-                          token=environ.get("KB_AUTH_TOKEN"), time_limit=time_limit or None,
+                          token=environ.get(TOKEN_VARIABLE), time_limit=time_limit or None,
                           memory_limit=_memory_limit(environ))
 
 
 def _memory_limit(environ: Mapping[str, str]) -> int | None:
-    raw = environ.get("EE2_MEMORY_LIMIT_MB")
+    raw = environ.get(MEMORY_LIMIT_VARIABLE)
     if not raw:
         return None
     try:
@@ -76,7 +77,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:
     """Run the job; the exit status (0: the job reached a final state)."""
     args = _parse_args(argv)
-    environ = os.environ if environ is None else dict(environ)
+    environ = own_environment() if environ is None else dict(environ)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None, environ: MutableMapping[str, str] | 
     except ValueError as err:
         logger.error("Job %s: %s", args.job_id, err)
         return 2
-    token = environ.get("KB_AUTH_TOKEN")
+    token = environ.get(TOKEN_VARIABLE)
     if not token:
         logger.error("KB_AUTH_TOKEN is not set; cannot call the service for job %s", args.job_id)
         return 2

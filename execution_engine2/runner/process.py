@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import os
 import queue
 import signal
 import subprocess
@@ -16,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 from typing import IO, Callable, Mapping, Sequence
+
+from execution_engine2.processes import has_exited, signal_group
 
 logger = logging.getLogger(__name__)
 
@@ -33,22 +34,6 @@ class OutputLine:
     line: str
     is_error: bool
     ts: float  # epoch seconds
-
-
-def has_exited(pid: int) -> bool:
-    """Whether child ``pid`` has exited, without reaping it (it stays a zombie)."""
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True  # already reaped
-
-
-def signal_group(pgid: int, signum: int) -> None:
-    """Signal a process group; a group that is gone is not an error."""
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class AppProcess:

@@ -29,7 +29,6 @@ import dataclasses
 import datetime
 import enum
 import logging
-import signal
 import socket
 import subprocess
 import threading
@@ -39,6 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from execution_engine2.errors import ServiceUnavailable
 from execution_engine2.job import OVER_MEMORY_NAME, ErrorCode, over_memory_message
+from execution_engine2.processes import describe_status
 from execution_engine2.runner import app
 from execution_engine2.runner.memory import MemoryWatch
 from execution_engine2.runner.process import AppProcess, OutputLine
@@ -344,19 +344,6 @@ class JobRunner:
             return bool(self._client.check_job_canceled(self.job_id).get("finished"))
         except (RpcError, ServiceUnavailable):
             return False
-
-
-def describe_status(status: int | None) -> str:
-    """``exited with code 3`` / ``was killed by signal SIGKILL``."""
-    if status is None:
-        return "did not exit"
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = str(-status)
-        return f"was killed by signal {name}"
-    return f"exited with code {status}"
 
 
 def _ending_line(result: AppResult | None, seconds: float,

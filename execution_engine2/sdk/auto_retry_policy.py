@@ -36,7 +36,7 @@ from execution_engine2.catalog.retry_policy import AppRetryPolicy, load_policy_f
 from execution_engine2.config import Config
 from execution_engine2.job import ErrorCode, JobStatus, TerminatedCode
 from execution_engine2.sdk.held import HELD_ERROR
-from execution_engine2.scheduler.worker import SERVICE_STOPPED, WORKER_STOPPED
+from execution_engine2.scheduler.local import SERVICE_STOPPED, WORKER_STOPPED
 from execution_engine2.sdk.retry_resources import ended_for_memory
 
 INFRASTRUCTURE_KINDS = ("submission", "memory", "node", "runner", "lost")
@@ -49,7 +49,7 @@ NODE_HOLD_CODES = frozenset({12, 13, 21})
 EXIT_HOLD_CODE = 3
 _NODE_WORDS = re.compile(r"\b(node|machine|startd|starter|execute host|slot)\b", re.IGNORECASE)
 _LOST_WORDS = re.compile(r"\b(lost|disconnect\w*|unreachable|went away|vanished|died)\b", re.IGNORECASE)
-# The local worker's messages (scheduler.worker): ``runner_crashed`` and the two stops.
+# The local worker's messages (scheduler.local): ``runner_crashed`` and the two stops.
 _RUNNER_DIED = re.compile(r"^The job runner .+ before the job finished")
 _STOPPED_PREFIXES = tuple(message.split("(")[0].split(";")[0] for message in (WORKER_STOPPED, SERVICE_STOPPED))
 # The reaper's message (maintenance.reaper._terminate).

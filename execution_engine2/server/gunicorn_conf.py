@@ -19,26 +19,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from execution_engine2.config import load
+from execution_engine2.config import inherited_listen_fd, load, metrics_dir, set_metrics_dir, supervisor_pid
 from execution_engine2.logformat import logging_config
-from execution_engine2.serving import LISTEN_FD_ENV, PARENT_PID_ENV, local_worker_mode, serves_in_one_process
+from execution_engine2.serving import local_worker_mode, serves_in_one_process
 
 # Metrics of every worker go to files in one private directory (prometheus_client's
 # multiprocess mode), set here in the arbiter before any worker imports
 # prometheus_client; a scrape of any worker then sums them all.
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_given_metrics_dir = os.environ.get(MULTIPROC_ENV)
+_given_metrics_dir = metrics_dir()
 _metrics_dir = _given_metrics_dir or tempfile.mkdtemp(prefix="ee2-metrics-")
-os.environ[MULTIPROC_ENV] = _metrics_dir
+set_metrics_dir(_metrics_dir)
 if _given_metrics_dir:
     # Files of an earlier run would be counted again: start from zero.
     for _stale in Path(_metrics_dir).glob("*.db"):
         _stale.unlink()
 
 _config = load()
-_listen_fd = os.environ.get(LISTEN_FD_ENV)
+_listen_fd = inherited_listen_fd()
 
-bind = [f"fd://{int(_listen_fd)}"] if _listen_fd else [f"{_config.host}:{_config.port}"]
+bind = [f"fd://{_listen_fd}"] if _listen_fd is not None else [f"{_config.host}:{_config.port}"]
 # An in-memory store (mongomock) lives in one process: exactly one worker serves it.
 workers = 1 if serves_in_one_process(_config) else max(1, _config.workers)
 # Threads per worker: requests wait on the database, the scheduler and other
@@ -64,9 +63,9 @@ if _config.log_format == "json":
 
 def when_ready(server: Any) -> None:
     """Under ``ee2 serve`` (standalone), stop gracefully when that process is gone."""
-    parent = os.environ.get(PARENT_PID_ENV)
+    parent = supervisor_pid()
     if parent:
-        threading.Thread(target=_stop_when_orphaned, args=(int(parent),), daemon=True,
+        threading.Thread(target=_stop_when_orphaned, args=(parent,), daemon=True,
                          name="ee2-parent-watch").start()
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from execution_engine2.runner import app
 from execution_engine2.runner.main import settings_from
-from execution_engine2.runner.runner import describe_status
+from execution_engine2.processes import describe_status
 
 JOB = "6170f2d1d7c4b8b8f2a6e000"
 

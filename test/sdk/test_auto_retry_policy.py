@@ -12,7 +12,7 @@ from execution_engine2.catalog.retry_policy import load_policy_file
 from execution_engine2.config import Config, load
 from execution_engine2.errors import ValidationError
 from execution_engine2.sdk.held import HELD_ERROR
-from execution_engine2.scheduler.worker import SERVICE_STOPPED, WORKER_STOPPED, runner_crashed
+from execution_engine2.scheduler.local import SERVICE_STOPPED, WORKER_STOPPED, runner_crashed
 from execution_engine2.sdk.auto_retry_policy import Failure, PolicyBook, classify, global_policy
 
 

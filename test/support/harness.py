@@ -210,7 +210,7 @@ def wait_for_jobs(client: Client, job_ids: list[str], statuses: Iterable[str] = 
 
 # --- the service -------------------------------------------------------------------
 
-WORKER_STARTED = re.compile(r"\[(\d+)\] execution_engine2\.scheduler\.worker: local worker \S+ started")
+WORKER_STARTED = re.compile(r"\[(\d+)\] execution_engine2\.worker\.local_worker: local worker \S+ started")
 
 
 class Service:

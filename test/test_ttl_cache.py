@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from execution_engine2.auth.cache import FOREVER, TTLCache, token_key
+from execution_engine2.ttl_cache import FOREVER, TTLCache, token_key
 
 
 class FakeClock:

@@ -10,12 +10,10 @@ import threading
 
 import pytest
 
-from execution_engine2.auth.local import LocalAuth
-from execution_engine2.catalog.local import LocalCatalog, default_catalog_path
 from execution_engine2.config import Config
 from execution_engine2.db.factory import open_store
 from execution_engine2.errors import ValidationError
-from execution_engine2.scheduler.worker_thread import WorkerThread
+from execution_engine2.wiring import build_worker_thread
 
 
 def worker_threads() -> list[threading.Thread]:
@@ -26,7 +24,7 @@ def test_it_runs_in_this_process_until_stopped(tmp_path):
     config = Config.standalone(store="mongomock", data_dir=str(tmp_path))
     store = open_store(config)
     try:
-        worker = WorkerThread(config, store, LocalAuth(str(tmp_path)), LocalCatalog(str(default_catalog_path())))
+        worker = build_worker_thread(config, store)
         assert worker.pid == os.getpid()
         worker.start()
         assert len(worker_threads()) == 1
@@ -41,5 +39,4 @@ def test_it_runs_in_this_process_until_stopped(tmp_path):
 def test_it_needs_local_auth_and_catalog(tmp_path, key):
     config = Config.standalone(store="mongomock", data_dir=str(tmp_path), **{key: "kbase"})
     with pytest.raises(ValidationError, match="The local worker needs auth = local and catalog = local"):
-        WorkerThread(config, open_store(config), LocalAuth(str(tmp_path)),
-                     LocalCatalog(str(default_catalog_path())))
+        build_worker_thread(config, open_store(config))

@@ -12,24 +12,16 @@ import logging
 import os
 import threading
 
-from execution_engine2.config import Config
-from execution_engine2.db.store import JobStore
-from execution_engine2.errors import ValidationError
-from execution_engine2.scheduler.worker import AppCommands, JobTokens, LocalWorker
+from execution_engine2.worker.local_worker import LocalWorker
 
 logger = logging.getLogger(__name__)
 
 
 class WorkerThread:
-    """``LocalWorker.run`` on ``store`` in a thread; needs ``auth = local`` and ``catalog = local``."""
+    """``worker.run`` in a thread (``wiring.build_worker_thread`` builds it on the server's store)."""
 
-    def __init__(self, config: Config, store: JobStore, auth: JobTokens, catalog: AppCommands) -> None:
-        if config.auth != "local" or config.catalog != "local":
-            raise ValidationError("The local worker needs auth = local and catalog = local")
-        self._config = config
-        self._store = store
-        self._auth = auth
-        self._catalog = catalog
+    def __init__(self, worker: LocalWorker) -> None:
+        self._worker = worker
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -39,9 +31,7 @@ class WorkerThread:
         return os.getpid()
 
     def start(self) -> None:
-        worker = LocalWorker(self._store, self._config, self._auth,
-                             self._catalog, self._config.external_url)
-        self._thread = threading.Thread(target=worker.run, args=(self._stop,), name="ee2-local-worker",
+        self._thread = threading.Thread(target=self._worker.run, args=(self._stop,), name="ee2-local-worker",
                                         daemon=True)
         self._thread.start()
 

@@ -26,71 +26,35 @@ Nothing about running jobs lives in the web server's memory.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import IO, Any, Callable, Mapping
 
 from execution_engine2.config import Config
 from execution_engine2.datadir import JOBS_DIR, private_dir, private_opener
 from execution_engine2.db.fair import Share
-from execution_engine2.db.store import JobQuery, JobStore, LogLine, Record, Transition
+from execution_engine2.db.store import JobQuery, JobStore, Record
 from execution_engine2.errors import EE2Error
-from execution_engine2.job import TERMINAL, ErrorCode, JobStatus
-from execution_engine2.runner.process import APP_PID_FILE, has_exited, signal_group
-from execution_engine2.runner.runner import describe_status
+from execution_engine2.job import TERMINAL, JobStatus
+from execution_engine2.processes import describe_status, has_exited, signal_group
+from execution_engine2.scheduler.local import CANNOT_START, RUNNER_LOG, SERVICE_STOPPED, runner_crashed
+from execution_engine2.worker import endings
+from execution_engine2.worker.parts import CLAIM_KIND, AppCommands, JobTokens, Runners
 
 logger = logging.getLogger(__name__)
 
-
-class JobTokens(Protocol):
-    """The runner tokens the worker mints and revokes (``auth.local.LocalAuth``,
-    handed in by the composition root)."""
-
-    def create_token(self, user: str, *, job_id: str | None = None) -> str: ...
-
-    def revoke_token(self, token: str) -> None: ...
-
-    def job_token_ids(self) -> set[str]: ...
-
-    def revoke_job_tokens(self, job_ids: Iterable[str]) -> int: ...
-
-
-class AppCommands(Protocol):
-    """How to run an app method (``catalog.local.LocalCatalog``, handed in likewise)."""
-
-    def argv(self, module_name: str, function_name: str, python: str) -> list[str]: ...
-
-CLAIM_KIND = "worker"
 LEASE_SECONDS = 30.0
 # Longer than the runner's own SIGTERM-to-SIGKILL grace for the app, so a runner
 # asked to stop can stop its app before it is killed itself.
 KILL_GRACE_SECONDS = 8.0
 RECONCILE_INTERVAL = 30.0
-RECONCILE_LIMIT = 1000
-RUNNER_LOG = "runner.log"
-LIVE = frozenset({JobStatus.QUEUED, JobStatus.ESTIMATING, JobStatus.RUNNING})
-# Variables of the service's own environment a job must not inherit.
-PRIVATE_ENV_PREFIXES = ("EE2_", "KB_")
-
-WORKER_STOPPED = ("The local worker running this job stopped before the job finished "
-                  "(worker {owner}); retry the job")
-SERVICE_STOPPED = ("The service stopped while this job was running; its processes were "
-                   "stopped. Retry the job")
-CANNOT_START = "The local worker could not start this job: {reason}"
-
-
-def runner_crashed(status: int | None) -> str:
-    return (f"The job runner {describe_status(status)} before the job finished; "
-            f"see the job's logs and {RUNNER_LOG} in its working directory")
 
 
 @dataclasses.dataclass
@@ -112,17 +76,15 @@ class LocalWorker:
     """
 
     def __init__(self, store: JobStore, config: Config, auth: JobTokens, catalog: AppCommands,
-                 service_url: str, slots: int | None = None, clock: Callable[[], float] = time.time,
-                 *, lease_seconds: float = LEASE_SECONDS,
-                 kill_grace: float = KILL_GRACE_SECONDS, python: str = sys.executable) -> None:
+                 runners: Runners, slots: int | None = None, clock: Callable[[], float] = time.time,
+                 *, lease_seconds: float = LEASE_SECONDS, kill_grace: float = KILL_GRACE_SECONDS) -> None:
         self._store = store
         self._auth = auth
         self._catalog = catalog
-        self._service_url = service_url
+        self._runners = runners
         self._clock = clock
         self._lease = lease_seconds
         self._kill_grace = kill_grace
-        self._python = python
         self._jobs_dir = Path(config.data_dir) / JOBS_DIR
         self._enforce_memory = config.local_memory_limit == "enforce"
         configured = config.local_slots
@@ -191,14 +153,15 @@ class LocalWorker:
             except (EE2Error, OSError, KeyError, ValueError) as err:
                 reason = err.message if isinstance(err, EE2Error) else f"{type(err).__name__}: {err}"
                 logger.error("job %s: cannot start: %s", record["_id"], reason)
-                self._fail([record["_id"]], CANNOT_START.format(reason=reason))
+                endings.end_jobs(self._store, {record["_id"]: CANNOT_START.format(reason=reason)},
+                                 self._clock())
                 self._store.release_claims(CLAIM_KIND, self.owner, [record["_id"]])
         return started
 
     def _spawn(self, record: Record) -> _Child:
         job_id = record["_id"]
         module, function = str(record["job_input"]["method"]).split(".", 1)
-        argv = self._catalog.argv(module, function, self._python)
+        argv = self._catalog.argv(module, function, self._runners.python)
         # Private: the job's input (its parameters), output, logs and app token live there.
         private_dir(self._jobs_dir)
         workdir = private_dir(self._jobs_dir / job_id)
@@ -206,10 +169,7 @@ class LocalWorker:
         token = None
         try:
             token = self._auth.create_token(record["user"], job_id=job_id)
-            process = subprocess.Popen(
-                [self._python, "-m", "execution_engine2.runner.main", job_id, self._service_url],
-                cwd=workdir, env=self._child_env(token, argv, self._memory_limit(record)), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = self._runners.start(job_id, workdir, log, token, argv, self._memory_limit(record))
         except BaseException:
             log.close()
             if token is not None:
@@ -222,18 +182,6 @@ class LocalWorker:
         """The job's resolved ``request_memory`` (MB) when the limit is enforced."""
         memory = ((record.get("job_input") or {}).get("requirements") or {}).get("memory")
         return int(memory) if memory and self._enforce_memory else None
-
-    @staticmethod
-    def _child_env(token: str, argv: Sequence[str], memory_limit: int | None) -> dict[str, str]:
-        # A runner inherits the service's environment like any subprocess, minus the
-        # service's own settings and credentials.
-        env = {key: value for key, value in os.environ.items()
-               if not key.startswith(PRIVATE_ENV_PREFIXES)}
-        env["KB_AUTH_TOKEN"] = token
-        env["EE2_APP_COMMAND"] = json.dumps(list(argv))
-        if memory_limit:
-            env["EE2_MEMORY_LIMIT_MB"] = str(memory_limit)
-        return env
 
     # --- watching children --------------------------------------------------------------------
     def _stop_finished_jobs(self) -> None:
@@ -269,7 +217,7 @@ class LocalWorker:
         """SIGKILL the runner's group and the app's (which the runner may have left).
         Only called before the runner is reaped, so its group id is still its own."""
         signal_group(child.process.pid, signal.SIGKILL)
-        _kill_app(child.workdir)
+        self._runners.kill_app(child.workdir)
 
     def _reap(self) -> None:
         exited: dict[str, int] = {}
@@ -285,19 +233,11 @@ class LocalWorker:
             return
         for job_id, status in exited.items():
             logger.info("job %s: runner %s", job_id, describe_status(status))
-        failed = self._fail_unfinished(exited)
+        failed = endings.end_jobs(self._store, {job_id: runner_crashed(status)
+                                                for job_id, status in exited.items()}, self._clock())
         self._store.release_claims(CLAIM_KIND, self.owner, list(exited))
         for job_id in failed:
             logger.warning("job %s: %s", job_id, runner_crashed(exited[job_id]))
-
-    def _fail_unfinished(self, exited: Mapping[str, int]) -> list[str]:
-        """Error the jobs among ``exited`` that are still live; their ids."""
-        now = self._clock()
-        changes = [_error_change(job_id, runner_crashed(status)) for job_id, status in exited.items()]
-        results = self._store.transition_many(changes, now)
-        failed = [result.job_id for result in results if result.ok]
-        self._log_to_jobs({job_id: runner_crashed(exited[job_id]) for job_id in failed}, now)
-        return failed
 
     def _release(self, child: _Child) -> None:
         del self._children[child.job_id]
@@ -323,45 +263,10 @@ class LocalWorker:
         Returns how many jobs were ended."""
         self._last_reconcile = time.monotonic()
         now = self._clock()
-        ended = self._end_orphaned_jobs(now)
-        self._revoke_orphaned_tokens(now)  # after: the jobs just ended lost their claims
+        ended = endings.end_orphaned_jobs(self._store, self._children, now)
+        # After: the jobs just ended lost their claims.
+        endings.revoke_orphaned_tokens(self._store, self._auth, now)
         return ended
-
-    def _end_orphaned_jobs(self, now: float) -> int:
-        query = JobQuery(statuses=LIVE, scheduler_type="local", claimable=(CLAIM_KIND, now),
-                         limit=RECONCILE_LIMIT)
-        owners: dict[str, str] = {}
-        for record in self._store.find_jobs(query):
-            claim = (record.get("claims") or {}).get(CLAIM_KIND)
-            if claim and record["_id"] not in self._children:
-                owners[record["_id"]] = str(claim.get("owner"))
-        if not owners:
-            return 0
-        messages = {job_id: WORKER_STOPPED.format(owner=owner) for job_id, owner in owners.items()}
-        results = self._store.transition_many(
-            [_error_change(job_id, message) for job_id, message in messages.items()], now)
-        ended = [result.job_id for result in results if result.ok]
-        self._log_to_jobs({job_id: messages[job_id] for job_id in ended}, now)
-        for owner in set(owners.values()):
-            self._store.release_claims(CLAIM_KIND, owner,
-                                       [job_id for job_id, o in owners.items() if o == owner])
-        for job_id in ended:
-            logger.warning("job %s: %s", job_id, messages[job_id])
-        return len(ended)
-
-    def _revoke_orphaned_tokens(self, now: float) -> None:
-        """A runner token outlives its job only when its worker died before reaping
-        the runner: a token is live exactly while a worker's claim on its job is
-        (claimed before the token is minted, released after it is revoked)."""
-        holders = self._auth.job_token_ids()
-        if not holders:
-            return
-        records = self._store.get_jobs(sorted(holders))
-        orphaned = [job_id for job_id in holders if not _worker_claimed(records.get(job_id), now)]
-        revoked = self._auth.revoke_job_tokens(orphaned)
-        if revoked:
-            logger.warning("revoked %d runner tokens of jobs no live worker runs: %s", revoked,
-                           ", ".join(sorted(orphaned)))
 
     def shutdown(self) -> None:
         """Stop every runner (SIGTERM, SIGKILL after the grace period), error their
@@ -379,48 +284,5 @@ class LocalWorker:
             self._kill(child)
             statuses[child.job_id] = child.process.wait()
             self._release(child)
-        now = self._clock()
-        results = self._store.transition_many(
-            [_error_change(job_id, SERVICE_STOPPED) for job_id in statuses], now)
-        self._log_to_jobs({r.job_id: SERVICE_STOPPED for r in results if r.ok}, now)
+        endings.end_jobs(self._store, dict.fromkeys(statuses, SERVICE_STOPPED), self._clock())
         self._store.release_claims(CLAIM_KIND, self.owner, list(statuses))
-
-    def _fail(self, job_ids: Sequence[str], message: str) -> None:
-        now = self._clock()
-        results = self._store.transition_many([_error_change(j, message) for j in job_ids], now)
-        self._log_to_jobs({r.job_id: message for r in results if r.ok}, now)
-
-    def _log_to_jobs(self, messages: Mapping[str, str], now: float) -> None:
-        """Put the reason in each job's log, where its owner looks first."""
-        for job_id, message in messages.items():
-            self._store.append_logs(job_id, [LogLine(message, True, now)], now)
-
-
-def _error_change(job_id: str, message: str) -> Transition:
-    return Transition(job_id, JobStatus.ERROR, LIVE, fields={
-        "errormsg": message,
-        "error_code": ErrorCode.JOB_CRASHED.value,
-        "error": {"name": "Job crashed", "code": ErrorCode.JOB_CRASHED.value,
-                  "message": message, "error": message},
-    })
-
-
-def _worker_claimed(record: Record | None, now: float) -> bool:
-    claim = (record or {}).get("claims", {}).get(CLAIM_KIND)
-    return bool(claim) and float(claim["expires"]) > now
-
-
-def _kill_app(workdir: Path) -> None:
-    """Kill the app a runner recorded in its pid file and did not clean up after
-    (the runner was killed outright). The app leads its own session; a pid that
-    no longer does belongs to someone else now and is left alone."""
-    try:
-        pid = int((workdir / APP_PID_FILE).read_text(encoding="ascii").strip())
-    except (FileNotFoundError, ValueError):
-        return
-    try:
-        if os.getsid(pid) != pid:
-            return
-    except ProcessLookupError:
-        return
-    signal_group(pid, signal.SIGKILL)

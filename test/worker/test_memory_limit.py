@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import requests
 
-from execution_engine2.scheduler.worker import LocalWorker
+from execution_engine2.runner.launch import RunnerLauncher
+from execution_engine2.worker.local_worker import LocalWorker
 from support.live_server import standalone_server
 
 pytestmark = pytest.mark.timeout(60)
@@ -21,7 +22,7 @@ def run_allocate(tmp_path: Path, limit: str, megabytes: int) -> dict[str, Any]:
     with standalone_server(tmp_path, maintenance_interval=0, local_memory_limit=limit) as sa:
         services = sa.services
         worker = LocalWorker(services.store, services.config, services.auth, services.catalog,
-                             sa.url, slots=1, kill_grace=1.0)
+                             RunnerLauncher(sa.url), slots=1, kill_grace=1.0)
         try:
             answer = requests.post(sa.url, json={
                 "version": "1.1", "method": "execution_engine2.run_job", "id": "1",

@@ -21,7 +21,8 @@ from execution_engine2.db.store import JobQuery, Transition
 from execution_engine2.errors import AuthenticationError
 from execution_engine2.job import JobStatus, new_job_id, new_job_record
 from execution_engine2.runner.runner import RUNNER_PREFIX
-from execution_engine2.scheduler.worker import LocalWorker
+from execution_engine2.runner.launch import RunnerLauncher
+from execution_engine2.worker.local_worker import LocalWorker
 from support.live_server import Standalone, standalone_server
 from support.sdk_test_app import command
 
@@ -123,7 +124,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     with standalone_server(tmp_path, catalog_file=str(catalog), maintenance_interval=0) as sa:
         services = sa.services
         worker = LocalWorker(services.store, services.config, services.auth, services.catalog,
-                             sa.url, slots=2, kill_grace=1.0)
+                             RunnerLauncher(sa.url), slots=2, kill_grace=1.0)
         h = Harness(sa, worker)
         try:
             yield h
@@ -204,7 +205,7 @@ def test_another_users_job_starts_before_a_users_backlog(harness):
 def test_a_user_runs_at_most_local_user_slots_jobs(harness):
     services = harness.standalone.services
     capped = LocalWorker(services.store, services.config.with_values(local_user_slots=1),
-                         services.auth, services.catalog, harness.standalone.url, slots=3)
+                         services.auth, services.catalog, RunnerLauncher(harness.standalone.url), slots=3)
     try:
         alices = [harness.run_job("sleep") for _ in range(2)]
         bobs = harness.run_job("sleep", user="bob")
@@ -267,7 +268,7 @@ def test_a_job_that_cannot_be_started_ends_in_error(harness):
     services = harness.standalone.services
     tokens_before = token_count(harness.standalone.data_dir)
     broken = LocalWorker(services.store, services.config, services.auth, services.catalog,
-                         harness.standalone.url, slots=1, python="/nonexistent/python")
+                         RunnerLauncher(harness.standalone.url, python="/nonexistent/python"), slots=1)
     job_id = harness.run_job("echo")
 
     assert broken.run_once() == 0
@@ -308,7 +309,8 @@ def test_a_dead_workers_runner_token_is_revoked_by_the_next_worker(harness):
 
     # The harness worker is not driven any more, as if killed: its claim expires.
     successor = LocalWorker(services.store, services.config, services.auth, services.catalog,
-                            harness.standalone.url, slots=1, clock=lambda: time.time() + 60)
+                            RunnerLauncher(harness.standalone.url), slots=1,
+                            clock=lambda: time.time() + 60)
     assert successor.reconcile() == 1
 
     assert harness.status(job_id) == "error"
@@ -328,7 +330,7 @@ def store(tmp_path: Path) -> Iterator[SqliteJobStore]:
 def make_worker(store, tmp_path: Path, clock: Callable[[], float]) -> LocalWorker:
     config = Config.standalone(data_dir=str(tmp_path))
     return LocalWorker(store, config, LocalAuth(str(tmp_path)), LocalCatalog(default_catalog_path()),
-                       "http://127.0.0.1:9/", slots=1, clock=clock)
+                       RunnerLauncher("http://127.0.0.1:9/"), slots=1, clock=clock)
 
 
 def add_local_job(store, status: JobStatus, now: float) -> str:
@@ -402,8 +404,8 @@ def test_reconcile_leaves_claims_that_have_not_expired(store, tmp_path):
 def test_slots_default_to_the_configuration(store, tmp_path):
     config = Config.standalone(data_dir=str(tmp_path), local_slots=3)
     worker = LocalWorker(store, config, LocalAuth(str(tmp_path)),
-                         LocalCatalog(default_catalog_path()), "http://127.0.0.1:9/")
+                         LocalCatalog(default_catalog_path()), RunnerLauncher("http://127.0.0.1:9/"))
     assert worker.slots == 3
     unset = LocalWorker(store, Config.standalone(data_dir=str(tmp_path)), LocalAuth(str(tmp_path)),
-                        LocalCatalog(default_catalog_path()), "http://127.0.0.1:9/")
+                        LocalCatalog(default_catalog_path()), RunnerLauncher("http://127.0.0.1:9/"))
     assert unset.slots == (os.cpu_count() or 1)
