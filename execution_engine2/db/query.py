@@ -272,3 +272,13 @@ def retry_candidates(*, statuses: Sequence[str], user: str | None = None, app_id
         extra["error_code"] = error_code
     return JobQuery(statuses=list(statuses), user=user, batch_job=False, extra=extra or None,
                     created_after=created_after, created_before=created_before, limit=limit)
+
+
+def submittable(kind: str, now: float, *, job_ids: Sequence[str] | None = None,
+                created_before: float | None = None, limit: int | None = None) -> JobQuery:
+    """The jobs a submitter may take: ``created``, not a batch container, never handed
+    to a scheduler, retry lifecycle complete, no live claim of ``kind`` (none, or it
+    lapsed); among ``job_ids`` and created before ``created_before`` when given."""
+    return JobQuery(job_ids=job_ids, statuses=[JobStatus.CREATED], batch_job=False,
+                    has_scheduler_id=False, lifecycle_complete=True, claimable=(kind, now),
+                    created_before=created_before, limit=limit)

@@ -60,6 +60,10 @@ def where(query: JobQuery) -> tuple[str, list[Any]]:
     if query.has_retry_parent is not None:
         # Written exactly as in jobs_unsaved_retry's condition, so the repair pass uses it.
         add(f"j.retry_parent IS {'NOT ' if query.has_retry_parent else ''}NULL")
+    if query.lifecycle_complete is not None:
+        # False is written exactly as jobs_unsaved_retry's condition (the repair pass uses it).
+        add("(j.retry_parent IS NULL OR j.retry_saved_toggle = 1)" if query.lifecycle_complete
+            else "j.retry_parent IS NOT NULL AND j.retry_saved_toggle IS NOT 1")
     if query.scheduler_ids is not None:
         add(f"j.scheduler_id IN {IDS}", dumps(list(query.scheduler_ids)))
     for column in ("batch_job", "retry_active", "retry_saved_toggle"):
@@ -98,7 +102,7 @@ def jobs_table(query: JobQuery) -> str:
     condition, so it is named. Likewise the jobs finished since a recent time (the
     automatic retry scan): a few, where the status index would read every failure.
     """
-    if query.has_retry_parent and query.retry_saved_toggle is False:
+    if query.lifecycle_complete is False or (query.has_retry_parent and query.retry_saved_toggle is False):
         return "jobs j INDEXED BY jobs_unsaved_retry"
     if query.finished_since is not None and query.job_ids is None:
         return "jobs j INDEXED BY jobs_finished"

@@ -36,7 +36,10 @@ class JobQuery:
     ``finished_since``: jobs whose ``finished`` time is set and >= it.
     ``claimable`` is ``(kind, now)``: jobs with no live claim of that kind.
     ``has_retry_parent``: True = ``retry_parent`` is set and not null, False = absent
-    or null. ``scheduler_ids``: ``scheduler_id`` is one of them (exact strings).
+    or null. ``lifecycle_complete``: True = not a retry, or a retry whose bookkeeping
+    (container, root, ``retry_saved_toggle``) is done; False = a retry whose
+    bookkeeping is not (the one definition: submission waits for it, the repair
+    pass finishes it; see ``db.query.submittable``). ``scheduler_ids``: ``scheduler_id`` is one of them (exact strings).
     Results are ordered by job id (creation order), ``ascending`` or not.
     """
 
@@ -49,6 +52,7 @@ class JobQuery:
     retry_parent: str | None = None
     retry_parents: Sequence[str] | None = None
     has_retry_parent: bool | None = None
+    lifecycle_complete: bool | None = None
     retry_active: bool | None = None
     retry_saved_toggle: bool | None = None
     scheduler_id: str | None = None
