@@ -35,6 +35,7 @@ from execution_engine2.db.mongo_filter import job_filter, job_oid, oids
 from execution_engine2.db.mongo_logs import MongoLogs
 from execution_engine2.db.mongo_own import OwnCollections, ended
 from execution_engine2.db.mongo_requests import RequestCollection
+from execution_engine2.db.mongo_retries import MongoRetries
 from execution_engine2.db.mongo_tables import MongoSideTables, store_errors
 from execution_engine2.db.query import (
     check_distinct, check_kind, check_records, field_updates, group_additions, project,
@@ -83,7 +84,7 @@ def _is_live_retry(record: Mapping[str, Any]) -> bool:
     return bool(record.get("retry_active")) and record.get("retry_parent") is not None
 
 
-class MongoJobStore(MongoLogs, MongoSideTables):
+class MongoJobStore(MongoLogs, MongoSideTables, MongoRetries):
     """``JobStore`` on ``database``; creates its indexes on construction.
 
     ``owns_client``: ``close`` also closes ``database.client`` (the factory's

@@ -174,6 +174,31 @@ class JobStore(Protocol):
         """Append ``(job_id, field, value)`` to list fields (``SET_FIELDS``) unless
         the value is already there: idempotent, order of first append kept."""
 
+    # --- retries: the retry lifecycle's writes, and what a retry reads first ------
+    def get_lineages(self, job_ids: Sequence[str], retry_fields: Sequence[str]
+                     ) -> tuple[dict[str, Record], list[Record]]:
+        """What a retry of ``job_ids`` reads (``db.query.read_lineages``): the records
+        of the jobs, of their roots (``retry_parent``) and of the containers
+        (``batch_id``) of both, keyed by id; and every retry of those roots, projected
+        to ``retry_fields``, in id order. (SQLite: one read transaction.)"""
+
+    def insert_retries(self, records: Sequence[Record], attempts: Sequence[Record],
+                       now: float) -> dict[str, str]:
+        """Write new retries whole: insert them as ``insert_jobs`` does (a record whose
+        root has a live retry, stored or earlier in the call, is refused and comes
+        back in ``{job_id: id of the live retry}``), store the ``attempts`` (as
+        ``record_attempts``) of those inserted, and complete their lifecycle
+        (``complete_retries``). SQLite: one transaction, all or nothing. MongoDB: those
+        steps in that order, ``retry_saved_toggle`` last, so a crash between them
+        leaves a retry the repair pass finishes. Raises ValidationError as
+        ``insert_jobs``."""
+
+    def complete_retries(self, records: Sequence[Record], now: float) -> None:
+        """The retry lifecycle's bookkeeping for stored retries (each with ``_id``,
+        ``retry_parent`` and ``batch_id`` if any): the id appended to its container's
+        ``child_jobs`` and to its root's ``retry_ids`` (``db.query.lifecycle_additions``),
+        then ``retry_saved_toggle`` true. Idempotent: the repair pass replays it."""
+
     def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
         """Release the one-live-retry guards taken before ``created_before`` that a
         crash left behind (their retry never inserted, or finished without giving

@@ -1,7 +1,8 @@
 """The repair pass: finish retry lifecycles that a crash interrupted.
 
-A retry is written in four steps (``sdk.retry_lifecycle``): insert, notify the
-container, notify the root, set ``retry_saved_toggle``. A retry record still without
+A retry is written in four steps (``JobStore.insert_retries``): insert, notify the
+container, notify the root, set ``retry_saved_toggle``; one transaction on SQLite,
+ordered steps on MongoDB. A retry record still without
 its toggle after ``repair-grace-seconds`` was left half-way by a process that died or
 lost the database mid-call. Steps 2-4 are idempotent, so this pass replays them for
 every such record in bulk. Their submission is then the repair pass's one submission
@@ -27,7 +28,6 @@ import logging
 from typing import Any
 
 from execution_engine2.db.store import JobQuery
-from execution_engine2.sdk.retry_lifecycle import complete_lifecycle
 from execution_engine2.sdk.services import Services
 
 logger = logging.getLogger(__name__)
@@ -52,10 +52,10 @@ def repair_retries(services: Services, grace_seconds: float | None = None,
         logger.warning("released %d stale live-retry guards of roots: %s", len(released), ", ".join(released))
     unfinished = services.store.find_jobs(
         JobQuery(lifecycle_complete=False, created_before=now - grace, limit=limit),
-        projection=["retry_parent", "batch_id"])  # what complete_lifecycle reads
+        projection=["retry_parent", "batch_id"])  # what complete_retries reads
     if not unfinished:
         return {"repaired": [], "released_guards": released}
-    complete_lifecycle(services.store, unfinished, now)
+    services.store.complete_retries(unfinished, now)
     repaired = [record["_id"] for record in unfinished]
     logger.warning("repaired %d interrupted retries: %s", len(repaired),
                    ", ".join(f"{r['_id']} (of {r['retry_parent']})" for r in unfinished))

@@ -2,9 +2,10 @@
 
 A retry makes a new job with the root's input, pinned to the commit the root ran,
 owned by the caller. Everything that can be checked is checked before anything is
-written (preflight, this module); then the retry lifecycle runs as idempotent bulk
-steps (insert, notify containers, notify roots, toggle: ``sdk.retry_lifecycle``,
-whose functions are re-exported here).
+written (preflight, this module); then the store writes the retries whole
+(``JobStore.insert_retries``: insert, notify containers, notify roots, toggle; one
+transaction on SQLite, ordered idempotent steps on MongoDB, which the repair pass
+finishes after a crash with ``JobStore.complete_retries``).
 
 With the insert, ``record_attempts`` writes who asked for each new job (user or
 admin) and why its requirements differ from a fresh resolution, in a side table
@@ -34,7 +35,7 @@ from execution_engine2 import metrics
 from execution_engine2.auth.base import Caller, WorkspacePermission
 from execution_engine2.catalog.requirements import needs_admin
 from execution_engine2.config import Config
-from execution_engine2.db.store import JobQuery, JobStore, Record
+from execution_engine2.db.store import Record
 from execution_engine2.errors import (
     EE2Error, InvalidParams, RetryRefused, ValidationError, cannot_find_jobs, describe,
 )
@@ -45,9 +46,6 @@ from execution_engine2.sdk.permissions import Access, denied, may_access, requir
 from execution_engine2.sdk.prepare import (
     INACCESSIBLE_OBJECTS, JobSpec, Preparer, check_requirements_allowed, job_record, spec_from_record,
     unreadable_sources,
-)
-from execution_engine2.sdk.retry_lifecycle import (  # noqa: F401 (re-exported)
-    complete_lifecycle, run_lifecycle,
 )
 from execution_engine2.sdk.retry_resources import ATTEMPT_FIELDS, admin_requirements, merged, multiplied_memory
 from execution_engine2.sdk.services import Services
@@ -224,10 +222,10 @@ def _write(services: Services, caller: Caller, options: RetryOptions, planned: S
     this call): ``{refused new id: the live retry's id}``."""
     if not planned:
         return {}
-    refused = run_lifecycle(services.store, [o.record for o in planned], now)
+    refused = services.store.insert_retries([o.record for o in planned],
+                                            [_attempt(o, caller, options) for o in planned], now)
     made = [o for o in planned if o.record["_id"] not in refused]
     if made:
-        services.store.record_attempts([_attempt(o, caller, options) for o in made])
         new_ids = [o.record["_id"] for o in made]
         logger.info("retries %s created by %s", new_ids, caller.user)
         kind = "manual" if options.requested_by == "user" else options.requested_by
@@ -237,32 +235,17 @@ def _write(services: Services, caller: Caller, options: RetryOptions, planned: S
 
 
 def _load(services: Services, caller: Caller, job_ids: Sequence[str], options: RetryOptions) -> _Context:
-    """The requested jobs, their roots and containers, the roots' retries and the
-    caller's workspace permissions: at most four store reads and one workspace call."""
-    store = services.store
-    records = store.get_jobs(list(job_ids))
-    related = {r.get(field) for r in records.values() for field in ("retry_parent", "batch_id")}
-    records.update(_fetch(store, related - records.keys()))
-    # A root normally shares its retries' batch_id; fetch a differing container if any.
-    root_containers = {records[r["retry_parent"]].get("batch_id") for r in records.values()
-                       if r.get("retry_parent") in records}
-    records.update(_fetch(store, root_containers - records.keys()))
-    requested = set(job_ids)
-    roots = sorted({r.get("retry_parent") or job_id for job_id, r in records.items() if job_id in requested})
-    retries_of: dict[str, list[Record]] = {root: [] for root in roots}
-    if roots:
-        for found in store.find_jobs(JobQuery(retry_parents=roots),
-                                     projection=["retry_parent", "retry_active", *ATTEMPT_FIELDS]):
-            retries_of.setdefault(found["retry_parent"], []).append(found)
+    """The requested jobs, their roots and containers, the roots' retries (one store
+    read, ``JobStore.get_lineages``) and the caller's workspace permissions (one
+    workspace call)."""
+    records, retries = services.store.get_lineages(list(job_ids), ["retry_parent", "retry_active", *ATTEMPT_FIELDS])
+    retries_of: dict[str, list[Record]] = {}
+    for found in retries:
+        retries_of.setdefault(found["retry_parent"], []).append(found)
     permissions = {} if options.as_admin else workspace_permissions(
         services, caller, (r.get("wsid") for r in records.values()))
     return _Context(caller, options, records, permissions, retries_of,
                     int(services.config["max-retries"]), services.config)
-
-
-def _fetch(store: JobStore, job_ids: set[Any]) -> dict[str, Record]:
-    wanted = sorted(job_id for job_id in job_ids if job_id)
-    return store.get_jobs(wanted) if wanted else {}
 
 
 def _plan(context: _Context, preparer: Preparer, job_id: str, now: float) -> _Planned:

@@ -21,7 +21,7 @@ from execution_engine2.sdk.job_state import job_state
 from execution_engine2.sdk.submission import INTERRUPTED, StoreSubmitter
 from support.recording_scheduler import RecordingScheduler
 from support.sdk_services import close_services, make_services, stored
-from support.store_faults import CrashedStore, CrashingStore
+from support.store_faults import CrashedStore, InterruptedRetries
 from execution_engine2.db.mongomock_database import AtomicDatabase
 
 GRACE = 60.0
@@ -75,17 +75,10 @@ def failed_batch(services: Any, caller: Any, children: int) -> dict[str, Any]:
     return batch
 
 
-# Where the retry lifecycle of a batch child starts its next step: insert_jobs, then
-# add_to_set (container), add_to_set (root), set_fields (toggle).
-NEXT_CALL = {"insert": ("add_to_set", 1), "notify_containers": ("add_to_set", 2),
-             "notify_roots": ("set_fields", 1)}
-
-
-def crash_after(services: Any, step: str) -> CrashingStore:
-    """The service's store, made to crash when the retry lifecycle of a batch child
+def crash_after(services: Any, step: str) -> InterruptedRetries:
+    """The service's store, made to die when the retry lifecycle of a batch child
     (not a plain job, which has no container step) has done ``step``."""
-    method, nth = NEXT_CALL[step]
-    services.store = CrashingStore(services.store, method, nth)
+    services.store = InterruptedRetries(services.store, step)
     return services.store
 
 
@@ -97,7 +90,7 @@ def repair_pass(services: Any) -> dict[str, Any]:
     return {**summary["result"]["retries"], **summary["result"]["submissions"]}
 
 
-def recover(services: Any, crashing: CrashingStore) -> None:
+def recover(services: Any, crashing: InterruptedRetries) -> None:
     """The process restarted: the store works again."""
     assert crashing.crashed
     services.store = crashing.inner

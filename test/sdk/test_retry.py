@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from support.counting import CountingStore
-from support.store_faults import CrashedStore, CrashingStore, ReadBarrierStore
+from support.store_faults import CrashedStore, InterruptedRetries, ReadBarrierStore
 from execution_engine2.db.store import Transition
 from execution_engine2.errors import (
     EE2Error, InvalidParams, NotFound, PermissionDenied, RetryRefused, ValidationError,
@@ -496,8 +496,8 @@ def test_an_interrupted_retry_is_not_submitted_and_blocks_another(services, user
     root = failed_job(services, alice)
     submissions = len(scheduler.submissions)
 
-    # The database goes away right after the insert: the root's add_to_set never runs.
-    services.store = crashing = CrashingStore(services.store, "add_to_set")
+    # The process dies right after the insert: the root's add_to_set never runs.
+    services.store = crashing = InterruptedRetries(services.store, "insert")
     with pytest.raises(CrashedStore):
         retry.retry_job(services, alice, {"job_id": root})
     services.store = crashing.inner
