@@ -120,7 +120,9 @@ class SqliteJobStore(SqliteSideTables):
             return conn.execute(f"SELECT count(*) FROM {sql.jobs_table(query)} WHERE {where}",
                                 params).fetchone()[0]
 
-    def _transition(self, conn: sqlite3.Connection, change: Transition, now: float) -> TransitionResult:
+    def _transition(self, conn: sqlite3.Connection, change: Transition, now: float) -> TransitionResult | None:
+        """Apply one change: None when it was made (``_transitions`` reads the changed
+        records back, all at once), else the refused change's result."""
         sets, unsets = transition_update(change, now)
         expr, params = sql.doc_update(sets, unsets)
         allowed = status_values(change.allowed_from)
@@ -137,20 +139,28 @@ class SqliteJobStore(SqliteSideTables):
                                "(SELECT retry_parent FROM jobs WHERE id = ?)", (change.job_id,)).fetchone()
             live_retry = row[0] if row else None
         if changed:
-            return TransitionResult(change.job_id, self._by_ids(conn, [change.job_id])[0])
+            return None
         row = conn.execute("SELECT status FROM jobs WHERE id = ?", (change.job_id,)).fetchone()
         return TransitionResult(change.job_id, None, JobStatus(row[0]) if row else None, live_retry)
+
+    def _transitions(self, conn: sqlite3.Connection, changes: Sequence[Transition], now: float
+                     ) -> list[TransitionResult]:
+        """Every change, then one read of the changed records."""
+        refused = [self._transition(conn, change, now) for change in changes]
+        changed = [c.job_id for c, result in zip(changes, refused) if result is None]
+        records = {record["_id"]: record for record in self._by_ids(conn, changed)} if changed else {}
+        return [result or TransitionResult(c.job_id, records[c.job_id]) for c, result in zip(changes, refused)]
 
     @sql.store_errors
     def transition(self, change: Transition, now: float) -> TransitionResult:
         with self._write() as conn:
-            return self._transition(conn, change, now)
+            return self._transitions(conn, [change], now)[0]
 
     @sql.store_errors
     def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
         check_distinct(changes)
         with self._write() as conn:
-            return [self._transition(conn, change, now) for change in changes]
+            return self._transitions(conn, changes, now)
 
     @sql.store_errors
     def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:

@@ -4,6 +4,7 @@ with their claims, and the JSON encoding every parameter uses."""
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +28,13 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 def dumps(value: Any) -> str:
     return _ENCODER.encode(value)
+
+
+def _plain(value: Any) -> bool:
+    """Whether json_set stores ``value`` bound as it is exactly as its JSON text: a
+    string, or a finite float (not bool, stored as 1; not an int, which may exceed
+    64 bits; not NaN or infinity, which JSON text refuses)."""
+    return type(value) is str or (type(value) is float and math.isfinite(value))
 
 
 def marks(values: Sequence[Any]) -> str:
@@ -121,11 +129,19 @@ def page(query: JobQuery) -> tuple[str, list[Any]]:
 
 
 def doc_update(sets: Mapping[str, Any], unsets: Sequence[str] = ()) -> tuple[str, list[Any]]:
-    """An expression of ``doc`` with ``sets`` applied and ``unsets`` removed."""
-    expr = "json_set(doc" + ", ?, json(?)" * len(sets) + ")"
+    """An expression of ``doc`` with ``sets`` applied and ``unsets`` removed. Strings
+    and numbers are bound as they are (json_set stores SQL text as a JSON string);
+    anything else goes in as JSON text."""
+    expr = "json_set(doc"
     params: list[Any] = []
     for field, value in sets.items():
-        params += [json_path(field), dumps(value)]
+        if _plain(value):
+            expr += ", ?, ?"
+            params += [json_path(field), value]
+        else:
+            expr += ", ?, json(?)"
+            params += [json_path(field), dumps(value)]
+    expr += ")"
     if unsets:
         expr = f"json_remove({expr}, {marks(unsets)})"
         params += [json_path(field) for field in unsets]
