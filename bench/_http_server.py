@@ -9,8 +9,15 @@ Besides the JSON-RPC endpoint it answers, for the benchmark only:
 
 * ``POST /_bench/seed?n=N&user=U``: N errored jobs of U (to retry); ``{"job_ids": [...]}``
 * ``POST /_bench/flush``: waits until the submitter has handled everything, then
-* ``GET /_bench/stats``: ``{"schedd_transactions", "round_trips", "groups", "queued",
-  "gc_seconds", "gc_collections"}`` (the last two: time in the garbage collector).
+* ``GET /_bench/stats``: ``{"schedd_transactions", "round_trips", "request_round_trips",
+  "cpu_seconds", "groups", "queued", "gc_seconds", "gc_collections"}``
+  (``request_round_trips``: the store round trips of request threads, not of the
+  background submitter; ``cpu_seconds``: the server process's CPU time, all threads,
+  which machine load does not inflate as it does wall time; the last two: time in
+  the garbage collector).
+* ``GET /_bench/profile?sort=tottime``: with ``EE2_BENCH_PROFILE=1`` in the server's
+  environment, every request is profiled in its handler thread (``_stack.Profiled``);
+  this answers the summed profile as text and starts a new one.
 
 ``served_over_http(latency, env)`` (client side) starts it with a user token, waits
 until it answers and stops it on exit. The client then runs in the calling process.
@@ -34,7 +41,7 @@ from urllib.parse import parse_qs
 
 import requests
 
-from _stack import RoleCountingStore, seed_errored_jobs
+from _stack import Profiled, RoleCountingStore, seed_errored_jobs
 
 START_SECONDS = 60.0
 
@@ -67,12 +74,14 @@ def _stack_app(data_dir: str, latency: float) -> Callable[..., Iterable[bytes]]:
                         submitter=submitter)
     app = create_app(config, services)
     start_background(app)
+    profiled = Profiled(app) if os.environ.get("EE2_BENCH_PROFILE") == "1" else None
     tune_gc(config)  # as gunicorn_conf.post_worker_init does
 
     collector = _CollectorClock()
 
     def stats() -> dict[str, Any]:
         return {"schedd_transactions": schedd.transactions, "round_trips": store.round_trips,
+                "request_round_trips": store.by_role["request"], "cpu_seconds": time.process_time(),
                 "groups": submitter.groups, "gc_seconds": collector.seconds,
                 "gc_collections": collector.collections,
                 "queued": store.inner.count_jobs(JobQuery(statuses=[JobStatus.QUEUED]))}
@@ -80,8 +89,14 @@ def _stack_app(data_dir: str, latency: float) -> Callable[..., Iterable[bytes]]:
     def bench_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if not path.startswith("/_bench/"):
-            return app(environ, start_response)
+            return (profiled or app)(environ, start_response)
         query = parse_qs(environ.get("QUERY_STRING", ""))
+        if path == "/_bench/profile":
+            text = profiled.report(query.get("sort", ["tottime"])[0], 40) if profiled else "(not profiling)"
+            if profiled:
+                profiled.clear()
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [text.encode()]
         if path == "/_bench/seed":
             body: Any = {"job_ids": seed_errored_jobs(services, query.get("user", ["alice"])[0],
                                                       int(query["n"][0]))}

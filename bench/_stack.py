@@ -176,6 +176,11 @@ class Profiled:
             with self._lock:
                 self._profiles.append(profiler)
 
+    def clear(self) -> None:
+        """Forget what was profiled so far."""
+        with self._lock:
+            self._profiles = []
+
     def report(self, sort: str = "cumulative", limit: int = 25) -> str:
         """The top ``limit`` functions by ``sort`` (pstats key), as text."""
         with self._lock:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import statistics
 import time
 import urllib.parse
@@ -69,23 +70,28 @@ def latency(calls: int, latency_s: float) -> None:
         for _ in range(50):  # warm the connections, the thread pool and the caches
             client.check_job({"job_id": job_id})
             raw.call("check_job", {"job_id": job_id})
-        samples = {}
+        samples, server_cost = {}, {}
         for name, call in (("http.client", raw.call), ("ee2 client", _client_call(client))):
-            samples[name, "ver"] = [_timed(lambda: call("ver")) for _ in range(calls)]
-            samples[name, "check_job"] = [_timed(lambda: call("check_job", {"job_id": job_id}))
-                                          for _ in range(calls)]
-            samples[name, "retry_job"] = [_timed(lambda: call("retry_job", {"job_id": next(errored)}))
-                                          for _ in range(calls)]
-            server.control("flush")
-    print(f"single calls over one kept-alive connection ({calls} each), ms:")
-    print(f"{'client':<12} {'method':<10} {'p50':>7} {'mean':>7} {'p99':>7}   target (p50)")
+            for method, params in (("ver", lambda: ()), ("check_job", lambda: ({"job_id": job_id},)),
+                                   ("retry_job", lambda: ({"job_id": next(errored)},))):
+                before = server.control("stats")
+                samples[name, method] = [_timed(lambda: call(method, *params())) for _ in range(calls)]
+                after = server.control("flush")  # a retry's CPU includes its background submission
+                server_cost[name, method] = (
+                    (after["request_round_trips"] - before["request_round_trips"]) / calls,
+                    (after["cpu_seconds"] - before["cpu_seconds"]) / calls * 1000)
+    print(f"single calls over one kept-alive connection ({calls} each), ms; store round trips "
+          f"per call (request thread) and server CPU ms per call (all threads, less load-bound):")
+    print(f"{'client':<12} {'method':<10} {'p50':>7} {'mean':>7} {'p99':>7} {'rt':>5} {'cpu':>6}   target (p50)")
     for (name, method), values in samples.items():
         p50 = statistics.median(values)
         target = TARGET_MS.get(method)
         met = "(the floor: HTTP, gunicorn, client)" if target is None else \
             f"<= {target} ms: {'met' if p50 <= target else 'NOT met'}"
+        round_trips, cpu_ms = server_cost[name, method]
         print(f"{name:<12} {method:<10} {p50:>7.2f} {statistics.fmean(values):>7.2f} "
-              f"{percentile(values, 0.99):>7.2f}   {met}")
+              f"{percentile(values, 0.99):>7.2f} {round_trips:>5.1f} {cpu_ms:>6.2f}   {met}")
+    print(f"load average while measured: {os.getloadavg()[0]:.2f} (1 min)")
 
 
 def _client_call(client: Client) -> Any:

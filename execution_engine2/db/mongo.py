@@ -35,6 +35,7 @@ from execution_engine2.db.mongo_filter import job_filter, job_oid, oids
 from execution_engine2.db.mongo_logs import MongoLogs
 from execution_engine2.db.mongo_own import OwnCollections, ended
 from execution_engine2.db.mongo_requests import RequestCollection
+from execution_engine2.db.mongo_retries import MongoRetries
 from execution_engine2.db.mongo_tables import MongoSideTables, store_errors
 from execution_engine2.db.query import (
     check_distinct, check_kind, check_records, field_updates, group_additions, project,
@@ -83,7 +84,7 @@ def _is_live_retry(record: Mapping[str, Any]) -> bool:
     return bool(record.get("retry_active")) and record.get("retry_parent") is not None
 
 
-class MongoJobStore(MongoLogs, MongoSideTables):
+class MongoJobStore(MongoLogs, MongoSideTables, MongoRetries):
     """``JobStore`` on ``database``; creates its indexes on construction.
 
     ``owns_client``: ``close`` also closes ``database.client`` (the factory's
@@ -154,11 +155,15 @@ class MongoJobStore(MongoLogs, MongoSideTables):
         """See ``JobStore.insert_jobs``: take the live-retry guards of the retries,
         insert the extra parts, then the job documents (one bulk write each); a
         refused retry costs a read of the guards (and of their jobs). Raises
-        ValidationError for a malformed, repeated or already stored id."""
+        ValidationError for a malformed, repeated or already stored id. A root with a
+        retry in a live status counts as having a live retry, guard or not."""
         check_records(records)
         by_id = {record["_id"]: record for record in records}
-        answer: dict[str, str] = {}
-        pending = list(records)
+        # Live retries the existing service left have no guard: refused by status.
+        unguarded = self._own.active_retries(r["retry_parent"] for r in records if _is_live_retry(r))
+        answer = {r["_id"]: unguarded[r["retry_parent"]] for r in records
+                  if _is_live_retry(r) and r["retry_parent"] in unguarded}
+        pending = [r for r in records if r["_id"] not in answer]
         now = max((float(r.get("updated") or 0) for r in records), default=0.0)
         for _ in range(_INSERT_ATTEMPTS):
             send, refused = split_live_retries(pending)

@@ -50,6 +50,9 @@ def job_filter(query: JobQuery, own: OwnCollections, *more: Mapping[str, Any]) -
         add({"retry_parent": {"$in": list(query.retry_parents)}})
     if query.has_retry_parent is not None:
         add({"retry_parent": {"$ne": None} if query.has_retry_parent else None})  # None: absent or null
+    if query.lifecycle_complete is not None:
+        add({"$or": [{"retry_parent": None}, {"retry_saved_toggle": True}]} if query.lifecycle_complete
+            else {"retry_parent": {"$ne": None}, "retry_saved_toggle": {"$ne": True}})
     if query.scheduler_ids is not None:
         add({"scheduler_id": {"$in": list(query.scheduler_ids)}})
     for field in ("batch_job", "retry_saved_toggle"):

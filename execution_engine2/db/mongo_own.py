@@ -26,7 +26,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from execution_engine2.job import TERMINAL
+from execution_engine2.job import ACTIVE, TERMINAL
 
 _DUPLICATE_KEY = 11000
 # A guard whose retry is not in the jobs collection this long after it was taken
@@ -212,6 +212,19 @@ class OwnCollections:
                 live[root] = job_id
         self.release_exact(stale)
         return live
+
+    def active_retries(self, roots: Iterable[str]) -> dict[str, str]:
+        """``{root: its oldest retry in a live status}``. Ours hold a guard too; the
+        existing service took none (and allowed several), so its live retries are
+        known only by their status."""
+        wanted = sorted(set(roots))
+        if not wanted:
+            return {}
+        found: dict[str, str] = {}
+        for doc in self.jobs.find({"retry_parent": {"$in": wanted}, "status": {"$in": [s.value for s in ACTIVE]}},
+                                  {"retry_parent": 1}, sort=[("_id", ASCENDING)]):
+            found.setdefault(doc["retry_parent"], str(doc["_id"]))
+        return found
 
     def release_stale(self, created_before: float, limit: int) -> list[str]:
         """Release up to ``limit`` guards taken before ``created_before`` whose retry

@@ -272,3 +272,39 @@ def retry_candidates(*, statuses: Sequence[str], user: str | None = None, app_id
         extra["error_code"] = error_code
     return JobQuery(statuses=list(statuses), user=user, batch_job=False, extra=extra or None,
                     created_after=created_after, created_before=created_before, limit=limit)
+
+
+def submittable(kind: str, now: float, *, job_ids: Sequence[str] | None = None,
+                created_before: float | None = None, limit: int | None = None) -> JobQuery:
+    """The jobs a submitter may take: ``created``, not a batch container, never handed
+    to a scheduler, retry lifecycle complete, no live claim of ``kind`` (none, or it
+    lapsed); among ``job_ids`` and created before ``created_before`` when given."""
+    return JobQuery(job_ids=job_ids, statuses=[JobStatus.CREATED], batch_job=False,
+                    has_scheduler_id=False, lifecycle_complete=True, claimable=(kind, now),
+                    created_before=created_before, limit=limit)
+
+
+def lifecycle_additions(records: Sequence[Record]) -> list[tuple[str, str, str]]:
+    """Steps 2 and 3 of the retry lifecycle as ``add_to_set`` additions: each retry's
+    id appended to its container's ``child_jobs`` (in the order given) and to its
+    root's ``retry_ids`` (in creation order: ids sort by creation time)."""
+    to_containers = [(r["batch_id"], "child_jobs", r["_id"]) for r in records if r.get("batch_id")]
+    ordered = sorted(records, key=lambda r: r["_id"])
+    return to_containers + [(r["retry_parent"], "retry_ids", r["_id"]) for r in ordered]
+
+
+def read_lineages(fetch: Callable[[list[str]], dict[str, Record]],
+                  find_retries: Callable[[list[str]], list[Record]], job_ids: Sequence[str]
+                  ) -> tuple[dict[str, Record], list[Record]]:
+    """``JobStore.get_lineages`` on a store's own reads: ``fetch`` (records by id) for
+    the jobs, then their roots and containers, then the roots' containers (a root
+    normally shares its retries' ``batch_id``); ``find_retries`` for the roots' retries."""
+    records = fetch(list(job_ids))
+    for _ in range(2):
+        related = {r.get(field) for r in records.values() for field in ("retry_parent", "batch_id")}
+        wanted = sorted(job_id for job_id in related - records.keys() if job_id)
+        if wanted:
+            records.update(fetch(wanted))
+    requested = set(job_ids)
+    roots = sorted({r.get("retry_parent") or job_id for job_id, r in records.items() if job_id in requested})
+    return records, find_retries(roots) if roots else []

@@ -26,8 +26,8 @@ from execution_engine2 import errors
 from execution_engine2.db import sqlite_sql as sql
 from execution_engine2.db.fair import Share, fair_picks
 from execution_engine2.db.query import (
-    check_distinct, check_kind, check_records, field_updates, group_additions, project,
-    status_values, transition_update,
+    check_distinct, check_kind, check_records, field_updates, group_additions, lifecycle_additions,
+    project, read_lineages, split_live_retries, status_values, transition_update,
 )
 from execution_engine2.db.sqlite_tables import SqliteSideTables
 from execution_engine2.db.store import JobQuery, Record, Transition, TransitionResult
@@ -120,7 +120,9 @@ class SqliteJobStore(SqliteSideTables):
             return conn.execute(f"SELECT count(*) FROM {sql.jobs_table(query)} WHERE {where}",
                                 params).fetchone()[0]
 
-    def _transition(self, conn: sqlite3.Connection, change: Transition, now: float) -> TransitionResult:
+    def _transition(self, conn: sqlite3.Connection, change: Transition, now: float) -> TransitionResult | None:
+        """Apply one change: None when it was made (``_transitions`` reads the changed
+        records back, all at once), else the refused change's result."""
         sets, unsets = transition_update(change, now)
         expr, params = sql.doc_update(sets, unsets)
         allowed = status_values(change.allowed_from)
@@ -137,20 +139,28 @@ class SqliteJobStore(SqliteSideTables):
                                "(SELECT retry_parent FROM jobs WHERE id = ?)", (change.job_id,)).fetchone()
             live_retry = row[0] if row else None
         if changed:
-            return TransitionResult(change.job_id, self._by_ids(conn, [change.job_id])[0])
+            return None
         row = conn.execute("SELECT status FROM jobs WHERE id = ?", (change.job_id,)).fetchone()
         return TransitionResult(change.job_id, None, JobStatus(row[0]) if row else None, live_retry)
+
+    def _transitions(self, conn: sqlite3.Connection, changes: Sequence[Transition], now: float
+                     ) -> list[TransitionResult]:
+        """Every change, then one read of the changed records."""
+        refused = [self._transition(conn, change, now) for change in changes]
+        changed = [c.job_id for c, result in zip(changes, refused) if result is None]
+        records = {record["_id"]: record for record in self._by_ids(conn, changed)} if changed else {}
+        return [result or TransitionResult(c.job_id, records[c.job_id]) for c, result in zip(changes, refused)]
 
     @sql.store_errors
     def transition(self, change: Transition, now: float) -> TransitionResult:
         with self._write() as conn:
-            return self._transition(conn, change, now)
+            return self._transitions(conn, [change], now)[0]
 
     @sql.store_errors
     def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
         check_distinct(changes)
         with self._write() as conn:
-            return [self._transition(conn, change, now) for change in changes]
+            return self._transitions(conn, changes, now)
 
     @sql.store_errors
     def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
@@ -166,6 +176,12 @@ class SqliteJobStore(SqliteSideTables):
         the number of values appended to one record). A record that gains nothing
         is not written (``updated`` unchanged); a list field holding something else
         than a list is replaced."""
+        if additions:
+            with self._write() as conn:
+                self._add_to_set(conn, additions, now)
+
+    @staticmethod
+    def _add_to_set(conn: sqlite3.Connection, additions: Sequence[tuple[str, str, str]], now: float) -> None:
         wanted = group_additions(additions)
         if not wanted:
             return
@@ -173,18 +189,75 @@ class SqliteJobStore(SqliteSideTables):
         lists = ", ".join("CASE json_type(doc, ?) WHEN 'array' THEN json_extract(doc, ?) END"
                           for _ in fields)
         paths = [sql.json_path(field) for field in fields for _ in range(2)]
+        rows = conn.execute(f"SELECT id, {lists} FROM jobs WHERE id IN {sql.IDS}",
+                            [*paths, sql.dumps(list(wanted))]).fetchall()
+        writes: dict[str, list[list[Any]]] = {}  # one executemany per statement
+        for job_id, *stored in rows:
+            sets = _appended(wanted[job_id], dict(zip(fields, stored)))
+            if sets:
+                expr, params = sql.doc_update({**sets, "updated": now})
+                writes.setdefault(f"UPDATE jobs SET doc = {expr} WHERE id = ?", []).append(
+                    [*params, job_id])
+        for statement, rows_params in writes.items():
+            conn.executemany(statement, rows_params)
+
+    # --- retries ----------------------------------------------------------------
+    @sql.store_errors
+    def get_lineages(self, job_ids: Sequence[str], retry_fields: Sequence[str]
+                     ) -> tuple[dict[str, Record], list[Record]]:
+        with self._read() as conn:
+            def fetch(ids: list[str]) -> dict[str, Record]:
+                return {record["_id"]: record for record in self._by_ids(conn, ids)}
+
+            def find_retries(roots: list[str]) -> list[Record]:
+                found = self._select(conn, f"j.retry_parent IN {sql.IDS}", [sql.dumps(roots)], " ORDER BY j.id")
+                return [project(record, retry_fields) for record in found]
+
+            return read_lineages(fetch, find_retries, job_ids)
+
+    @sql.store_errors
+    def insert_retries(self, records: Sequence[Record], attempts: Sequence[Record],
+                       now: float) -> dict[str, str]:
+        """See ``JobStore.insert_retries``: one transaction. The live retries of the
+        roots are read inside it (the partial unique index answers), so the rows
+        inserted after cannot collide; the records go in with their toggle set."""
+        check_records(records)
+        attempt_rows = self._attempt_rows(attempts)
         with self._write() as conn:
-            rows = conn.execute(f"SELECT id, {lists} FROM jobs WHERE id IN {sql.IDS}",
-                                [*paths, sql.dumps(list(wanted))]).fetchall()
-            writes: dict[str, list[list[Any]]] = {}  # one executemany per statement
-            for job_id, *stored in rows:
-                sets = _appended(wanted[job_id], dict(zip(fields, stored)))
-                if sets:
-                    expr, params = sql.doc_update({**sets, "updated": now})
-                    writes.setdefault(f"UPDATE jobs SET doc = {expr} WHERE id = ?", []).append(
-                        [*params, job_id])
-            for statement, rows_params in writes.items():
-                conn.executemany(statement, rows_params)
+            refused = self._live_retries_of(conn, records)
+            made = [r for r in records if r["_id"] not in refused]
+            stored = conn.execute(f"SELECT id FROM jobs WHERE id IN {sql.IDS} LIMIT 1",
+                                  [sql.dumps([r["_id"] for r in made])]).fetchone()
+            if stored is not None:
+                raise errors.ValidationError(f"Job {stored[0]} already exists")
+            conn.executemany("INSERT INTO jobs (id, doc) VALUES (?, ?)",
+                             [(r["_id"], sql.dumps({**r, "retry_saved_toggle": True})) for r in made])
+            self._write_attempts(conn, [row for row in attempt_rows if row[0] not in refused])
+            self._add_to_set(conn, lifecycle_additions(made), now)
+        return refused
+
+    @staticmethod
+    def _live_retries_of(conn: sqlite3.Connection, records: Sequence[Record]) -> dict[str, str]:
+        """``{record id: live retry of its root}`` for the live retries among ``records``
+        whose root has one stored, or an earlier one among ``records``."""
+        send, held = split_live_retries(records)
+        first = {r["retry_parent"]: r["_id"] for r in send if r.get("retry_active") and r.get("retry_parent")}
+        stored = dict(conn.execute(
+            f"SELECT retry_parent, id FROM jobs WHERE retry_active = 1 AND retry_parent IN {sql.IDS}",
+            [sql.dumps(sorted(first))]).fetchall()) if first else {}
+        refused = {job_id: first[parent] for job_id, parent in held.items()}
+        refused.update({job_id: stored[parent] for parent, job_id in first.items() if parent in stored})
+        refused.update({job_id: stored[parent] for job_id, parent in held.items() if parent in stored})
+        return refused
+
+    @sql.store_errors
+    def complete_retries(self, records: Sequence[Record], now: float) -> None:
+        if not records:
+            return
+        toggle, params = sql.doc_update({"retry_saved_toggle": True, "updated": now})
+        with self._write() as conn:
+            self._add_to_set(conn, lifecycle_additions(records), now)
+            conn.executemany(f"UPDATE jobs SET doc = {toggle} WHERE id = ?", [[*params, r["_id"]] for r in records])
 
     def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
         """Nothing to repair: the live-retry guard is the retry's own row."""

@@ -4,6 +4,7 @@ with their claims, and the JSON encoding every parameter uses."""
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +28,13 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 def dumps(value: Any) -> str:
     return _ENCODER.encode(value)
+
+
+def _plain(value: Any) -> bool:
+    """Whether json_set stores ``value`` bound as it is exactly as its JSON text: a
+    string, or a finite float (not bool, stored as 1; not an int, which may exceed
+    64 bits; not NaN or infinity, which JSON text refuses)."""
+    return type(value) is str or (type(value) is float and math.isfinite(value))
 
 
 def marks(values: Sequence[Any]) -> str:
@@ -60,6 +68,10 @@ def where(query: JobQuery) -> tuple[str, list[Any]]:
     if query.has_retry_parent is not None:
         # Written exactly as in jobs_unsaved_retry's condition, so the repair pass uses it.
         add(f"j.retry_parent IS {'NOT ' if query.has_retry_parent else ''}NULL")
+    if query.lifecycle_complete is not None:
+        # False is written exactly as jobs_unsaved_retry's condition (the repair pass uses it).
+        add("(j.retry_parent IS NULL OR j.retry_saved_toggle = 1)" if query.lifecycle_complete
+            else "j.retry_parent IS NOT NULL AND j.retry_saved_toggle IS NOT 1")
     if query.scheduler_ids is not None:
         add(f"j.scheduler_id IN {IDS}", dumps(list(query.scheduler_ids)))
     for column in ("batch_job", "retry_active", "retry_saved_toggle"):
@@ -98,7 +110,7 @@ def jobs_table(query: JobQuery) -> str:
     condition, so it is named. Likewise the jobs finished since a recent time (the
     automatic retry scan): a few, where the status index would read every failure.
     """
-    if query.has_retry_parent and query.retry_saved_toggle is False:
+    if query.lifecycle_complete is False or (query.has_retry_parent and query.retry_saved_toggle is False):
         return "jobs j INDEXED BY jobs_unsaved_retry"
     if query.finished_since is not None and query.job_ids is None:
         return "jobs j INDEXED BY jobs_finished"
@@ -117,11 +129,19 @@ def page(query: JobQuery) -> tuple[str, list[Any]]:
 
 
 def doc_update(sets: Mapping[str, Any], unsets: Sequence[str] = ()) -> tuple[str, list[Any]]:
-    """An expression of ``doc`` with ``sets`` applied and ``unsets`` removed."""
-    expr = "json_set(doc" + ", ?, json(?)" * len(sets) + ")"
+    """An expression of ``doc`` with ``sets`` applied and ``unsets`` removed. Strings
+    and numbers are bound as they are (json_set stores SQL text as a JSON string);
+    anything else goes in as JSON text."""
+    expr = "json_set(doc"
     params: list[Any] = []
     for field, value in sets.items():
-        params += [json_path(field), dumps(value)]
+        if _plain(value):
+            expr += ", ?, ?"
+            params += [json_path(field), value]
+        else:
+            expr += ", ?, json(?)"
+            params += [json_path(field), dumps(value)]
+    expr += ")"
     if unsets:
         expr = f"json_remove({expr}, {marks(unsets)})"
         params += [json_path(field) for field in unsets]

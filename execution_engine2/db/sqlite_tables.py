@@ -3,6 +3,7 @@ retry attempts, the automatic retry schedule, logs, request ids and leases."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any, Sequence
 
 from execution_engine2.db import legacy_logs
@@ -21,12 +22,19 @@ class SqliteSideTables(SqliteConnections):
     # --- retry attempts -----------------------------------------------------------
     @sql.store_errors
     def record_attempts(self, attempts: Sequence[Record]) -> None:
-        rows = [(check_attempt(attempt), sql.dumps(dict(attempt))) for attempt in attempts]
-        if not rows:
-            return
-        with self._write() as conn:
-            conn.executemany("INSERT INTO retry_attempts (job_id, doc) VALUES (?, ?)"
-                             " ON CONFLICT (job_id) DO UPDATE SET doc = excluded.doc", rows)
+        rows = self._attempt_rows(attempts)
+        if rows:
+            with self._write() as conn:
+                self._write_attempts(conn, rows)
+
+    @staticmethod
+    def _attempt_rows(attempts: Sequence[Record]) -> list[tuple[str, str]]:
+        return [(check_attempt(attempt), sql.dumps(dict(attempt))) for attempt in attempts]
+
+    @staticmethod
+    def _write_attempts(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
+        conn.executemany("INSERT INTO retry_attempts (job_id, doc) VALUES (?, ?)"
+                         " ON CONFLICT (job_id) DO UPDATE SET doc = excluded.doc", rows)
 
     @sql.store_errors
     def get_attempts(self, job_ids: Sequence[str]) -> dict[str, Record]:

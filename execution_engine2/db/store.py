@@ -36,7 +36,10 @@ class JobQuery:
     ``finished_since``: jobs whose ``finished`` time is set and >= it.
     ``claimable`` is ``(kind, now)``: jobs with no live claim of that kind.
     ``has_retry_parent``: True = ``retry_parent`` is set and not null, False = absent
-    or null. ``scheduler_ids``: ``scheduler_id`` is one of them (exact strings).
+    or null. ``lifecycle_complete``: True = not a retry, or a retry whose bookkeeping
+    (container, root, ``retry_saved_toggle``) is done; False = a retry whose
+    bookkeeping is not (the one definition: submission waits for it, the repair
+    pass finishes it; see ``db.query.submittable``). ``scheduler_ids``: ``scheduler_id`` is one of them (exact strings).
     Results are ordered by job id (creation order), ``ascending`` or not.
     """
 
@@ -49,6 +52,7 @@ class JobQuery:
     retry_parent: str | None = None
     retry_parents: Sequence[str] | None = None
     has_retry_parent: bool | None = None
+    lifecycle_complete: bool | None = None
     retry_active: bool | None = None
     retry_saved_toggle: bool | None = None
     scheduler_id: str | None = None
@@ -169,6 +173,31 @@ class JobStore(Protocol):
     def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
         """Append ``(job_id, field, value)`` to list fields (``SET_FIELDS``) unless
         the value is already there: idempotent, order of first append kept."""
+
+    # --- retries: the retry lifecycle's writes, and what a retry reads first ------
+    def get_lineages(self, job_ids: Sequence[str], retry_fields: Sequence[str]
+                     ) -> tuple[dict[str, Record], list[Record]]:
+        """What a retry of ``job_ids`` reads (``db.query.read_lineages``): the records
+        of the jobs, of their roots (``retry_parent``) and of the containers
+        (``batch_id``) of both, keyed by id; and every retry of those roots, projected
+        to ``retry_fields``, in id order. (SQLite: one read transaction.)"""
+
+    def insert_retries(self, records: Sequence[Record], attempts: Sequence[Record],
+                       now: float) -> dict[str, str]:
+        """Write new retries whole: insert them as ``insert_jobs`` does (a record whose
+        root has a live retry, stored or earlier in the call, is refused and comes
+        back in ``{job_id: id of the live retry}``), store the ``attempts`` (as
+        ``record_attempts``) of those inserted, and complete their lifecycle
+        (``complete_retries``). SQLite: one transaction, all or nothing. MongoDB: those
+        steps in that order, ``retry_saved_toggle`` last, so a crash between them
+        leaves a retry the repair pass finishes. Raises ValidationError as
+        ``insert_jobs``."""
+
+    def complete_retries(self, records: Sequence[Record], now: float) -> None:
+        """The retry lifecycle's bookkeeping for stored retries (each with ``_id``,
+        ``retry_parent`` and ``batch_id`` if any): the id appended to its container's
+        ``child_jobs`` and to its root's ``retry_ids`` (``db.query.lifecycle_additions``),
+        then ``retry_saved_toggle`` true. Idempotent: the repair pass replays it."""
 
     def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
         """Release the one-live-retry guards taken before ``created_before`` that a

@@ -73,7 +73,7 @@ _ERROR_CLASSES: Mapping[str, type[EE2Error]] = {
     name: value for name, value in vars(errors).items()
     if isinstance(value, type) and issubclass(value, EE2Error)}
 # ``JobStore`` methods that only read; calling any other one counts as a write.
-_READS = frozenset({"get_jobs", "find_jobs", "count_jobs", "get_logs", "get_attempts"})
+_READS = frozenset({"get_jobs", "find_jobs", "count_jobs", "get_logs", "get_attempts", "get_lineages"})
 _FIRST_PAUSE, _MAX_PAUSE = 0.02, 0.5
 
 SdkFunction = Callable[..., Any]

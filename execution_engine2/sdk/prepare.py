@@ -243,7 +243,8 @@ class Preparer:
     def requirements(self, spec: JobSpec, user_requirements: Mapping[str, Any] | None) -> Requirements:
         """The full requirement set for ``spec.method`` with the user's requirements applied.
         Raises ValidationError for illegal requirements or an unknown client group."""
-        key = (spec.method, json.dumps(user_requirements or {}, sort_keys=True, default=str))
+        # No user requirements (most jobs): no JSON key to build (its encoder is the slow one).
+        key = (spec.method, json.dumps(user_requirements, sort_keys=True, default=str) if user_requirements else "")
         if key not in self._requirements:
             self._requirements[key] = resolve_requirements(
                 spec.method, user_requirements, self._services.catalog, self._services.config)

@@ -2,13 +2,18 @@
 
 A retry makes a new job with the root's input, pinned to the commit the root ran,
 owned by the caller. Everything that can be checked is checked before anything is
-written (preflight, this module); then the retry lifecycle runs as idempotent bulk
-steps (insert, notify containers, notify roots, toggle: ``sdk.retry_lifecycle``,
-whose functions are re-exported here).
+written (preflight, this module); then the store writes the retries whole
+(``JobStore.insert_retries``: insert, notify containers, notify roots, toggle; one
+transaction on SQLite, ordered idempotent steps on MongoDB, which the repair pass
+finishes after a crash with ``JobStore.complete_retries``).
 
-Before the insert, ``record_attempts`` writes who asked for each new job (user or
+With the insert, ``record_attempts`` writes who asked for each new job (user or
 admin) and why its requirements differ from a fresh resolution, in a side table
 (``get_retry_history`` reads it; job records keep the existing model).
+
+One retry in flight per root is the store's rule alone: the insert refuses a retry
+whose root has a live one (stored, or earlier in the same call) and names it; the
+answer for that id is shaped from the refusal (``_answer``).
 
 ``retry_batch`` and ``retry_jobs`` with a ``query`` (admins, ``sdk.retry_bulk``)
 choose their ids and then take this same path (``retry_entries``). ``dry_run``
@@ -30,20 +35,17 @@ from execution_engine2 import metrics
 from execution_engine2.auth.base import Caller, WorkspacePermission
 from execution_engine2.catalog.requirements import needs_admin
 from execution_engine2.config import Config
-from execution_engine2.db.store import JobQuery, JobStore, Record
+from execution_engine2.db.store import Record
 from execution_engine2.errors import (
     EE2Error, InvalidParams, RetryRefused, ValidationError, cannot_find_jobs, describe,
 )
-from execution_engine2.job import ACTIVE, RETRYABLE, is_batch_container, new_job_id
+from execution_engine2.job import RETRYABLE, is_batch_container, new_job_id
 from execution_engine2.sdk import params as p
 from execution_engine2.sdk.history import requested_names
 from execution_engine2.sdk.permissions import Access, denied, may_access, require_admin, workspace_permissions
 from execution_engine2.sdk.prepare import (
     INACCESSIBLE_OBJECTS, JobSpec, Preparer, check_requirements_allowed, job_record, spec_from_record,
     unreadable_sources,
-)
-from execution_engine2.sdk.retry_lifecycle import (  # noqa: F401 (re-exported)
-    complete_lifecycle, run_lifecycle,
 )
 from execution_engine2.sdk.retry_resources import ATTEMPT_FIELDS, admin_requirements, merged, multiplied_memory
 from execution_engine2.sdk.services import Services
@@ -206,49 +208,44 @@ def _retry(services: Services, caller: Caller, job_ids: Sequence[str], options: 
             outcomes.append(err)
     if not options.automatic:
         _check_sources(services, caller, outcomes)
-    first_of_root = _one_per_root(outcomes)
-    planned = [o for o in outcomes if isinstance(o, _Planned) and first_of_root[o.root_id] is o]
     if options.dry_run:
-        return [_dry_answer(outcome, first_of_root) for outcome in outcomes]
-    if planned:
-        services.store.record_attempts([_attempt(o, caller, options) for o in planned])
-    refused = run_lifecycle(services.store, [o.record for o in planned], now) if planned else {}
-    new_ids = [o.record["_id"] for o in planned if o.record["_id"] not in refused]
-    if new_ids:
+        return _dry_answers(context, outcomes)
+    planned = [o for o in outcomes if isinstance(o, _Planned)]
+    refused = _write(services, caller, options, planned, now)
+    return [_answer(outcome, refused) for outcome in outcomes]
+
+
+def _write(services: Services, caller: Caller, options: RetryOptions, planned: Sequence[_Planned],
+           now: float) -> dict[str, str]:
+    """Insert the planned retries and submit the ones the store took. The store alone
+    decides the one-live-retry rule (a root's live retry stored, or an earlier one in
+    this call): ``{refused new id: the live retry's id}``."""
+    if not planned:
+        return {}
+    refused = services.store.insert_retries([o.record for o in planned],
+                                            [_attempt(o, caller, options) for o in planned], now)
+    made = [o for o in planned if o.record["_id"] not in refused]
+    if made:
+        new_ids = [o.record["_id"] for o in made]
         logger.info("retries %s created by %s", new_ids, caller.user)
         kind = "manual" if options.requested_by == "user" else options.requested_by
         metrics.retries_created(kind, len(new_ids))
         services.submitter.submit_later(new_ids, caller.token)
-    return [_answer(outcome, first_of_root, refused) for outcome in outcomes]
+    return refused
 
 
 def _load(services: Services, caller: Caller, job_ids: Sequence[str], options: RetryOptions) -> _Context:
-    """The requested jobs, their roots and containers, the roots' retries and the
-    caller's workspace permissions: at most four store reads and one workspace call."""
-    store = services.store
-    records = store.get_jobs(list(job_ids))
-    related = {r.get(field) for r in records.values() for field in ("retry_parent", "batch_id")}
-    records.update(_fetch(store, related - records.keys()))
-    # A root normally shares its retries' batch_id; fetch a differing container if any.
-    root_containers = {records[r["retry_parent"]].get("batch_id") for r in records.values()
-                       if r.get("retry_parent") in records}
-    records.update(_fetch(store, root_containers - records.keys()))
-    requested = set(job_ids)
-    roots = sorted({r.get("retry_parent") or job_id for job_id, r in records.items() if job_id in requested})
-    retries_of: dict[str, list[Record]] = {root: [] for root in roots}
-    if roots:
-        for found in store.find_jobs(JobQuery(retry_parents=roots),
-                                     projection=["retry_parent", "retry_active", *ATTEMPT_FIELDS]):
-            retries_of.setdefault(found["retry_parent"], []).append(found)
+    """The requested jobs, their roots and containers, the roots' retries (one store
+    read, ``JobStore.get_lineages``) and the caller's workspace permissions (one
+    workspace call)."""
+    records, retries = services.store.get_lineages(list(job_ids), ["retry_parent", "retry_active", *ATTEMPT_FIELDS])
+    retries_of: dict[str, list[Record]] = {}
+    for found in retries:
+        retries_of.setdefault(found["retry_parent"], []).append(found)
     permissions = {} if options.as_admin else workspace_permissions(
         services, caller, (r.get("wsid") for r in records.values()))
     return _Context(caller, options, records, permissions, retries_of,
                     services.config.max_retries, services.config)
-
-
-def _fetch(store: JobStore, job_ids: set[Any]) -> dict[str, Record]:
-    wanted = sorted(job_id for job_id in job_ids if job_id)
-    return store.get_jobs(wanted) if wanted else {}
 
 
 def _plan(context: _Context, preparer: Preparer, job_id: str, now: float) -> _Planned:
@@ -299,15 +296,18 @@ def _require_write(context: _Context, job_id: str, record: Record) -> None:
 
 
 def _check_lineage(context: _Context, job_id: str, root_id: str, root: Record) -> None:
-    """No retry of the root in flight, and the root under the retry limit."""
+    """The root under the retry limit. Whether a retry of it is live is the store's to
+    say when the retry is written (``JobStore.insert_jobs``); a root at its limit whose
+    retry the store reports live (``retry_active``) is refused for that retry, as the
+    insert would have."""
     retries = context.retries_of.get(root_id, [])
-    live = [r["_id"] for r in retries
-            if r.get("retry_active") or r.get("status") in {status.value for status in ACTIVE}]
-    if live:
-        raise RetryRefused(IN_FLIGHT.format(job_id=job_id, root_id=root_id, live_id=live[0]))
     count = max(len(root.get("retry_ids") or []), len(retries))
-    if count >= context.max_retries:
-        raise RetryRefused(LIMIT.format(job_id=job_id, root_id=root_id, limit=context.max_retries))
+    if count < context.max_retries:
+        return
+    live = next((r["_id"] for r in retries if r.get("retry_active")), None)
+    if live is not None:
+        raise RetryRefused(IN_FLIGHT.format(job_id=job_id, root_id=root_id, live_id=live))
+    raise RetryRefused(LIMIT.format(job_id=job_id, root_id=root_id, limit=context.max_retries))
 
 
 def _kept_requirements(spec: JobSpec, as_admin: bool) -> Mapping[str, Any] | None:
@@ -328,35 +328,38 @@ def _check_sources(services: Services, caller: Caller, outcomes: list[Any]) -> N
         outcomes[planned[index]] = ValidationError(INACCESSIBLE_OBJECTS)
 
 
-def _one_per_root(outcomes: Sequence[Any]) -> dict[str, _Planned]:
-    """The first planned retry of each root; later ones in the call get the in-flight error."""
-    first: dict[str, _Planned] = {}
-    for outcome in outcomes:
-        if isinstance(outcome, _Planned):
-            first.setdefault(outcome.root_id, outcome)
-    return first
-
-
-def _answer(outcome: Any, first_of_root: Mapping[str, _Planned], refused: Mapping[str, str]
-            ) -> dict[str, str] | EE2Error:
+def _answer(outcome: Any, refused: Mapping[str, str]) -> dict[str, str] | EE2Error:
+    """The answer for one id: its refusal, the retry made, or the store's refusal
+    naming the root's live retry."""
     if isinstance(outcome, EE2Error):
         return outcome
-    winner = first_of_root[outcome.root_id]
-    new_id = winner.record["_id"]
-    if winner is outcome and new_id not in refused:
-        return {"job_id": outcome.root_id, "retry_id": new_id}
-    live_id = refused.get(new_id, new_id)
-    return RetryRefused(IN_FLIGHT.format(job_id=outcome.job_id, root_id=outcome.root_id, live_id=live_id))
-
-
-def _dry_answer(outcome: Any, first_of_root: Mapping[str, _Planned]) -> dict[str, Any] | EE2Error:
-    """What a dry run answers for one id: the retry that would be made, or the refusal."""
-    if isinstance(outcome, EE2Error):
-        return outcome
-    winner = first_of_root[outcome.root_id]
-    if winner is not outcome:
+    new_id = outcome.record["_id"]
+    if new_id in refused:
         return RetryRefused(IN_FLIGHT.format(job_id=outcome.job_id, root_id=outcome.root_id,
-                                             live_id=winner.job_id))
+                                             live_id=refused[new_id]))
+    return {"job_id": outcome.root_id, "retry_id": new_id}
+
+
+def _dry_answers(context: _Context, outcomes: Sequence[Any]) -> list[dict[str, Any] | EE2Error]:
+    """What a dry run answers: the retry that would be made, or the refusal. Nothing is
+    written, so the store's refusal is foretold from what it reported live
+    (``retry_active``) and, within the call, the first retry of each root."""
+    live = {root: r["_id"] for root, retries in context.retries_of.items() for r in retries
+            if r.get("retry_active")}
+    answers: list[dict[str, Any] | EE2Error] = []
+    for outcome in outcomes:
+        if isinstance(outcome, EE2Error):
+            answers.append(outcome)
+        elif outcome.root_id in live:
+            answers.append(RetryRefused(IN_FLIGHT.format(job_id=outcome.job_id, root_id=outcome.root_id,
+                                                         live_id=live[outcome.root_id])))
+        else:
+            live[outcome.root_id] = outcome.job_id
+            answers.append(_dry_answer(outcome))
+    return answers
+
+
+def _dry_answer(outcome: _Planned) -> dict[str, Any]:
     # job_id as the real call answers it (the root); retry_of: the attempt it would retry.
     answer = {"job_id": outcome.root_id, "retry_of": outcome.job_id, "dry_run": True,
               "requirements": requested_names(outcome.record["job_input"]["requirements"])}

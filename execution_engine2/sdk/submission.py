@@ -35,7 +35,7 @@ from execution_engine2.sdk.grouping import Request, take_group
 from execution_engine2.sdk.claims import ClaimKeeper
 from execution_engine2.sdk.submission_steps import (  # noqa: F401 (re-exported)
     CLAIM_KIND, INTERRUPTED, TOKENLESS_SCHEDULERS, Clock,
-    SubmissionWork, lifecycle_complete, new_owner, recover_orphans, submission_error,
+    SubmissionWork, new_owner, recover_orphans, submission_error,
 )
 
 logger = logging.getLogger(__name__)

@@ -14,9 +14,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from execution_engine2 import metrics
 from execution_engine2.config import Config
+from execution_engine2.db.query import submittable
 from execution_engine2.db.store import JobQuery, JobStore, Record, Transition
 from execution_engine2.errors import EE2Error
-from execution_engine2.job import ErrorCode, JobStatus, is_batch_container
+from execution_engine2.job import ErrorCode, JobStatus
 from execution_engine2.scheduler.base import PreparedJob, Scheduler, SubmitOutcome
 from execution_engine2.sdk.claims import ClaimKeeper
 from execution_engine2.sdk.grouping import submit_splitting
@@ -32,12 +33,6 @@ TOKENLESS_SCHEDULERS = frozenset({"local"})
 Clock = Callable[[], float]
 
 
-def lifecycle_complete(record: Record) -> bool:
-    """Whether a job may be submitted: not a retry, or a retry whose bookkeeping
-    (container, root, toggle) is done."""
-    return not record.get("retry_parent") or bool(record.get("retry_saved_toggle"))
-
-
 def submission_error(scheduler_type: str, reason: str) -> str:
     return f"Cannot submit to {scheduler_type}: {reason}"
 
@@ -51,20 +46,22 @@ class SubmissionWork:
         self.owner, self.lease_seconds, self.keeper = owner, lease_seconds, keeper
 
     def claim(self, job_ids: Sequence[str]) -> list[Record]:
-        """Claim the submittable jobs among ``job_ids``, in the order given."""
+        """Claim the submittable jobs among ``job_ids`` (``db.query.submittable``: a
+        retry whose bookkeeping is unfinished waits for the repair pass), in the
+        order given."""
         if not job_ids:
             return []
-        query = JobQuery(job_ids=list(job_ids), statuses=[JobStatus.CREATED], batch_job=False,
-                         has_scheduler_id=False, limit=len(job_ids))
-        claimed = self.store.claim_jobs(CLAIM_KIND, self.owner, query, self.lease_seconds, self.clock())
-        unfinished = [r["_id"] for r in claimed if not lifecycle_complete(r)]
-        if unfinished:
-            # Retries whose bookkeeping is not done wait for the repair pass.
-            self.store.release_claims(CLAIM_KIND, self.owner, unfinished)
-        by_id = {r["_id"]: r for r in claimed if lifecycle_complete(r)}
-        if self.keeper is not None:
-            self.keeper.hold(by_id)
+        claimed = self.claim_matching(submittable(CLAIM_KIND, self.clock(), job_ids=list(job_ids),
+                                                  limit=len(job_ids)))
+        by_id = {r["_id"]: r for r in claimed}
         return [by_id[job_id] for job_id in dict.fromkeys(job_ids) if job_id in by_id]
+
+    def claim_matching(self, query: JobQuery) -> list[Record]:
+        """Claim the jobs ``query`` selects (one ``claim_jobs``); the heartbeat keeps them."""
+        claimed = self.store.claim_jobs(CLAIM_KIND, self.owner, query, self.lease_seconds, self.clock())
+        if self.keeper is not None:
+            self.keeper.hold(r["_id"] for r in claimed)
+        return claimed
 
     def reclaim(self, job_ids: Sequence[str]) -> list[Record]:
         """Renew our claims and read the jobs back, for work queued a while ago: drops
@@ -189,13 +186,10 @@ def recover_orphans(store: JobStore, scheduler: Scheduler, config: Config, clock
         return {"submitted": [], "failed": []}
     now = clock()
     grace = config.submit_claim_seconds if grace_seconds is None else grace_seconds
-    query = JobQuery(job_ids=list(job_ids) if job_ids is not None else None,
-                     statuses=[JobStatus.CREATED], batch_job=False, has_scheduler_id=False,
-                     created_before=now - grace, claimable=(CLAIM_KIND, now), limit=limit)
-    found = store.find_jobs(query, projection=["retry_parent", "retry_saved_toggle", "batch_job"])
-    candidates = [r["_id"] for r in found if lifecycle_complete(r) and not is_batch_container(r)]
     work = SubmissionWork(store, scheduler, clock, owner or new_owner("recovery"), config.submit_claim_seconds)
-    claimed = work.claim(candidates)
+    claimed = work.claim_matching(submittable(
+        CLAIM_KIND, now, job_ids=list(job_ids) if job_ids is not None else None,
+        created_before=now - grace, limit=limit))
     if not claimed:
         return {"submitted": [], "failed": []}
     ids = [r["_id"] for r in claimed]

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pytest
 
 from execution_engine2.db.sqlite import SqliteJobStore
+from execution_engine2.db.query import submittable
 from execution_engine2.db.store import JobQuery, JobStore, LogLine, Transition
 from execution_engine2.errors import ValidationError
 from execution_engine2.job import JobStatus, allowed_from, new_job_id, new_job_record
@@ -400,6 +401,33 @@ def test_claim_takes_up_to_the_limit_in_query_order(store: JobStore) -> None:
     newest = JobQuery(limit=1, ascending=False)
     assert claimed(store.claim_jobs("submit", "w2", newest, 30, NOW)) == ids[3:]
     assert claimed(store.claim_jobs("submit", "w3", JobQuery(), 30, NOW)) == [ids[2]]
+
+
+def test_submittable_jobs_are_created_unsent_complete_and_unclaimed(store: JobStore) -> None:
+    """``query.submittable``: what a submitter may take, claimed in one step (no
+    claim-then-release of the retries whose bookkeeping is unfinished)."""
+    plain, container, sent, running = record(), record(batch_job=True), record(), record()
+    root = record()
+    unsaved = record(retry_parent=root["_id"], retry_active=True)
+    saved = record(retry_parent=new_job_id(), retry_active=True, retry_saved_toggle=True)
+    store.insert_jobs([plain, container, sent, running, root, unsaved, saved])
+    store.set_fields({sent["_id"]: {"scheduler_id": "42"}}, NOW)
+    store.transition(change(running["_id"], Q), NOW)
+    everything = [plain, container, sent, running, root, unsaved, saved]
+
+    taken = store.claim_jobs("submit", "w1", submittable("submit", NOW, job_ids=claimed(everything)), 10, NOW)
+
+    assert sorted(claimed(taken)) == sorted([plain["_id"], root["_id"], saved["_id"]])
+    assert store.find_jobs(submittable("submit", NOW + 5)) == []  # claimed
+    lapsed = claimed(store.find_jobs(submittable("submit", NOW + 10)))
+    assert sorted(lapsed) == sorted(claimed(taken))
+    assert claimed(store.find_jobs(JobQuery(lifecycle_complete=False))) == [unsaved["_id"]]
+    assert store.count_jobs(JobQuery(lifecycle_complete=True)) == 6
+    store.add_to_set([(root["_id"], "retry_ids", unsaved["_id"])], NOW)
+    store.set_fields({unsaved["_id"]: {"retry_saved_toggle": True}}, NOW)
+    assert claimed(store.claim_jobs("submit", "w2", submittable("submit", NOW + 1), 10, NOW + 1)) == \
+        [unsaved["_id"]]
+    assert store.find_jobs(submittable("submit", NOW, created_before=0)) == []
 
 
 def test_an_expired_claim_can_be_taken(store: JobStore) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from execution_engine2.db.query import retry_candidates
-from execution_engine2.db.store import JobQuery
+from execution_engine2.db.store import JobQuery, Transition
 from execution_engine2.errors import ValidationError
-from execution_engine2.job import new_job_id, new_job_record
+from execution_engine2.job import JobStatus, new_job_id, new_job_record
 
 NOW = 1_700_000_000.0
 
@@ -75,3 +75,81 @@ def test_retry_candidates_match_every_filter_oldest_first(store):
     assert ids(created_after=1_500, created_before=3_000) == [mid]
     assert ids(limit=2) == [old, mid]
     assert isinstance(retry_candidates(statuses=["error"], limit=1), JobQuery)
+
+
+# --- the retry lifecycle's writes and reads (JobStore.insert_retries, complete_retries, get_lineages)
+
+def retry_of(root: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A new live retry record of ``root``, as retry_job makes it (toggle still false)."""
+    return record(new_job_id(), status="created", retry_parent=root["_id"], retry_active=True,
+                  batch_id=root.get("batch_id"), **fields)
+
+
+def test_insert_retries_writes_a_retry_whole(store):
+    container = record(new_job_id(), batch_job=True)
+    root = record(new_job_id(), status="error", batch_id=container["_id"])
+    store.insert_jobs([container, root])
+    new = retry_of(root)
+
+    refused = store.insert_retries([new], [{"job_id": new["_id"], "requested_by": "user"}], NOW + 1)
+
+    assert refused == {}
+    stored = store.get_jobs([container["_id"], root["_id"], new["_id"]])
+    assert stored[new["_id"]]["retry_saved_toggle"] is True and stored[new["_id"]]["retry_active"] is True
+    assert stored[root["_id"]]["retry_ids"] == [new["_id"]]
+    assert stored[container["_id"]]["child_jobs"] == [new["_id"]]
+    assert stored[root["_id"]]["updated"] == NOW + 1
+    assert store.get_attempts([new["_id"]]) == {new["_id"]: {"job_id": new["_id"], "requested_by": "user"}}
+    assert store.find_jobs(JobQuery(lifecycle_complete=False)) == []
+
+
+def test_insert_retries_refuses_a_second_live_retry_naming_the_live_one(store):
+    root, other = record(new_job_id(), status="error"), record(new_job_id(), status="error")
+    store.insert_jobs([root, other])
+    first, second, third = retry_of(root), retry_of(root), retry_of(other)
+
+    refused = store.insert_retries([first, second, third], [{"job_id": r["_id"]} for r in (first, second, third)],
+                                   NOW)
+    assert refused == {second["_id"]: first["_id"]}  # earlier in the same call
+    again = retry_of(root)
+    assert store.insert_retries([again], [{"job_id": again["_id"]}], NOW) == {again["_id"]: first["_id"]}
+
+    assert store.get_jobs([second["_id"], again["_id"]]) == {}
+    assert store.get_attempts([second["_id"], again["_id"]]) == {}
+    assert store.get_jobs([root["_id"]])[root["_id"]]["retry_ids"] == [first["_id"]]
+    with pytest.raises(ValidationError, match="already exists"):
+        store.insert_retries([{**third, "retry_active": False}], [], NOW)
+
+
+def test_complete_retries_finishes_a_half_written_retry_and_can_be_replayed(store):
+    container = record(new_job_id(), batch_job=True)
+    root = record(new_job_id(), status="error", batch_id=container["_id"])
+    half = retry_of(root)
+    store.insert_jobs([container, root, half])  # as a crash right after the insert leaves it
+    assert [r["_id"] for r in store.find_jobs(JobQuery(lifecycle_complete=False))] == [half["_id"]]
+
+    for _ in range(2):
+        store.complete_retries([half], NOW)
+
+    stored = store.get_jobs([container["_id"], root["_id"], half["_id"]])
+    assert stored[half["_id"]]["retry_saved_toggle"] is True
+    assert stored[root["_id"]]["retry_ids"] == [half["_id"]]
+    assert stored[container["_id"]]["child_jobs"] == [half["_id"]]
+    assert store.find_jobs(JobQuery(lifecycle_complete=False)) == []
+
+
+def test_get_lineages_reads_jobs_roots_containers_and_the_roots_retries(store):
+    container, plain = record(new_job_id(), batch_job=True), record(new_job_id(), status="error")
+    root = record(new_job_id(), status="error", batch_id=container["_id"])
+    store.insert_jobs([container, root, plain])
+    first = retry_of(root)
+    store.insert_retries([first], [], NOW)
+    store.transition(Transition(first["_id"], JobStatus.ERROR, frozenset({JobStatus.CREATED})), NOW)
+    unknown = new_job_id()
+
+    records, retries = store.get_lineages([first["_id"], plain["_id"], unknown], ["retry_parent", "status"])
+
+    assert sorted(records) == sorted([first["_id"], root["_id"], container["_id"], plain["_id"]])
+    assert records[root["_id"]]["retry_ids"] == [first["_id"]]
+    assert retries == [{"_id": first["_id"], "retry_parent": root["_id"], "status": "error"}]
+    assert store.get_lineages([unknown], ["status"]) == ({}, [])

@@ -14,13 +14,14 @@ from execution_engine2.db.mongo_own import OwnCollections
 from execution_engine2.db.store import JobQuery, Transition
 from execution_engine2.errors import RetryRefused
 from execution_engine2.job import ACTIVE, ErrorCode, JobStatus, new_job_id
+from execution_engine2.maintenance import passes
 from execution_engine2.maintenance.repair import repair_retries
 from execution_engine2.sdk import retry, run, status
 from execution_engine2.sdk.job_state import job_state
 from execution_engine2.sdk.submission import INTERRUPTED, StoreSubmitter
 from support.recording_scheduler import RecordingScheduler
 from support.sdk_services import close_services, make_services, stored
-from support.store_faults import CrashedStore, CrashingStore
+from support.store_faults import CrashedStore, InterruptedRetries
 from execution_engine2.db.mongomock_database import AtomicDatabase
 
 GRACE = 60.0
@@ -74,21 +75,22 @@ def failed_batch(services: Any, caller: Any, children: int) -> dict[str, Any]:
     return batch
 
 
-# Where the retry lifecycle of a batch child starts its next step: insert_jobs, then
-# add_to_set (container), add_to_set (root), set_fields (toggle).
-NEXT_CALL = {"insert": ("add_to_set", 1), "notify_containers": ("add_to_set", 2),
-             "notify_roots": ("set_fields", 1)}
-
-
-def crash_after(services: Any, step: str) -> CrashingStore:
-    """The service's store, made to crash when the retry lifecycle of a batch child
+def crash_after(services: Any, step: str) -> InterruptedRetries:
+    """The service's store, made to die when the retry lifecycle of a batch child
     (not a plain job, which has no container step) has done ``step``."""
-    method, nth = NEXT_CALL[step]
-    services.store = CrashingStore(services.store, method, nth)
+    services.store = InterruptedRetries(services.store, step)
     return services.store
 
 
-def recover(services: Any, crashing: CrashingStore) -> None:
+def repair_pass(services: Any) -> dict[str, Any]:
+    """What one repair pass did: the retries' bookkeeping, then its one submission
+    recovery (which takes the repaired retries with every other orphan)."""
+    summary = passes.repair(services)
+    assert summary["status"] == "done", summary
+    return {**summary["result"]["retries"], **summary["result"]["submissions"]}
+
+
+def recover(services: Any, crashing: InterruptedRetries) -> None:
     """The process restarted: the store works again."""
     assert crashing.crashed
     services.store = crashing.inner
@@ -124,7 +126,7 @@ def test_a_retry_interrupted_after_any_step_is_repaired(services, scheduler, clo
 
     assert repair_retries(services)["repaired"] == []  # not before the grace period
     clock.advance(GRACE + 1)
-    report = repair_retries(services)
+    report = repair_pass(services)
 
     assert report == {"repaired": [crashed_retry], "submitted": [crashed_retry], "failed": [],
                       "released_guards": []}
@@ -147,7 +149,7 @@ def test_a_repaired_retry_that_needs_a_token_ends_in_error_and_can_be_retried(se
     recover(services, crashing)
     clock.advance(GRACE + 1)
 
-    report = repair_retries(services)
+    report = repair_pass(services)
 
     [half] = report["repaired"]
     assert report["failed"] == [half]
@@ -186,7 +188,7 @@ def test_a_half_written_retry_cancelled_before_the_pass_still_reaches_its_root(s
     status.cancel_job(services, alice, {"job_id": half})
     clock.advance(GRACE + 1)
 
-    report = repair_retries(services)
+    report = repair_pass(services)
 
     assert report == {"repaired": [half], "submitted": [], "failed": [], "released_guards": []}
     record = stored(services, half)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from support.counting import CountingStore
-from support.store_faults import CrashedStore, CrashingStore, ReadBarrierStore
+from support.store_faults import CrashedStore, InterruptedRetries, ReadBarrierStore
 from execution_engine2.db.store import Transition
 from execution_engine2.errors import (
     EE2Error, InvalidParams, NotFound, PermissionDenied, RetryRefused, ValidationError,
@@ -436,6 +436,29 @@ def test_bulk_retry_round_trips_do_not_grow_and_make_one_submission(tmp_path, st
     assert retry_many(5) == retry_many(50)
 
 
+def test_one_retry_reads_once_writes_once_and_claims_once(tmp_path, store_kind):
+    """The store calls of one retry_job in the caller's thread: what a retry costs
+    before the scheduler (bench/serving.py prints the same figure over HTTP). The
+    scheduler is slow, so the background submission makes no store call meanwhile."""
+    services, counting = _counted(tmp_path, "one", RecordingScheduler(latency=0.5), store_kind)
+    try:
+        alice = services.auth.authenticate(services.auth.create_token("alice"))
+        roots = [failed_job(services, alice) for _ in range(2)]
+        retry.retry_job(services, alice, {"job_id": roots[0]})  # warm: the first call resolves the catalog
+        assert services.submitter.flush(5)
+        counting.reset()
+
+        new_id = retry.retry_job(services, alice, {"job_id": roots[1]})["retry_id"]
+
+        assert dict(counting.calls) == {"get_lineages": 1, "insert_retries": 1, "claim_jobs": 1}
+        assert counting.round_trips == 5
+        assert services.submitter.flush(5)
+        assert stored(services, new_id)["status"] == "queued"
+    finally:
+        assert services.submitter.stop()
+        services.store.close()
+
+
 def test_a_failed_submission_ends_the_retries_in_error_and_they_can_be_retried(services, users, scheduler):
     alice = users["alice"]
     roots = [failed_job(services, alice) for _ in range(3)]
@@ -496,8 +519,8 @@ def test_an_interrupted_retry_is_not_submitted_and_blocks_another(services, user
     root = failed_job(services, alice)
     submissions = len(scheduler.submissions)
 
-    # The database goes away right after the insert: the root's add_to_set never runs.
-    services.store = crashing = CrashingStore(services.store, "add_to_set")
+    # The process dies right after the insert: the root's add_to_set never runs.
+    services.store = crashing = InterruptedRetries(services.store, "insert")
     with pytest.raises(CrashedStore):
         retry.retry_job(services, alice, {"job_id": root})
     services.store = crashing.inner

@@ -82,6 +82,20 @@ class CountingStore:
         self._count("add_to_set")
         self.inner.add_to_set(additions, now)
 
+    def get_lineages(self, job_ids: Sequence[str], retry_fields: Sequence[str]
+                     ) -> tuple[dict[str, Record], list[Record]]:
+        self._count("get_lineages")
+        return self.inner.get_lineages(job_ids, retry_fields)
+
+    def insert_retries(self, records: Sequence[Record], attempts: Sequence[Record],
+                       now: float) -> dict[str, str]:
+        self._count("insert_retries")
+        return self.inner.insert_retries(records, attempts, now)
+
+    def complete_retries(self, records: Sequence[Record], now: float) -> None:
+        self._count("complete_retries")
+        self.inner.complete_retries(records, now)
+
     def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
         self._count("repair_retry_guards")
         return self.inner.repair_retry_guards(created_before, limit)

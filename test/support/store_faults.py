@@ -5,6 +5,9 @@
   store call that begins the step after X.
 * ``WriteCounter``: counts the calls of the methods that write, to show that a
   refusal wrote nothing.
+* ``InterruptedRetries``: ``insert_retries`` made of the store's own steps, dying
+  after the named one, as a MongoDB store does when its process dies between the
+  writes of a retry (a SQLite store writes a retry in one transaction).
 * ``ReadBarrierStore``: holds every racer at its first write until all of them have
   read, so a race between N callers happens every run, not by chance.
 """
@@ -12,13 +15,14 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
-from execution_engine2.db.store import JobStore
+from execution_engine2.db.query import lifecycle_additions
+from execution_engine2.db.store import JobStore, Record
 
 # Every JobStore method that changes stored state.
 WRITE_METHODS = frozenset({
-    "insert_jobs", "transition", "transition_many", "set_fields", "add_to_set",
+    "insert_jobs", "insert_retries", "complete_retries", "transition", "transition_many", "set_fields", "add_to_set",
     "repair_retry_guards", "pull_children", "claim_jobs", "claim_jobs_fairly", "renew_claims",
     "release_claims", "record_attempts", "append_logs", "claim_request", "answer_request",
     "release_request", "purge_requests", "acquire_lease", "release_lease",
@@ -123,3 +127,35 @@ class ReadBarrierStore(_Forwarding):
                 return
             self._waited.add(me)
         barrier.wait()
+
+
+# The steps of ``JobStore.insert_retries``, in order, after which ``InterruptedRetries`` dies.
+RETRY_STEPS = ("insert", "notify_containers", "notify_roots")
+
+
+class InterruptedRetries(_Forwarding):
+    """``insert_retries`` done step by step with ``inner``'s methods (insert and
+    attempts, the containers' ``child_jobs``, the roots' ``retry_ids``), raising
+    ``CrashedStore`` after ``step`` (one of ``RETRY_STEPS``): the toggle is never set.
+    ``crashed`` tells whether it happened; every other call goes through."""
+
+    def __init__(self, inner: JobStore, step: str) -> None:
+        super().__init__(inner)
+        self.steps = RETRY_STEPS[:RETRY_STEPS.index(step) + 1]
+        self.crashed = False
+
+    def _before(self, name: str) -> None:
+        pass
+
+    def insert_retries(self, records: Sequence[Record], attempts: Sequence[Record],
+                       now: float) -> dict[str, str]:
+        refused = self.inner.insert_jobs(records)
+        made = [r for r in records if r["_id"] not in refused]
+        self.inner.record_attempts([a for a in attempts if a["job_id"] not in refused])
+        additions = lifecycle_additions(made)
+        if "notify_containers" in self.steps:
+            self.inner.add_to_set([a for a in additions if a[1] == "child_jobs"], now)
+        if "notify_roots" in self.steps:
+            self.inner.add_to_set([a for a in additions if a[1] == "retry_ids"], now)
+        self.crashed = True
+        raise CrashedStore(f"crashed after the {self.steps[-1]} step of insert_retries")
