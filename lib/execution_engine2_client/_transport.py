@@ -16,6 +16,7 @@ import select
 import socket
 import threading
 import urllib.parse
+import weakref
 from typing import Mapping, Protocol
 
 import requests
@@ -82,7 +83,11 @@ class HttpTransport:
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._open: set[http.client.HTTPConnection] = set()
+        # Every connection by its thread: those of threads that ended are closed as the
+        # next one opens, the rest by close().
+        self._open: dict[threading.Thread, http.client.HTTPConnection] = {}
+        # A client dropped without close() (``Client(url).ver()``) closes its sockets too.
+        self._closer = weakref.finalize(self, _close_all, self._open, self._lock)
 
     def post(self, body: bytes, headers: Mapping[str, str], timeout: float) -> Answer:
         connection = self._connection(timeout)
@@ -104,10 +109,7 @@ class HttpTransport:
         return _Response(self.url, answer, content)
 
     def close(self) -> None:
-        with self._lock:
-            connections, self._open = self._open, set()
-        for connection in connections:
-            connection.close()
+        _close_all(self._open, self._lock)
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
@@ -118,7 +120,10 @@ class HttpTransport:
             connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
             self._local.connection = connection
             with self._lock:
-                self._open.add(connection)
+                ended = [thread for thread in self._open if not thread.is_alive()]
+                for thread in ended:
+                    self._open.pop(thread).close()
+                self._open[threading.current_thread()] = connection
         return connection
 
     def _discard(self, connection: http.client.HTTPConnection) -> None:
@@ -126,7 +131,17 @@ class HttpTransport:
         if getattr(self._local, "connection", None) is connection:
             self._local.connection = None
         with self._lock:
-            self._open.discard(connection)
+            if self._open.get(threading.current_thread()) is connection:
+                del self._open[threading.current_thread()]
+
+
+def _close_all(connections: dict[threading.Thread, http.client.HTTPConnection],
+               lock: threading.Lock) -> None:
+    with lock:
+        closing = list(connections.values())
+        connections.clear()
+    for connection in closing:
+        connection.close()
 
 
 def _dropped(connection: http.client.HTTPConnection) -> bool:

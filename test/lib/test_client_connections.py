@@ -2,7 +2,6 @@
 proxies honoured, and failures raised as the ``requests`` exceptions callers catch."""
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import json
 import socket
@@ -95,12 +94,18 @@ def test_a_connection_the_server_closed_is_replaced():
 
 
 def test_threads_sharing_a_client_each_get_their_own_answers(keep_alive):
+    answers: list[list[object]] = [[] for _ in range(4)]
+    start = threading.Barrier(4)
     with JsonRpcClient(keep_alive.url, "S") as client:
-        def calls(thread: int) -> list[object]:
-            return [client.call("echo", [f"{thread}-{n}"]) for n in range(30)]
+        def calls(thread: int) -> None:
+            start.wait(timeout=5)
+            answers[thread] = [client.call("echo", [f"{thread}-{n}"]) for n in range(30)]
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-            answers = list(pool.map(calls, range(4)))
+        threads = [threading.Thread(target=calls, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
     assert answers == [[f"{t}-{n}" for n in range(30)] for t in range(4)]
     assert keep_alive.connections == 4  # one per thread, kept
 
@@ -135,3 +140,15 @@ def test_a_proxy_setting_is_honoured(monkeypatch):
         with Client("http://ee2.example.invalid:5000/", token="tok") as client:
             assert client.ver() == "ok"
     assert proxy.requests[0]["authorization"] == "tok"
+
+
+def test_connections_of_threads_that_ended_are_closed(keep_alive):
+    with JsonRpcClient(keep_alive.url, "S") as client:
+        for n in range(4):  # a short-lived thread per call, one long-lived client
+            worker = threading.Thread(target=client.call, args=("echo", [n]))
+            worker.start()
+            worker.join()
+        for _ in range(3):  # each new thread's connection closed the ended thread's
+            assert keep_alive.closed.acquire(timeout=5)
+        assert not keep_alive.closed.acquire(timeout=0.2)  # the last one stays open
+    assert keep_alive.connections == 4
