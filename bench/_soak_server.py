@@ -167,7 +167,7 @@ def _process_name(entry: Path) -> str:
     argv = (entry / "cmdline").read_bytes().split(b"\0")
     words = [word.decode(errors="replace") for word in argv if word]
     if "worker" in words:
-        return "local worker (and its jobs)"
+        return "local worker"
     if any("gunicorn" in word for word in words) or "serve" in words:
         return "gunicorn"
     return Path(words[0]).name if words else "?"
@@ -184,7 +184,9 @@ def print_cpu(before: CpuSample, after: CpuSample, requests_made: int, seconds: 
             name = "gunicorn arbiter"
         elif name == "gunicorn":
             name = "gunicorn workers"
-        used[name] += (own - own_before) + (children - children_before)
+        used[name] += own - own_before
+        if children - children_before:
+            used[f"{name}: its child processes"] += children - children_before
     total = sum(used.values())
     print(f"CPU during the load: {total:.1f} s in {seconds:.0f} s ({total / seconds:.2f} cores), "
           f"{total / max(1, requests_made) * 1000:.2f} ms per request; by process:")

@@ -6,7 +6,9 @@ over a fake schedd taking 50 ms per call, ``EE2_BENCH_LATENCY`` to change it).
    ``ver`` calls (the floor: HTTP, gunicorn and the client), ``check_job`` of one job,
    and ``retry_job`` of as many errored jobs; p50, mean and p99 in ms, against the
    issue's targets (check_job <= 0.8 ms, retry_job <= 1.5 ms), with a bare
-   ``http.client`` connection and with the project's client (``requests``).
+   ``http.client`` connection and with the project's client; and the CPU per call of
+   the server process and of this one (clock ticks of /proc: coarse, but unlike the
+   wall-clock figures hardly moved by other load on the machine).
 2. Size: one ``retry_jobs`` of N ids (answered, and until every retry is queued) and
    one ``run_job_batch`` of N jobs (answered, queued), N = 1,000 and 10,000, with the
    serving worker's garbage-collector tuning (``gc-gen0-threshold``, the default) and
@@ -19,6 +21,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
+from pathlib import Path
 import statistics
 import time
 import urllib.parse
@@ -43,7 +47,7 @@ def _timed(call: Any) -> float:
 
 class RawRpc:
     """JSON-RPC 1.1 over one kept-alive ``http.client`` connection: about the least a
-    client can add to a call (the project's client, on ``requests``, adds ~0.5 ms)."""
+    client can add to a call (the project's client should add next to nothing to it)."""
 
     def __init__(self, url: str, token: str) -> None:
         parsed = urllib.parse.urlsplit(url)
@@ -60,6 +64,33 @@ class RawRpc:
         return answer["result"][0] if answer.get("result") else None
 
 
+def _server_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process's descendants: the bench
+    server's gunicorn arbiter and worker (Linux /proc; 0 elsewhere)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents, cpu = {}, {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    me, total = os.getpid(), 0.0
+    for pid, seconds in cpu.items():
+        ancestor = parents.get(pid)
+        while ancestor not in (None, 0, 1, me):
+            ancestor = parents.get(ancestor)
+        if ancestor == me:
+            total += seconds
+    return total
+
+
+def _client_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def latency(calls: int, latency_s: float) -> None:
     with served_over_http(latency_s) as server, \
             Client(server.url, token=server.token, timeout=600) as client:
@@ -69,23 +100,28 @@ def latency(calls: int, latency_s: float) -> None:
         for _ in range(50):  # warm the connections, the thread pool and the caches
             client.check_job({"job_id": job_id})
             raw.call("check_job", {"job_id": job_id})
-        samples = {}
+        samples, cpu = {}, {}
         for name, call in (("http.client", raw.call), ("ee2 client", _client_call(client))):
-            samples[name, "ver"] = [_timed(lambda: call("ver")) for _ in range(calls)]
-            samples[name, "check_job"] = [_timed(lambda: call("check_job", {"job_id": job_id}))
-                                          for _ in range(calls)]
-            samples[name, "retry_job"] = [_timed(lambda: call("retry_job", {"job_id": next(errored)}))
-                                          for _ in range(calls)]
+            for method, params in (("ver", lambda: ()), ("check_job", lambda: ({"job_id": job_id},)),
+                                   ("retry_job", lambda: ({"job_id": next(errored)},))):
+                server_before, client_before = _server_cpu(), _client_cpu()
+                samples[name, method] = [_timed(lambda: call(method, *params())) for _ in range(calls)]
+                cpu[name, method] = ((_server_cpu() - server_before) / calls * 1e6,
+                                     (_client_cpu() - client_before) / calls * 1e6)
             server.control("flush")
-    print(f"single calls over one kept-alive connection ({calls} each), ms:")
-    print(f"{'client':<12} {'method':<10} {'p50':>7} {'mean':>7} {'p99':>7}   target (p50)")
+    print(f"single calls over one kept-alive connection ({calls} each), ms; CPU per call in us "
+          f"(the server's includes its submitter thread's work for retry_job); "
+          f"load average {os.getloadavg()[0]:.2f}:")
+    print(f"{'client':<12} {'method':<10} {'p50':>7} {'mean':>7} {'p99':>7} {'srv CPU':>8} {'cli CPU':>8}"
+          f"   target (p50)")
     for (name, method), values in samples.items():
         p50 = statistics.median(values)
         target = TARGET_MS.get(method)
         met = "(the floor: HTTP, gunicorn, client)" if target is None else \
             f"<= {target} ms: {'met' if p50 <= target else 'NOT met'}"
+        server_us, client_us = cpu[name, method]
         print(f"{name:<12} {method:<10} {p50:>7.2f} {statistics.fmean(values):>7.2f} "
-              f"{percentile(values, 0.99):>7.2f}   {met}")
+              f"{percentile(values, 0.99):>7.2f} {server_us:>8.0f} {client_us:>8.0f}   {met}")
 
 
 def _client_call(client: Client) -> Any:

@@ -24,6 +24,11 @@
   poller registration, then a new task for the pool when the next request comes):
   CPU and latency that a client calling in a loop pays on every call.
 
+* gunicorn writes a response's headers and its body with two ``sendall`` calls: two
+  packets, and the client woken twice. The socket is corked (``TCP_CORK``) while the
+  app runs and uncorked once the response is written, so headers and body leave
+  together (after gunicorn's ``100 Continue``, which must not wait).
+
 Together: request threads are only ever busy with requests whose bytes are arriving
 (or are about to, for a couple of milliseconds).
 The parts of gunicorn used here (``enqueue_req``, the pending-connection poller, the
@@ -102,10 +107,24 @@ class _StallLimitedSocket(socket.socket):
                                        f"{self.read_timeout:g} s in the middle of a request") from None
 
 
+_CORK = getattr(socket, "TCP_CORK", None)  # Linux only; elsewhere two packets it is
+
+
+def _set_cork(sock: Any, on: bool) -> None:
+    if _CORK is None or sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1 if on else 0)
+    except (OSError, ValueError):
+        pass  # closed meanwhile: closing sent everything
+
+
 def honour_connection_close(app: Any) -> Any:
     """``app`` (WSGI) whose ``Connection: close`` responses make gunicorn close the
-    connection (gunicorn's ``start_response`` is a method of its response object)."""
+    connection (gunicorn's ``start_response`` is a method of its response object), on
+    a corked socket (``EE2ThreadWorker.handle`` uncorks it once the response is out)."""
     def wrapped(environ: Any, start_response: Any) -> Any:
+        _set_cork(environ.get("gunicorn.socket"), True)
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             if any(name.lower() == "connection" and value.strip().lower() == "close"
                    for name, value in headers):
@@ -150,10 +169,16 @@ class EE2ThreadWorker(ThreadWorker):
     def handle(self, conn: Any) -> Any:
         """Runs in a request thread: gunicorn's handling of one request, then of the
         connection's next ones while they come within ``NEXT_REQUEST_LINGER``."""
-        result = super().handle(conn)
+        result = self._handle_one(conn)
         while result is True and self.alive and self._next_request_soon(conn):
-            result = super().handle(conn)
+            result = self._handle_one(conn)
         return result
+
+    def _handle_one(self, conn: Any) -> Any:
+        try:
+            return super().handle(conn)
+        finally:
+            _set_cork(conn.sock, False)  # the response leaves now, headers and body together
 
     def _next_request_soon(self, conn: Any) -> bool:
         if conn.parser.unreader.buf.getvalue():
