@@ -309,8 +309,8 @@ def print_load(stats: Stats, elapsed: float, options: Options) -> None:
         if outcome.startswith("UNEXPECTED"):
             print(f"  sample of {outcome}: {sample}")
     print(f"{'method':<15} {'calls':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for method in WEIGHTS:
-        values = stats.latency.get(method, [])
+    every = [value for values in stats.latency.values() for value in values]
+    for method, values in [*((m, stats.latency.get(m, [])) for m in WEIGHTS), ("all requests", every)]:
         print(f"{method:<15} {len(values):>7} {percentile(values, 0.5) * 1000:>8.1f} "
               f"{percentile(values, 0.99) * 1000:>8.1f} {max(values, default=float('nan')) * 1000:>8.1f}")
 
