@@ -181,10 +181,10 @@ class EE2ThreadWorker(ThreadWorker):
             _set_cork(conn.sock, False)  # the response leaves now, headers and body together
 
     def _next_request_soon(self, conn: Any) -> bool:
+        if not self.tpool._work_queue.empty():
+            return False  # other connections wait for a thread: this one queues behind them
         if conn.parser.unreader.buf.getvalue():
             return True  # read ahead with the previous body: it is here already
-        if not self.tpool._work_queue.empty():
-            return False  # other connections wait for a thread: this one goes to the poller
         try:
             readable, _, _ = select.select([conn.sock], [], [], NEXT_REQUEST_LINGER)
         except (OSError, ValueError):
