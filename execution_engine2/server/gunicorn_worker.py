@@ -31,8 +31,10 @@
 
 Together: request threads are only ever busy with requests whose bytes are arriving
 (or are about to, for a couple of milliseconds).
-The parts of gunicorn used here (``enqueue_req``, the pending-connection poller, the
-module's ``util.write_error``) are those of gunicorn 27, pinned in ``pyproject.toml``.
+The parts of gunicorn used here (``enqueue_req``, ``handle``, the pending-connection
+poller, the thread pool's queue, the parser's read-ahead buffer, ``gunicorn.socket`` in
+the environ, the module's ``util.write_error``) are those of gunicorn 27, pinned in
+``pyproject.toml``.
 """
 from __future__ import annotations
 
