@@ -4,6 +4,7 @@ what the soak reports about those processes (open files, log errors).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -135,6 +136,63 @@ def group_open_files(pgid: int) -> dict[int, int]:
             if int(fields[2]) == pgid:
                 counts[int(entry.name)] = len(list((entry / "fd").iterdir()))
     return counts
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds (user + system) so far: this process, and each process of the server's
+    group by pid (name, own seconds, seconds of its reaped children: the jobs' processes)."""
+
+    client: float
+    group: Mapping[int, tuple[str, float, float]]
+
+
+def cpu_sample(pgid: int) -> CpuSample:
+    ticks = os.sysconf("SC_CLK_TCK")
+    group = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                name = _process_name(entry)
+                own = (int(fields[11]) + int(fields[12])) / ticks
+                children = (int(fields[13]) + int(fields[14])) / ticks
+                group[int(entry.name)] = (name, own, children)
+    times = os.times()
+    return CpuSample(times.user + times.system, group)
+
+
+def _process_name(entry: Path) -> str:
+    argv = (entry / "cmdline").read_bytes().split(b"\0")
+    words = [word.decode(errors="replace") for word in argv if word]
+    if "worker" in words:
+        return "local worker"
+    if any("gunicorn" in word for word in words) or "serve" in words:
+        return "gunicorn"
+    return Path(words[0]).name if words else "?"
+
+
+def print_cpu(before: CpuSample, after: CpuSample, requests_made: int, seconds: float) -> None:
+    """CPU per request by process kind during the load: what limits the rate on a small
+    machine (and less sensitive to other load than the wall-clock figures)."""
+    used: dict[str, float] = collections.defaultdict(float)
+    used["soak clients (this process)"] = after.client - before.client
+    for pid, (name, own, children) in after.group.items():
+        _, own_before, children_before = before.group.get(pid, (name, 0.0, 0.0))
+        if name == "gunicorn" and pid == min(after.group):
+            name = "gunicorn arbiter"
+        elif name == "gunicorn":
+            name = "gunicorn workers"
+        used[name] += own - own_before
+        if children - children_before:
+            used[f"{name}: its child processes"] += children - children_before
+    total = sum(used.values())
+    print(f"CPU during the load: {total:.1f} s in {seconds:.0f} s ({total / seconds:.2f} cores), "
+          f"{total / max(1, requests_made) * 1000:.2f} ms per request; by process:")
+    for name, cpu in sorted(used.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<30} {cpu:>7.1f} s  {cpu / max(1, requests_made) * 1000:>6.2f} ms/request")
+    print(f"load average (1, 5, 15 min) at the end of the load: {os.getloadavg()}")
 
 
 def print_open_files(before: Mapping[int, int], after: Mapping[int, int], requests_made: int) -> None:

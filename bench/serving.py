@@ -6,7 +6,9 @@ over a fake schedd taking 50 ms per call, ``EE2_BENCH_LATENCY`` to change it).
    ``ver`` calls (the floor: HTTP, gunicorn and the client), ``check_job`` of one job,
    and ``retry_job`` of as many errored jobs; p50, mean and p99 in ms, against the
    issue's targets (check_job <= 0.8 ms, retry_job <= 1.5 ms), with a bare
-   ``http.client`` connection and with the project's client (``requests``).
+   ``http.client`` connection and with the project's client; and the CPU per call of
+   the server process and of this one (clock ticks of /proc: coarse, but unlike the
+   wall-clock figures hardly moved by other load on the machine).
 2. Size: one ``retry_jobs`` of N ids (answered, and until every retry is queued) and
    one ``run_job_batch`` of N jobs (answered, queued), N = 1,000 and 10,000, with the
    serving worker's garbage-collector tuning (``gc-gen0-threshold``, the default) and
@@ -44,7 +46,7 @@ def _timed(call: Any) -> float:
 
 class RawRpc:
     """JSON-RPC 1.1 over one kept-alive ``http.client`` connection: about the least a
-    client can add to a call (the project's client, on ``requests``, adds ~0.5 ms)."""
+    client can add to a call (the project's client should add next to nothing to it)."""
 
     def __init__(self, url: str, token: str) -> None:
         parsed = urllib.parse.urlsplit(url)
@@ -61,6 +63,11 @@ class RawRpc:
         return answer["result"][0] if answer.get("result") else None
 
 
+def _client_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def latency(calls: int, latency_s: float) -> None:
     with served_over_http(latency_s) as server, \
             Client(server.url, token=server.token, timeout=600) as client:
@@ -70,19 +77,22 @@ def latency(calls: int, latency_s: float) -> None:
         for _ in range(50):  # warm the connections, the thread pool and the caches
             client.check_job({"job_id": job_id})
             raw.call("check_job", {"job_id": job_id})
-        samples, server_cost = {}, {}
+        samples, server_cost, client_cpu = {}, {}, {}
         for name, call in (("http.client", raw.call), ("ee2 client", _client_call(client))):
             for method, params in (("ver", lambda: ()), ("check_job", lambda: ({"job_id": job_id},)),
                                    ("retry_job", lambda: ({"job_id": next(errored)},))):
-                before = server.control("stats")
+                before, client_before = server.control("stats"), _client_cpu()
                 samples[name, method] = [_timed(lambda: call(method, *params())) for _ in range(calls)]
+                client_cpu[name, method] = (_client_cpu() - client_before) / calls * 1000
                 after = server.control("flush")  # a retry's CPU includes its background submission
                 server_cost[name, method] = (
                     (after["request_round_trips"] - before["request_round_trips"]) / calls,
                     (after["cpu_seconds"] - before["cpu_seconds"]) / calls * 1000)
     print(f"single calls over one kept-alive connection ({calls} each), ms; store round trips "
-          f"per call (request thread) and server CPU ms per call (all threads, less load-bound):")
-    print(f"{'client':<12} {'method':<10} {'p50':>7} {'mean':>7} {'p99':>7} {'rt':>5} {'cpu':>6}   target (p50)")
+          f"per call (request thread), server CPU ms per call (all threads, less load-bound) "
+          f"and client CPU ms per call:")
+    print(f"{'client':<12} {'method':<10} {'p50':>7} {'mean':>7} {'p99':>7} {'rt':>5} {'cpu':>6} {'cli':>6}"
+          f"   target (p50)")
     for (name, method), values in samples.items():
         p50 = statistics.median(values)
         target = TARGET_MS.get(method)
@@ -90,7 +100,8 @@ def latency(calls: int, latency_s: float) -> None:
             f"<= {target} ms: {'met' if p50 <= target else 'NOT met'}"
         round_trips, cpu_ms = server_cost[name, method]
         print(f"{name:<12} {method:<10} {p50:>7.2f} {statistics.fmean(values):>7.2f} "
-              f"{percentile(values, 0.99):>7.2f} {round_trips:>5.1f} {cpu_ms:>6.2f}   {met}")
+              f"{percentile(values, 0.99):>7.2f} {round_trips:>5.1f} {cpu_ms:>6.2f} "
+              f"{client_cpu[name, method]:>6.2f}   {met}")
     print(f"load average while measured: {os.getloadavg()[0]:.2f} (1 min)")
 
 

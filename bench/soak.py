@@ -22,7 +22,9 @@ client was given: it exists; it is terminal or still progressing; every retry's
                                    [--slots 4] [--job-rate 3] [--drain 60] [--standalone]
 
 ``--standalone`` serves with the single-process ``ee2 serve`` (no config file) instead.
-The open files of the server's processes are counted before and after the load.
+The open files of the server's processes are counted before and after the load, and
+the CPU each kind of process used during it (per request: the figure that shows what
+limits the rate on a small machine, and the one least moved by other load).
 """
 from __future__ import annotations
 
@@ -38,7 +40,9 @@ from typing import Any, Callable, Mapping, Sequence
 import requests
 
 from _soak_integrity import Known, drain, print_integrity, store_count
-from _soak_server import Server, group_open_files, print_open_files, print_server_log, running_server
+from _soak_server import (
+    Server, cpu_sample, group_open_files, print_cpu, print_open_files, print_server_log, running_server,
+)
 from _stack import percentile
 
 from execution_engine2_client import Client, ServerError
@@ -305,8 +309,8 @@ def print_load(stats: Stats, elapsed: float, options: Options) -> None:
         if outcome.startswith("UNEXPECTED"):
             print(f"  sample of {outcome}: {sample}")
     print(f"{'method':<15} {'calls':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for method in WEIGHTS:
-        values = stats.latency.get(method, [])
+    every = [value for values in stats.latency.values() for value in values]
+    for method, values in [*((m, stats.latency.get(m, [])) for m in WEIGHTS), ("all requests", every)]:
         print(f"{method:<15} {len(values):>7} {percentile(values, 0.5) * 1000:>8.1f} "
               f"{percentile(values, 0.99) * 1000:>8.1f} {max(values, default=float('nan')) * 1000:>8.1f}")
 
@@ -317,8 +321,11 @@ def main(argv: Sequence[str]) -> int:
     with running_server(users=options.users, workers=options.workers, slots=options.slots,
                         standalone=options.standalone) as server:
         files_before = group_open_files(server.pgid)
+        cpu_before = cpu_sample(server.pgid)
         elapsed = run_load(server, options, registry, stats)
+        cpu_after = cpu_sample(server.pgid)
         print_load(stats, elapsed, options)
+        print_cpu(cpu_before, cpu_after, sum(map(len, stats.latency.values())), elapsed)
         print_open_files(files_before, group_open_files(server.pgid), sum(map(len, stats.latency.values())))
         known = registry.snapshot()
         with Client(server.url, token=server.admin_token, timeout=120) as admin:

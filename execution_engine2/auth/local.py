@@ -34,9 +34,18 @@ TOKEN_LENGTH = 32
 _TOKEN_ALPHABET = string.ascii_uppercase + string.digits
 _USER_NAME = re.compile(r"[a-z0-9_]{1,100}")
 INVALID_TOKEN = "Token validation failed: Invalid token"
-# A file changed within this many seconds of its last read may have changed again
-# within the same timestamp tick, so its stat signature is not trusted.
-_RACY_SECONDS = 2.0
+# A change made in the same timestamp tick as the file's last one can leave its stat
+# signature as it was; once the file was read a whole tick after its mtime, no later
+# change can. Ticks: a few ms where mtimes have sub-millisecond parts (this margin covers
+# them and the kernel's coarse clock); 2 s where they look whole-millisecond (FAT, HFS+,
+# some NFS servers). Before, every call re-read the file for 2 s after each change, and
+# with a local worker minting and revoking a token per job that was every call.
+_FINE_TICK_SECONDS = 0.05
+_COARSE_TICK_SECONDS = 2.0
+
+
+def _tick_seconds(mtime_ns: int) -> float:
+    return _COARSE_TICK_SECONDS if mtime_ns % 1_000_000 == 0 else _FINE_TICK_SECONDS
 
 Tokens = dict[str, dict[str, Any]]  # token hash -> {"user", "role", "created"[, "job_id"]}
 
@@ -58,6 +67,7 @@ class LocalAuth:
         self._clock = clock
         self._mutex = threading.Lock()
         self._signature: tuple[int, int, int] | None = None
+        self._settled = False  # the last read came a whole tick after the file's mtime
         self._tokens: Tokens = {}
         for name in (TOKENS_FILE, LOCK_FILE):  # written 0600; an older version's may not be
             tighten(self._dir / name)
@@ -126,8 +136,8 @@ class LocalAuth:
                 self._signature, self._tokens = None, {}
                 return self._tokens
             signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            racy = time.time() - stat.st_mtime < _RACY_SECONDS
-            if force or racy or signature != self._signature:
+            if force or not self._settled or signature != self._signature:
+                self._settled = time.time() - stat.st_mtime >= _tick_seconds(stat.st_mtime_ns)
                 self._tokens = self._read()
                 self._signature = signature
             return self._tokens

@@ -17,15 +17,31 @@
   connection alive; here such a response closes the connection, as the app asks when
   the rest of a request's body is unread or never coming (``server.app``).
 
-Together: request threads are only ever busy with requests whose bytes are arriving.
-The parts of gunicorn used here (``enqueue_req``, the pending-connection poller, the
-module's ``util.write_error``) are those of gunicorn 27, pinned in ``pyproject.toml``.
+* A request thread that has answered on a kept-alive connection waits up to
+  ``NEXT_REQUEST_LINGER`` (2 ms) for that connection's next request when no other
+  connection is waiting for a thread, and serves it at once. gunicorn hands every
+  connection back to the worker's main thread after each answer (a pipe write, a
+  poller registration, then a new task for the pool when the next request comes):
+  CPU and latency that a client calling in a loop pays on every call.
+
+* gunicorn writes a response's headers and its body with two ``sendall`` calls: two
+  packets, and the client woken twice. The socket is corked (``TCP_CORK``) while the
+  app runs and uncorked once the response is written, so headers and body leave
+  together (after gunicorn's ``100 Continue``, which must not wait).
+
+Together: request threads are only ever busy with requests whose bytes are arriving
+(or are about to, for a couple of milliseconds).
+The parts of gunicorn used here (``enqueue_req``, ``handle``, the pending-connection
+poller, the thread pool's queue, the parser's read-ahead buffer, ``gunicorn.socket`` in
+the environ, the module's ``util.write_error``) are those of gunicorn 27, pinned in
+``pyproject.toml``.
 """
 from __future__ import annotations
 
 import errno
 import http
 import json
+import select
 import selectors
 import socket
 import threading
@@ -40,6 +56,7 @@ from execution_engine2.config import load
 from execution_engine2.server.jsonrpc import InvalidRequest, error_response
 
 DEFAULT_READ_TIMEOUT = 30.0
+NEXT_REQUEST_LINGER = 0.002  # seconds a request thread waits for a connection's next request
 
 
 def json_error_response(status: int, reason: str, message: str) -> bytes:
@@ -92,10 +109,24 @@ class _StallLimitedSocket(socket.socket):
                                        f"{self.read_timeout:g} s in the middle of a request") from None
 
 
+_CORK = getattr(socket, "TCP_CORK", None)  # Linux only; elsewhere two packets it is
+
+
+def _set_cork(sock: Any, on: bool) -> None:
+    if _CORK is None or sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1 if on else 0)
+    except (OSError, ValueError):
+        pass  # closed meanwhile: closing sent everything
+
+
 def honour_connection_close(app: Any) -> Any:
     """``app`` (WSGI) whose ``Connection: close`` responses make gunicorn close the
-    connection (gunicorn's ``start_response`` is a method of its response object)."""
+    connection (gunicorn's ``start_response`` is a method of its response object), on
+    a corked socket (``EE2ThreadWorker.handle`` uncorks it once the response is out)."""
     def wrapped(environ: Any, start_response: Any) -> Any:
+        _set_cork(environ.get("gunicorn.socket"), True)
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             if any(name.lower() == "connection" and value.strip().lower() == "close"
                    for name, value in headers):
@@ -136,6 +167,31 @@ class EE2ThreadWorker(ThreadWorker):
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.wsgi: Any = honour_connection_close(self.wsgi)
+
+    def handle(self, conn: Any) -> Any:
+        """Runs in a request thread: gunicorn's handling of one request, then of the
+        connection's next ones while they come within ``NEXT_REQUEST_LINGER``."""
+        result = self._handle_one(conn)
+        while result is True and self.alive and self._next_request_soon(conn):
+            result = self._handle_one(conn)
+        return result
+
+    def _handle_one(self, conn: Any) -> Any:
+        try:
+            return super().handle(conn)
+        finally:
+            _set_cork(conn.sock, False)  # the response leaves now, headers and body together
+
+    def _next_request_soon(self, conn: Any) -> bool:
+        if not self.tpool._work_queue.empty():
+            return False  # other connections wait for a thread: this one queues behind them
+        if conn.parser.unreader.buf.getvalue():
+            return True  # read ahead with the previous body: it is here already
+        try:
+            readable, _, _ = select.select([conn.sock], [], [], NEXT_REQUEST_LINGER)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
 
     def enqueue_req(self, conn: Any) -> None:
         """Runs in the worker's main thread (accept and poller callbacks)."""

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -113,6 +114,21 @@ def test_two_instances_on_one_directory_share_tokens(tmp_path):
     with pytest.raises(AuthenticationError):
         first.authenticate(from_first)
     assert first.authenticate(from_second).user == "bob"
+
+
+def test_a_revocation_elsewhere_is_seen_at_once_however_soon_it_follows(tmp_path):
+    """The reader caches the file while its stat is unchanged: a revocation by another
+    process right after a change (same timestamp tick) or long after it is seen at once."""
+    reader, writer = LocalAuth(str(tmp_path)), LocalAuth(str(tmp_path))
+    tokens = [writer.create_token("alice") for _ in range(6)]
+    for n, token in enumerate(tokens):
+        assert reader.authenticate(token).user == "alice"
+        if n % 2:
+            time.sleep(0.1)  # past the timestamp tick: the reader trusts its cache now
+            assert reader.authenticate(token).user == "alice"
+        writer.revoke_token(token)
+        with pytest.raises(AuthenticationError):
+            reader.authenticate(token)
 
 
 def test_processes_creating_tokens_at_once_lose_none(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -166,6 +167,38 @@ def test_silent_and_stalled_connections_do_not_hold_the_request_threads(service)
     finally:
         for sock in silent + stalled:
             sock.close()
+
+
+def test_connections_calling_back_to_back_do_not_starve_a_new_one(service):
+    """A request thread serves its connection's next request itself when it comes at once,
+    but not while another connection waits: as many busy clients as threads, calling in a
+    loop, leave a newcomer's calls answered promptly."""
+    stop = threading.Event()
+
+    def busy() -> int:
+        calls = 0
+        with connect(service) as sock:
+            while not stop.is_set():
+                sock.sendall(post_ver())
+                assert read_response(sock)[0] == 200
+                calls += 1
+        return calls
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        loops = [pool.submit(busy) for _ in range(THREADS)]
+        time.sleep(0.3)  # every thread taken by a busy connection
+        try:
+            with connect(service) as sock:
+                took = []
+                for _ in range(5):
+                    began = time.monotonic()
+                    sock.sendall(post_ver())
+                    assert read_response(sock)[0] == 200
+                    took.append(time.monotonic() - began)
+        finally:
+            stop.set()
+        assert all(loop.result(timeout=30) > 0 for loop in loops)
+    assert max(took) < 1.0, took
 
 
 # --- what each unparseable request gets, exactly (README "HTTP behaviour") -----------------
