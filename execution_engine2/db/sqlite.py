@@ -42,6 +42,8 @@ _USERS_WITH_STATUS = """WITH RECURSIVE u(user) AS (
 
 _ALL = 2 ** 62  # "no limit" where SQL wants a number
 
+_INSERT_JOB = "INSERT INTO jobs (id, doc) VALUES (?, ?) ON CONFLICT DO NOTHING"
+
 _CLAIM = ("INSERT INTO claims (job_id, kind, owner, expires) VALUES (?, ?, ?, ?)"
           " ON CONFLICT (job_id, kind) DO UPDATE SET owner = excluded.owner, expires = excluded.expires")
 
@@ -80,24 +82,38 @@ class SqliteJobStore(SqliteSideTables):
     @sql.store_errors
     def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
         """See ``JobStore.insert_jobs``. Raises ValidationError for a malformed,
-        repeated or already stored id (nothing is inserted then)."""
+        repeated or already stored id (nothing is inserted then).
+
+        One ``executemany`` for all records; only when some row was not inserted
+        (an id already stored, a live retry refused by the unique index) is that
+        undone and each record inserted on its own, to say which and why."""
         check_records(records)
-        refused: dict[str, str] = {}
+        rows = [(record["_id"], sql.dumps(record)) for record in records]
         with self._write() as conn:
-            for record in records:
-                job_id = record["_id"]
-                inserted = conn.execute("INSERT INTO jobs (id, doc) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                        (job_id, sql.dumps(record))).rowcount
-                if inserted:
-                    continue
-                live = None
-                if record.get("retry_active") and record.get("retry_parent") is not None:
-                    row = conn.execute("SELECT id FROM jobs WHERE retry_parent = ? AND retry_active = 1",
-                                       (record["retry_parent"],)).fetchone()
-                    live = row and row[0]
-                if live is None or live == job_id:
-                    raise errors.ValidationError(f"Job {job_id} already exists")
-                refused[job_id] = live
+            conn.execute("SAVEPOINT insert_jobs")
+            if conn.executemany(_INSERT_JOB, rows).rowcount == len(rows):
+                conn.execute("RELEASE insert_jobs")
+                return {}
+            conn.execute("ROLLBACK TO insert_jobs")
+            conn.execute("RELEASE insert_jobs")
+            return self._insert_one_by_one(conn, records, rows)
+
+    @staticmethod
+    def _insert_one_by_one(conn: sqlite3.Connection, records: Sequence[Record],
+                           rows: Sequence[tuple[str, str]]) -> dict[str, str]:
+        refused: dict[str, str] = {}
+        for record, row in zip(records, rows):
+            if conn.execute(_INSERT_JOB, row).rowcount:
+                continue
+            job_id = record["_id"]
+            live = None
+            if record.get("retry_active") and record.get("retry_parent") is not None:
+                found = conn.execute("SELECT id FROM jobs WHERE retry_parent = ? AND retry_active = 1",
+                                     (record["retry_parent"],)).fetchone()
+                live = found and found[0]
+            if live is None or live == job_id:
+                raise errors.ValidationError(f"Job {job_id} already exists")
+            refused[job_id] = live
         return refused
 
     @sql.store_errors

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from execution_engine2.auth.base import Caller
 from execution_engine2.catalog.requirements import needs_admin, resolve_requirements
@@ -32,7 +33,7 @@ UNRECOGNIZED_METHOD = "Unrecognized method: '{method}'. Please input module_name
 INVALID_UPA = "source_ws_objects index {index}, '{ref}', is not a valid Unique Permanent Address"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: one object per job of a batch
 class JobSpec:
     """A syntactically valid request for one job, before any catalog lookup.
 
@@ -66,11 +67,14 @@ def with_prefix(err: EE2Error, prefix: str) -> EE2Error:
 
 # --- parsing RPC parameters ------------------------------------------------------
 
-def parse_spec(params: Mapping[str, Any]) -> JobSpec:
+def parse_spec(params: Mapping[str, Any], *, storable_checked: bool = False,
+               wsid: int | None = None) -> JobSpec:
     """Check a RunJobParams mapping's shape and syntax (method, app id, wsid, UPAs, meta).
 
     Raises InvalidParams for wrong JSON types and for values no store can keep
-    (``params.storable``), ValidationError for refused values.
+    (``params.storable``; skipped when the caller has ``storable_checked`` all of
+    ``params`` already), ValidationError for refused values. ``wsid`` is the
+    workspace when ``params`` has none (a batch child gets its batch's).
     """
     method = _method(params.get("method"))
     job_requirements = params.get("job_requirements")
@@ -84,12 +88,17 @@ def parse_spec(params: Mapping[str, Any]) -> JobSpec:
         service_ver=_optional_text(params, "service_ver"),
         source_ws_objects=_upas(params.get("source_ws_objects")),
         cell_info=cell_info(params.get("meta")),
-        wsid=parse_wsid(params.get("wsid")),
+        wsid=_or(parse_wsid(params.get("wsid")), wsid),
         parent_job_id=_optional_text(params, "parent_job_id"),
         job_requirements=dict(job_requirements) if job_requirements else None,
     )
-    p.storable(params, "")
+    if not storable_checked:
+        p.storable(params, "")
     return spec
+
+
+def _or(value: int | None, default: int | None) -> int | None:
+    return default if value is None else value
 
 
 def parse_wsid(value: Any) -> int | None:
@@ -243,7 +252,8 @@ class Preparer:
     def requirements(self, spec: JobSpec, user_requirements: Mapping[str, Any] | None) -> Requirements:
         """The full requirement set for ``spec.method`` with the user's requirements applied.
         Raises ValidationError for illegal requirements or an unknown client group."""
-        key = (spec.method, json.dumps(user_requirements or {}, sort_keys=True, default=str))
+        key = (spec.method, json.dumps(user_requirements, sort_keys=True, default=str)
+               if user_requirements else "")
         if key not in self._requirements:
             self._requirements[key] = resolve_requirements(
                 spec.method, user_requirements, self._services.catalog, self._services.config)
