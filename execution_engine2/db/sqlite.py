@@ -164,9 +164,42 @@ class SqliteJobStore(SqliteSideTables):
 
     @sql.store_errors
     def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
+        """See ``JobStore.transition_many``: one read of the current statuses, one
+        ``executemany`` per statement shape for the changes allowed from there, one
+        read-back of the changed records. A change the live-retry index refuses undoes
+        that and applies each change on its own, in order, to say which."""
         check_distinct(changes)
         with self._write() as conn:
-            return [self._transition(conn, change, now) for change in changes]
+            conn.execute("SAVEPOINT transition_many")
+            try:
+                results = self._transition_together(conn, changes, now)
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK TO transition_many")
+                results = [self._transition(conn, change, now) for change in changes]
+            conn.execute("RELEASE transition_many")
+            return results
+
+    def _transition_together(self, conn: sqlite3.Connection, changes: Sequence[Transition],
+                             now: float) -> list[TransitionResult]:
+        # Inside the write transaction: the statuses read here cannot change before the writes.
+        current: dict[str, str] = dict(conn.execute(
+            f"SELECT id, status FROM jobs WHERE id IN {sql.IDS}", [sql.dumps([c.job_id for c in changes])]))
+        allowed: dict[frozenset[Any], set[str]] = {}
+        writes: dict[str, list[list[Any]]] = {}  # one executemany per statement
+        for change in changes:
+            expr, params = sql.doc_update(*transition_update(change, now))  # checks the fields
+            if change.allowed_from not in allowed:
+                allowed[change.allowed_from] = set(status_values(change.allowed_from))
+            if current.get(change.job_id) not in allowed[change.allowed_from]:
+                continue
+            writes.setdefault(f"UPDATE jobs SET doc = {expr} WHERE id = ?", []).append([*params, change.job_id])
+        for statement, rows in writes.items():
+            conn.executemany(statement, rows)
+        changed_ids = [rows[-1] for rows_list in writes.values() for rows in rows_list]
+        changed = {record["_id"]: record for record in self._by_ids(conn, changed_ids)} if changed_ids else {}
+        return [TransitionResult(c.job_id, changed[c.job_id]) if c.job_id in changed else
+                TransitionResult(c.job_id, None, JobStatus(current[c.job_id]) if c.job_id in current else None)
+                for c in changes]
 
     @sql.store_errors
     def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:

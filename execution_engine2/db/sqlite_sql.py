@@ -7,6 +7,9 @@ import json
 import sqlite3
 from typing import Any, Mapping, Sequence
 
+import orjson
+
+from execution_engine2 import errors
 from execution_engine2.db.query import (
     check_kind, created_bounds, extra_conditions, status_values, time_condition, translate_errors,
 )
@@ -21,12 +24,49 @@ IDS = "(SELECT value FROM json_each(?))"  # a JSON list parameter: no limit on i
 store_errors = translate_errors(sqlite3.Error, "SQLite")
 
 
-# One encoder: json.dumps builds a new one per call when given separators.
+# The slow path's encoder (json.dumps builds a new one per call when given separators).
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson writes and reads back as integers
 
 
 def dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+    """``value`` as compact JSON text. orjson (several times faster than json: a
+    10,000-job batch writes and reads 10,000 documents twice) for everything it
+    takes; json for the rest (lone surrogates, keys that are not strings), except
+    integers orjson would read back as floats, which no store keeps.
+
+    Raises:
+        ValidationError: an integer beyond 64 bits (MongoDB refuses those too).
+        TypeError: a value JSON cannot hold.
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        huge = _huge_integer(value)
+        if huge is not None:
+            raise errors.ValidationError(f"Cannot store an integer beyond 64 bits: {huge}") from None
+        return _ENCODER.encode(value)
+
+
+def loads(text: str) -> Any:
+    """JSON text written by ``dumps`` (or by SQLite's JSON functions) as Python values."""
+    try:
+        return orjson.loads(text)
+    except ValueError:  # orjson.JSONDecodeError: an escaped lone surrogate, written by json
+        return json.loads(text)
+
+
+def _huge_integer(value: Any) -> int | None:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif isinstance(item, int) and not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
+            return item
+    return None
 
 
 def marks(values: Sequence[Any]) -> str:
@@ -129,7 +169,7 @@ def doc_update(sets: Mapping[str, Any], unsets: Sequence[str] = ()) -> tuple[str
 
 
 def to_record(doc: str, claims: str | None) -> Record:
-    record = json.loads(doc)
+    record = loads(doc)
     if claims and claims != "{}":
-        record["claims"] = json.loads(claims)
+        record["claims"] = loads(claims)
     return record

@@ -59,6 +59,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 # Item rows are split on newlines and the unit separator; other control characters
 # have no business in a job's labels either.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SPACE = re.compile(r"\s")  # what str.isspace() calls a space
 
 
 def inert(value: str) -> str:
@@ -91,7 +92,7 @@ def _env_value(value: str) -> str:
     """A value for the quoted (new) ``environment`` syntax: spaces or single quotes
     need single-quoting, double quotes are doubled."""
     value = value.replace('"', '""')
-    if any(ch.isspace() for ch in value) or "'" in value:
+    if "'" in value or _SPACE.search(value):
         value = "'" + value.replace("'", "''") + "'"
     return value
 
@@ -146,7 +147,15 @@ def job_item(job: PreparedJob, credential_file: str | None = None) -> dict[str, 
         "ee2_kb_wsid": _label(job.wsid),
         "ee2_kb_source_ws_objects": _label(",".join(job.source_ws_objects)),
     }
-    return {key: inert(_CONTROL.sub(" ", values[key])) for key in ITEM_KEYS}
+    return {key: _item_value(values[key]) for key in ITEM_KEYS}
+
+
+def _item_value(value: str) -> str:
+    """``value`` without control characters and inert; most values need neither, and
+    ``isprintable`` (false for every control character) says so without a regex."""
+    if value.isprintable() and "$" not in value:
+        return value
+    return inert(_CONTROL.sub(" ", value))
 
 
 def _environment(config: Config) -> str:
