@@ -70,8 +70,16 @@ class SqliteJobStore(SqliteSideTables):
     @staticmethod
     def _select(conn: sqlite3.Connection, where: str, params: Sequence[Any],
                 tail: str = "", tail_params: Sequence[Any] = (), jobs: str = "jobs j") -> list[Record]:
-        rows = conn.execute(f"{sql.SELECT.format(jobs=jobs)} WHERE {where}{tail}", [*params, *tail_params])
-        return [sql.to_record(doc, claims) for doc, claims in rows]
+        rows = conn.execute(f"{sql.SELECT.format(jobs=jobs)} WHERE {where}{tail}",
+                            [*params, *tail_params]).fetchall()
+        return SqliteJobStore._records(conn, rows)
+
+    @staticmethod
+    def _records(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> list[Record]:
+        """Records from ``(id, doc)`` rows, with their claims (one more query)."""
+        if not rows:
+            return []
+        return sql.to_records(rows, conn.execute(sql.CLAIMS_OF, [sql.dumps([row[0] for row in rows])]))
 
     def _by_ids(self, conn: sqlite3.Connection, job_ids: Sequence[str],
                 ascending: bool = True) -> list[Record]:
@@ -264,11 +272,12 @@ class SqliteJobStore(SqliteSideTables):
         unclaimed, *unclaimed_params = sql.unclaimed(kind, now)
         tail, tail_params = sql.page(query)
         with self._write() as conn:
-            ids = [row[0] for row in conn.execute(
-                f"SELECT j.id FROM {sql.jobs_table(query)} WHERE {where} AND {unclaimed}{tail}",
-                [*params, *unclaimed_params, *tail_params])]
-            conn.executemany(_CLAIM, [(job_id, kind, owner, now + lease_seconds) for job_id in ids])
-            return self._by_ids(conn, ids, query.ascending)
+            # The documents are read with the ids: claiming does not change them.
+            rows = conn.execute(
+                f"{sql.SELECT.format(jobs=sql.jobs_table(query))} WHERE {where} AND {unclaimed}{tail}",
+                [*params, *unclaimed_params, *tail_params]).fetchall()
+            conn.executemany(_CLAIM, [(job_id, kind, owner, now + lease_seconds) for job_id, _ in rows])
+            return self._records(conn, rows)
 
     @sql.store_errors
     def claim_jobs_fairly(self, kind: str, owner: str, query: JobQuery, share: Share,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
 
@@ -15,11 +15,13 @@ from execution_engine2.db.query import (
 )
 from execution_engine2.db.store import JobQuery, Record
 
-# A record: the document plus its claims as {kind: {owner, expires}}.
-SELECT = """SELECT j.doc, (SELECT json_group_object(c.kind, json_object('owner', c.owner,
-    'expires', c.expires)) FROM claims c WHERE c.job_id = j.id) FROM {jobs}"""
+# A record is the document plus its claims as {kind: {owner, expires}}, read with a
+# second query (``CLAIMS_OF``) for all the records of the first: no JSON is built per
+# row in SQL (which would also round ``expires`` to 15 digits).
+SELECT = "SELECT j.id, j.doc FROM {jobs}"
 
 IDS = "(SELECT value FROM json_each(?))"  # a JSON list parameter: no limit on its length
+CLAIMS_OF = f"SELECT job_id, kind, owner, expires FROM claims WHERE job_id IN {IDS}"
 
 store_errors = translate_errors(sqlite3.Error, "SQLite")
 
@@ -168,8 +170,16 @@ def doc_update(sets: Mapping[str, Any], unsets: Sequence[str] = ()) -> tuple[str
     return expr, params
 
 
-def to_record(doc: str, claims: str | None) -> Record:
-    record = loads(doc)
-    if claims and claims != "{}":
-        record["claims"] = loads(claims)
-    return record
+def to_records(rows: Sequence[tuple[str, str]], claims: Iterable[tuple[str, str, str, float]]
+               ) -> list[Record]:
+    """Records from ``(id, doc)`` rows and the ``CLAIMS_OF`` rows of their ids."""
+    by_job: dict[str, dict[str, Any]] = {}
+    for job_id, kind, owner, expires in claims:
+        by_job.setdefault(job_id, {})[kind] = {"owner": owner, "expires": expires}
+    records = []
+    for job_id, doc in rows:
+        record = loads(doc)
+        if job_id in by_job:
+            record["claims"] = by_job[job_id]
+        records.append(record)
+    return records
