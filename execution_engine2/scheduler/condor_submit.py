@@ -121,12 +121,44 @@ def _app_module(app_id: str | None) -> str | None:
 def job_item(job: PreparedJob, credential_file: str | None = None) -> dict[str, str]:
     """The item data of one job: ``{ee2_*: value}``, every value inert (see the module).
     With ``credential_file`` the token travels in that file, not in the item."""
+    item = dict(_shared_values(job))
+    item["ee2_job_id"] = _item_value(job.job_id)
+    item["ee2_token"] = "" if credential_file else _item_value(_env_value(job.token or ""))
+    item["ee2_credential_file"] = _item_value(credential_file or "")
+    item["ee2_kb_job_id"] = _item_value(classad_string(job.job_id))
+    return item
+
+
+# The values every job of one app, user, workspace, parent and requirements shares: a
+# batch computes them once. Bounded: cleared when full (dict operations are atomic).
+_SHARED: dict[tuple[Any, ...], dict[str, str]] = {}
+_SHARED_LIMIT = 256
+_PER_JOB = ("ee2_job_id", "ee2_token", "ee2_credential_file", "ee2_kb_job_id")
+
+
+def _shared_values(job: PreparedJob) -> dict[str, str]:
+    reqs = job.requirements
+    key = (job.user, job.method, job.app_id, job.wsid, job.parent_job_id, tuple(job.source_ws_objects),
+           reqs.client_group, reqs.client_group_regex, reqs.request_cpus, reqs.request_memory,
+           reqs.request_disk, reqs.bill_to_user, reqs.ignore_concurrency_limits, reqs.debug_mode,
+           tuple(reqs.scheduler_requirements.items()))
+    try:
+        return _SHARED[key]
+    except KeyError:
+        pass
+    except TypeError:  # a requirement value that cannot be a key: not shared
+        return _job_values(job)
+    if len(_SHARED) >= _SHARED_LIMIT:
+        _SHARED.clear()
+    values = _SHARED[key] = _job_values(job)
+    return values
+
+
+def _job_values(job: PreparedJob) -> dict[str, str]:
+    """Every item value but the per-job ones (``_PER_JOB``, left empty), in item order."""
     reqs = job.requirements
     accounting_user = reqs.bill_to_user or job.user
     values = {
-        "ee2_job_id": job.job_id,
-        "ee2_token": "" if credential_file else _env_value(job.token or ""),
-        "ee2_credential_file": credential_file or "",
         "ee2_client_group": _env_value(reqs.client_group),
         "ee2_debug_mode": str(bool(reqs.debug_mode)),
         "ee2_parent_job_id": _env_value(job.parent_job_id or ""),
@@ -138,7 +170,6 @@ def job_item(job: PreparedJob, credential_file: str | None = None) -> dict[str, 
         # An empty value leaves the job without a limit.
         "ee2_concurrency_limits": "" if reqs.ignore_concurrency_limits else accounting_user,
         "ee2_kb_client_group": classad_string(reqs.client_group),
-        "ee2_kb_job_id": classad_string(job.job_id),
         "ee2_kb_parent_job_id": _label(job.parent_job_id),
         "ee2_kb_module_name": _label(job.module_name),
         "ee2_kb_function_name": _label(job.function_name),
@@ -147,7 +178,7 @@ def job_item(job: PreparedJob, credential_file: str | None = None) -> dict[str, 
         "ee2_kb_wsid": _label(job.wsid),
         "ee2_kb_source_ws_objects": _label(",".join(job.source_ws_objects)),
     }
-    return {key: _item_value(values[key]) for key in ITEM_KEYS}
+    return {key: "" if key in _PER_JOB else _item_value(values[key]) for key in ITEM_KEYS}
 
 
 def _item_value(value: str) -> str:
