@@ -152,12 +152,16 @@ def _has_non_finite(value: Any) -> bool:
     pending = [value]
     while pending:
         item = pending.pop()
-        if isinstance(item, Mapping):
+        kind = type(item)
+        if kind is dict:
             item = item.values()
-        elif not isinstance(item, (list, tuple)):
-            if type(item) is float and not isfinite(item):
-                return True
-            continue
+        elif kind is not list and kind is not tuple:  # only the first value can be other
+            if isinstance(item, Mapping):
+                item = item.values()
+            elif not isinstance(item, (list, tuple)):
+                if kind is float and not isfinite(item):
+                    return True
+                continue
         for sub in item:
             kind = type(sub)
             if kind is float:

@@ -126,10 +126,15 @@ def _method(value: Any) -> str:
         raise ValidationError("method is required")
     if not isinstance(value, str):
         raise InvalidParams(f"method must be a string, not {describe(value)}")
-    parts = value.split(".")
-    if len(parts) != 2 or not all(part.strip() for part in parts):
+    if not _two_parts(value, "."):
         raise ValidationError(UNRECOGNIZED_METHOD.format(method=value))
     return value
+
+
+def _two_parts(value: str, separator: str) -> bool:
+    """Whether ``value`` is two non-blank parts around exactly one ``separator``."""
+    first, found, second = value.partition(separator)
+    return bool(found) and separator not in second and bool(first.strip()) and bool(second.strip())
 
 
 def _app_id(value: Any, method: str) -> str | None:
@@ -144,13 +149,11 @@ def _app_id(value: Any, method: str) -> str | None:
     separator = "/" if "/" in value else "." if "." in value else None
     if separator is None:
         return value
-    parts = value.split(separator)
-    if len(parts) != 2 or not all(part.strip() for part in parts):
+    if not _two_parts(value, separator):
         raise ValidationError(f"Expected exactly one '{separator}' in application ID '{value}'")
-    module = method.split(".", 1)[0]
-    if parts[0].strip() != module:
-        raise ValidationError(
-            f"Application module '{parts[0].strip()}' must equal method module '{module}'")
+    module, app_module = method.split(".", 1)[0], value.split(separator, 1)[0].strip()
+    if app_module != module:
+        raise ValidationError(f"Application module '{app_module}' must equal method module '{module}'")
     return value
 
 
