@@ -138,16 +138,17 @@ _PER_JOB = ("ee2_job_id", "ee2_token", "ee2_credential_file", "ee2_kb_job_id")
 
 def _shared_values(job: PreparedJob) -> dict[str, str]:
     reqs = job.requirements
-    key = (job.user, job.method, job.app_id, job.wsid, job.parent_job_id, tuple(job.source_ws_objects),
-           reqs.client_group, reqs.client_group_regex, reqs.request_cpus, reqs.request_memory,
-           reqs.request_disk, reqs.bill_to_user, reqs.ignore_concurrency_limits, reqs.debug_mode,
-           tuple(reqs.scheduler_requirements.items()))
+    # Each part as the values use it (str(), int(), bool(), ``is False``), so equal
+    # keys always make equal values (1 == True == 1.0 as keys, not as text).
+    key = (job.user, job.method, job.app_id, str(job.wsid), job.parent_job_id,
+           tuple(job.source_ws_objects), reqs.client_group, reqs.client_group_regex is False,
+           int(reqs.request_cpus), int(reqs.request_memory), int(reqs.request_disk),
+           reqs.bill_to_user, bool(reqs.ignore_concurrency_limits), bool(reqs.debug_mode),
+           tuple((name, str(value)) for name, value in reqs.scheduler_requirements.items()))
     try:
         return _SHARED[key]
     except KeyError:
         pass
-    except TypeError:  # a requirement value that cannot be a key: not shared
-        return _job_values(job)
     if len(_SHARED) >= _SHARED_LIMIT:
         _SHARED.clear()
     values = _SHARED[key] = _job_values(job)
