@@ -203,7 +203,7 @@ class SqliteJobStore(SqliteSideTables):
             writes.setdefault(f"UPDATE jobs SET doc = {expr} WHERE id = ?", []).append([*params, change.job_id])
         for statement, rows in writes.items():
             conn.executemany(statement, rows)
-        changed_ids = [rows[-1] for rows_list in writes.values() for rows in rows_list]
+        changed_ids = [row[-1] for rows in writes.values() for row in rows]  # each row ends with its id
         changed = {record["_id"]: record for record in self._by_ids(conn, changed_ids)} if changed_ids else {}
         return [TransitionResult(c.job_id, changed[c.job_id]) if c.job_id in changed else
                 TransitionResult(c.job_id, None, JobStatus(current[c.job_id]) if c.job_id in current else None)
