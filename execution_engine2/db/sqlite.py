@@ -42,6 +42,8 @@ _USERS_WITH_STATUS = """WITH RECURSIVE u(user) AS (
 
 _ALL = 2 ** 62  # "no limit" where SQL wants a number
 
+_INSERT_JOB = "INSERT INTO jobs (id, doc) VALUES (?, ?) ON CONFLICT DO NOTHING"
+
 _CLAIM = ("INSERT INTO claims (job_id, kind, owner, expires) VALUES (?, ?, ?, ?)"
           " ON CONFLICT (job_id, kind) DO UPDATE SET owner = excluded.owner, expires = excluded.expires")
 
@@ -68,8 +70,16 @@ class SqliteJobStore(SqliteSideTables):
     @staticmethod
     def _select(conn: sqlite3.Connection, where: str, params: Sequence[Any],
                 tail: str = "", tail_params: Sequence[Any] = (), jobs: str = "jobs j") -> list[Record]:
-        rows = conn.execute(f"{sql.SELECT.format(jobs=jobs)} WHERE {where}{tail}", [*params, *tail_params])
-        return [sql.to_record(doc, claims) for doc, claims in rows]
+        rows = conn.execute(f"{sql.SELECT.format(jobs=jobs)} WHERE {where}{tail}",
+                            [*params, *tail_params]).fetchall()
+        return SqliteJobStore._records(conn, rows)
+
+    @staticmethod
+    def _records(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> list[Record]:
+        """Records from ``(id, doc)`` rows, with their claims (one more query)."""
+        if not rows:
+            return []
+        return sql.to_records(rows, conn.execute(sql.CLAIMS_OF, [sql.dumps([row[0] for row in rows])]))
 
     def _by_ids(self, conn: sqlite3.Connection, job_ids: Sequence[str],
                 ascending: bool = True) -> list[Record]:
@@ -80,24 +90,38 @@ class SqliteJobStore(SqliteSideTables):
     @sql.store_errors
     def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
         """See ``JobStore.insert_jobs``. Raises ValidationError for a malformed,
-        repeated or already stored id (nothing is inserted then)."""
+        repeated or already stored id (nothing is inserted then).
+
+        One ``executemany`` for all records; only when some row was not inserted
+        (an id already stored, a live retry refused by the unique index) is that
+        undone and each record inserted on its own, to say which and why."""
         check_records(records)
-        refused: dict[str, str] = {}
+        rows = [(record["_id"], sql.dumps(record)) for record in records]
         with self._write() as conn:
-            for record in records:
-                job_id = record["_id"]
-                inserted = conn.execute("INSERT INTO jobs (id, doc) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                        (job_id, sql.dumps(record))).rowcount
-                if inserted:
-                    continue
-                live = None
-                if record.get("retry_active") and record.get("retry_parent") is not None:
-                    row = conn.execute("SELECT id FROM jobs WHERE retry_parent = ? AND retry_active = 1",
-                                       (record["retry_parent"],)).fetchone()
-                    live = row and row[0]
-                if live is None or live == job_id:
-                    raise errors.ValidationError(f"Job {job_id} already exists")
-                refused[job_id] = live
+            conn.execute("SAVEPOINT insert_jobs")
+            if conn.executemany(_INSERT_JOB, rows).rowcount == len(rows):
+                conn.execute("RELEASE insert_jobs")
+                return {}
+            conn.execute("ROLLBACK TO insert_jobs")
+            conn.execute("RELEASE insert_jobs")
+            return self._insert_one_by_one(conn, records, rows)
+
+    @staticmethod
+    def _insert_one_by_one(conn: sqlite3.Connection, records: Sequence[Record],
+                           rows: Sequence[tuple[str, str]]) -> dict[str, str]:
+        refused: dict[str, str] = {}
+        for record, row in zip(records, rows):
+            if conn.execute(_INSERT_JOB, row).rowcount:
+                continue
+            job_id = record["_id"]
+            live = None
+            if record.get("retry_active") and record.get("retry_parent") is not None:
+                found = conn.execute("SELECT id FROM jobs WHERE retry_parent = ? AND retry_active = 1",
+                                     (record["retry_parent"],)).fetchone()
+                live = found and found[0]
+            if live is None or live == job_id:
+                raise errors.ValidationError(f"Job {job_id} already exists")
+            refused[job_id] = live
         return refused
 
     @sql.store_errors
@@ -158,9 +182,42 @@ class SqliteJobStore(SqliteSideTables):
 
     @sql.store_errors
     def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
+        """See ``JobStore.transition_many``: one read of the current statuses, one
+        ``executemany`` per statement shape for the changes allowed from there, one
+        read-back of the changed records. A change the live-retry index refuses undoes
+        that and applies each change on its own, in order, to say which."""
         check_distinct(changes)
         with self._write() as conn:
-            return self._transitions(conn, changes, now)
+            conn.execute("SAVEPOINT transition_many")
+            try:
+                results = self._transition_together(conn, changes, now)
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK TO transition_many")
+                results = self._transitions(conn, changes, now)
+            conn.execute("RELEASE transition_many")
+            return results
+
+    def _transition_together(self, conn: sqlite3.Connection, changes: Sequence[Transition],
+                             now: float) -> list[TransitionResult]:
+        # Inside the write transaction: the statuses read here cannot change before the writes.
+        current: dict[str, str] = dict(conn.execute(
+            f"SELECT id, status FROM jobs WHERE id IN {sql.IDS}", [sql.dumps([c.job_id for c in changes])]))
+        allowed: dict[frozenset[Any], set[str]] = {}
+        writes: dict[str, list[list[Any]]] = {}  # one executemany per statement
+        for change in changes:
+            expr, params = sql.doc_update(*transition_update(change, now))  # checks the fields
+            if change.allowed_from not in allowed:
+                allowed[change.allowed_from] = set(status_values(change.allowed_from))
+            if current.get(change.job_id) not in allowed[change.allowed_from]:
+                continue
+            writes.setdefault(f"UPDATE jobs SET doc = {expr} WHERE id = ?", []).append([*params, change.job_id])
+        for statement, rows in writes.items():
+            conn.executemany(statement, rows)
+        changed_ids = [row[-1] for rows in writes.values() for row in rows]  # each row ends with its id
+        changed = {record["_id"]: record for record in self._by_ids(conn, changed_ids)} if changed_ids else {}
+        return [TransitionResult(c.job_id, changed[c.job_id]) if c.job_id in changed else
+                TransitionResult(c.job_id, None, JobStatus(current[c.job_id]) if c.job_id in current else None)
+                for c in changes]
 
     @sql.store_errors
     def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
@@ -288,11 +345,12 @@ class SqliteJobStore(SqliteSideTables):
         unclaimed, *unclaimed_params = sql.unclaimed(kind, now)
         tail, tail_params = sql.page(query)
         with self._write() as conn:
-            ids = [row[0] for row in conn.execute(
-                f"SELECT j.id FROM {sql.jobs_table(query)} WHERE {where} AND {unclaimed}{tail}",
-                [*params, *unclaimed_params, *tail_params])]
-            conn.executemany(_CLAIM, [(job_id, kind, owner, now + lease_seconds) for job_id in ids])
-            return self._by_ids(conn, ids, query.ascending)
+            # The documents are read with the ids: claiming does not change them.
+            rows = conn.execute(
+                f"{sql.SELECT.format(jobs=sql.jobs_table(query))} WHERE {where} AND {unclaimed}{tail}",
+                [*params, *unclaimed_params, *tail_params]).fetchall()
+            conn.executemany(_CLAIM, [(job_id, kind, owner, now + lease_seconds) for job_id, _ in rows])
+            return self._records(conn, rows)
 
     @sql.store_errors
     def claim_jobs_fairly(self, kind: str, owner: str, query: JobQuery, share: Share,

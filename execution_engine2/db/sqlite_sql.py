@@ -6,28 +6,70 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
+import orjson
+
+from execution_engine2 import errors
 from execution_engine2.db.query import (
     check_kind, created_bounds, extra_conditions, status_values, time_condition, translate_errors,
 )
 from execution_engine2.db.store import JobQuery, Record
 
-# A record: the document plus its claims as {kind: {owner, expires}}.
-SELECT = """SELECT j.doc, (SELECT json_group_object(c.kind, json_object('owner', c.owner,
-    'expires', c.expires)) FROM claims c WHERE c.job_id = j.id) FROM {jobs}"""
+# A record is the document plus its claims as {kind: {owner, expires}}, read with a
+# second query (``CLAIMS_OF``) for all the records of the first: no JSON is built per
+# row in SQL (which would also round ``expires`` to 15 digits).
+SELECT = "SELECT j.id, j.doc FROM {jobs}"
 
 IDS = "(SELECT value FROM json_each(?))"  # a JSON list parameter: no limit on its length
+CLAIMS_OF = f"SELECT job_id, kind, owner, expires FROM claims WHERE job_id IN {IDS}"
 
 store_errors = translate_errors(sqlite3.Error, "SQLite")
 
 
-# One encoder: json.dumps builds a new one per call when given separators.
+# The slow path's encoder (json.dumps builds a new one per call when given separators).
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson writes and reads back as integers
 
 
 def dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+    """``value`` as compact JSON text. orjson (several times faster than json: a
+    10,000-job batch writes and reads 10,000 documents twice) for everything it
+    takes; json for the rest (lone surrogates, keys that are not strings), except
+    integers orjson would read back as floats, which no store keeps.
+
+    Raises:
+        ValidationError: an integer beyond 64 bits (MongoDB refuses those too).
+        TypeError: a value JSON cannot hold.
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        huge = _huge_integer(value)
+        if huge is not None:
+            raise errors.ValidationError(f"Cannot store an integer beyond 64 bits: {huge}") from None
+        return _ENCODER.encode(value)
+
+
+def loads(text: str) -> Any:
+    """JSON text written by ``dumps`` (or by SQLite's JSON functions) as Python values."""
+    try:
+        return orjson.loads(text)
+    except ValueError:  # orjson.JSONDecodeError: an escaped lone surrogate, written by json
+        return json.loads(text)
+
+
+def _huge_integer(value: Any) -> int | None:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif isinstance(item, int) and not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
+            return item
+    return None
 
 
 def _plain(value: Any) -> bool:
@@ -148,8 +190,16 @@ def doc_update(sets: Mapping[str, Any], unsets: Sequence[str] = ()) -> tuple[str
     return expr, params
 
 
-def to_record(doc: str, claims: str | None) -> Record:
-    record = json.loads(doc)
-    if claims and claims != "{}":
-        record["claims"] = json.loads(claims)
-    return record
+def to_records(rows: Sequence[tuple[str, str]], claims: Iterable[tuple[str, str, str, float]]
+               ) -> list[Record]:
+    """Records from ``(id, doc)`` rows and the ``CLAIMS_OF`` rows of their ids."""
+    by_job: dict[str, dict[str, Any]] = {}
+    for job_id, kind, owner, expires in claims:
+        by_job.setdefault(job_id, {})[kind] = {"owner": owner, "expires": expires}
+    records = []
+    for job_id, doc in rows:
+        record = loads(doc)
+        if job_id in by_job:
+            record["claims"] = by_job[job_id]
+        records.append(record)
+    return records

@@ -59,6 +59,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 # Item rows are split on newlines and the unit separator; other control characters
 # have no business in a job's labels either.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SPACE = re.compile(r"\s")  # what str.isspace() calls a space
 
 
 def inert(value: str) -> str:
@@ -91,7 +92,7 @@ def _env_value(value: str) -> str:
     """A value for the quoted (new) ``environment`` syntax: spaces or single quotes
     need single-quoting, double quotes are doubled."""
     value = value.replace('"', '""')
-    if any(ch.isspace() for ch in value) or "'" in value:
+    if "'" in value or _SPACE.search(value):
         value = "'" + value.replace("'", "''") + "'"
     return value
 
@@ -120,12 +121,45 @@ def _app_module(app_id: str | None) -> str | None:
 def job_item(job: PreparedJob, credential_file: str | None = None) -> dict[str, str]:
     """The item data of one job: ``{ee2_*: value}``, every value inert (see the module).
     With ``credential_file`` the token travels in that file, not in the item."""
+    item = dict(_shared_values(job))
+    item["ee2_job_id"] = _item_value(job.job_id)
+    item["ee2_token"] = "" if credential_file else _item_value(_env_value(job.token or ""))
+    item["ee2_credential_file"] = _item_value(credential_file or "")
+    item["ee2_kb_job_id"] = _item_value(classad_string(job.job_id))
+    return item
+
+
+# The values every job of one app, user, workspace, parent and requirements shares: a
+# batch computes them once. Bounded: cleared when full (dict operations are atomic).
+_SHARED: dict[tuple[Any, ...], dict[str, str]] = {}
+_SHARED_LIMIT = 256
+_PER_JOB = ("ee2_job_id", "ee2_token", "ee2_credential_file", "ee2_kb_job_id")
+
+
+def _shared_values(job: PreparedJob) -> dict[str, str]:
+    reqs = job.requirements
+    # Each part as the values use it (str(), int(), bool(), ``is False``), so equal
+    # keys always make equal values (1 == True == 1.0 as keys, not as text).
+    key = (job.user, job.method, job.app_id, str(job.wsid), job.parent_job_id,
+           tuple(job.source_ws_objects), reqs.client_group, reqs.client_group_regex is False,
+           int(reqs.request_cpus), int(reqs.request_memory), int(reqs.request_disk),
+           reqs.bill_to_user, bool(reqs.ignore_concurrency_limits), bool(reqs.debug_mode),
+           tuple((name, str(value)) for name, value in reqs.scheduler_requirements.items()))
+    try:
+        return _SHARED[key]
+    except KeyError:
+        pass
+    if len(_SHARED) >= _SHARED_LIMIT:
+        _SHARED.clear()
+    values = _SHARED[key] = _job_values(job)
+    return values
+
+
+def _job_values(job: PreparedJob) -> dict[str, str]:
+    """Every item value but the per-job ones (``_PER_JOB``, left empty), in item order."""
     reqs = job.requirements
     accounting_user = reqs.bill_to_user or job.user
     values = {
-        "ee2_job_id": job.job_id,
-        "ee2_token": "" if credential_file else _env_value(job.token or ""),
-        "ee2_credential_file": credential_file or "",
         "ee2_client_group": _env_value(reqs.client_group),
         "ee2_debug_mode": str(bool(reqs.debug_mode)),
         "ee2_parent_job_id": _env_value(job.parent_job_id or ""),
@@ -137,7 +171,6 @@ def job_item(job: PreparedJob, credential_file: str | None = None) -> dict[str, 
         # An empty value leaves the job without a limit.
         "ee2_concurrency_limits": "" if reqs.ignore_concurrency_limits else accounting_user,
         "ee2_kb_client_group": classad_string(reqs.client_group),
-        "ee2_kb_job_id": classad_string(job.job_id),
         "ee2_kb_parent_job_id": _label(job.parent_job_id),
         "ee2_kb_module_name": _label(job.module_name),
         "ee2_kb_function_name": _label(job.function_name),
@@ -146,7 +179,15 @@ def job_item(job: PreparedJob, credential_file: str | None = None) -> dict[str, 
         "ee2_kb_wsid": _label(job.wsid),
         "ee2_kb_source_ws_objects": _label(",".join(job.source_ws_objects)),
     }
-    return {key: inert(_CONTROL.sub(" ", values[key])) for key in ITEM_KEYS}
+    return {key: "" if key in _PER_JOB else _item_value(values[key]) for key in ITEM_KEYS}
+
+
+def _item_value(value: str) -> str:
+    """``value`` without control characters and inert; most values need neither, and
+    ``isprintable`` (false for every control character) says so without a regex."""
+    if value.isprintable() and "$" not in value:
+        return value
+    return inert(_CONTROL.sub(" ", value))
 
 
 def _environment(config: Config) -> str:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import bson
 
@@ -122,18 +123,23 @@ def storable(value: Any, field: str) -> None:
     Raises:
         InvalidParams: naming the place and the problem.
     """
-    try:
-        # Fast checks first (BSON in C refuses big ints and NUL keys); the walk that
-        # names the place runs only on a failure.
-        bson.encode({"v": value})
-        if not _has_non_finite(value):
-            return
-    except (OverflowError, bson.errors.InvalidDocument):
-        pass
+    if is_storable(value):
+        return
     for place, problem in _problems(value, field):
         raise InvalidParams(f"{place} {problem}")
     # A value no JSON request carries (a set, an object) handed in by the service itself.
     raise InvalidParams(f"{field or 'the value'} cannot be stored")
+
+
+def is_storable(value: Any) -> bool:
+    """Whether ``storable`` would accept ``value``: the fast check alone (BSON in C
+    refuses big ints and NUL keys, then one walk for non-finite numbers), so a caller
+    can check many values at once and name the place only on a failure."""
+    try:
+        bson.encode({"v": value})
+    except (OverflowError, bson.errors.InvalidDocument):
+        return False
+    return not _has_non_finite(value)
 
 
 _CONTAINERS = frozenset({dict, list, tuple})  # what parsed JSON holds (plus tuples)
@@ -146,12 +152,16 @@ def _has_non_finite(value: Any) -> bool:
     pending = [value]
     while pending:
         item = pending.pop()
-        if isinstance(item, Mapping):
+        kind = type(item)
+        if kind is dict:
             item = item.values()
-        elif not isinstance(item, (list, tuple)):
-            if type(item) is float and not isfinite(item):
-                return True
-            continue
+        elif kind is not list and kind is not tuple:  # only the first value can be other
+            if isinstance(item, Mapping):
+                item = item.values()
+            elif not isinstance(item, (list, tuple)):
+                if kind is float and not isfinite(item):
+                    return True
+                continue
         for sub in item:
             kind = type(sub)
             if kind is float:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from execution_engine2.auth.base import Caller
 from execution_engine2.catalog.requirements import needs_admin, resolve_requirements
@@ -32,7 +33,7 @@ UNRECOGNIZED_METHOD = "Unrecognized method: '{method}'. Please input module_name
 INVALID_UPA = "source_ws_objects index {index}, '{ref}', is not a valid Unique Permanent Address"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: one object per job of a batch
 class JobSpec:
     """A syntactically valid request for one job, before any catalog lookup.
 
@@ -66,11 +67,14 @@ def with_prefix(err: EE2Error, prefix: str) -> EE2Error:
 
 # --- parsing RPC parameters ------------------------------------------------------
 
-def parse_spec(params: Mapping[str, Any]) -> JobSpec:
+def parse_spec(params: Mapping[str, Any], *, storable_checked: bool = False,
+               wsid: int | None = None) -> JobSpec:
     """Check a RunJobParams mapping's shape and syntax (method, app id, wsid, UPAs, meta).
 
     Raises InvalidParams for wrong JSON types and for values no store can keep
-    (``params.storable``), ValidationError for refused values.
+    (``params.storable``; skipped when the caller has ``storable_checked`` all of
+    ``params`` already), ValidationError for refused values. ``wsid`` is the
+    workspace when ``params`` has none (a batch child gets its batch's).
     """
     method = _method(params.get("method"))
     job_requirements = params.get("job_requirements")
@@ -84,12 +88,17 @@ def parse_spec(params: Mapping[str, Any]) -> JobSpec:
         service_ver=_optional_text(params, "service_ver"),
         source_ws_objects=_upas(params.get("source_ws_objects")),
         cell_info=cell_info(params.get("meta")),
-        wsid=parse_wsid(params.get("wsid")),
+        wsid=_or(parse_wsid(params.get("wsid")), wsid),
         parent_job_id=_optional_text(params, "parent_job_id"),
         job_requirements=dict(job_requirements) if job_requirements else None,
     )
-    p.storable(params, "")
+    if not storable_checked:
+        p.storable(params, "")
     return spec
+
+
+def _or(value: int | None, default: int | None) -> int | None:
+    return default if value is None else value
 
 
 def parse_wsid(value: Any) -> int | None:
@@ -117,10 +126,15 @@ def _method(value: Any) -> str:
         raise ValidationError("method is required")
     if not isinstance(value, str):
         raise InvalidParams(f"method must be a string, not {describe(value)}")
-    parts = value.split(".")
-    if len(parts) != 2 or not all(part.strip() for part in parts):
+    if not _two_parts(value, "."):
         raise ValidationError(UNRECOGNIZED_METHOD.format(method=value))
     return value
+
+
+def _two_parts(value: str, separator: str) -> bool:
+    """Whether ``value`` is two non-blank parts around exactly one ``separator``."""
+    first, found, second = value.partition(separator)
+    return bool(found) and separator not in second and bool(first.strip()) and bool(second.strip())
 
 
 def _app_id(value: Any, method: str) -> str | None:
@@ -135,13 +149,11 @@ def _app_id(value: Any, method: str) -> str | None:
     separator = "/" if "/" in value else "." if "." in value else None
     if separator is None:
         return value
-    parts = value.split(separator)
-    if len(parts) != 2 or not all(part.strip() for part in parts):
+    if not _two_parts(value, separator):
         raise ValidationError(f"Expected exactly one '{separator}' in application ID '{value}'")
-    module = method.split(".", 1)[0]
-    if parts[0].strip() != module:
-        raise ValidationError(
-            f"Application module '{parts[0].strip()}' must equal method module '{module}'")
+    module, app_module = method.split(".", 1)[0], value.split(separator, 1)[0].strip()
+    if app_module != module:
+        raise ValidationError(f"Application module '{app_module}' must equal method module '{module}'")
     return value
 
 

@@ -610,6 +610,28 @@ def test_reopening_a_finished_retry_takes_the_live_retry_place(store: JobStore) 
     assert claimed(store.find_jobs(JobQuery(retry_active=True))) == [first["_id"]]
 
 
+def test_transition_many_applies_its_changes_in_order_around_the_live_retry(store: JobStore) -> None:
+    root, plain = record(), record()
+    first, second = record(retry_parent=root["_id"]), record(retry_parent=root["_id"])
+    store.insert_jobs([root, first, plain])
+    store.transition(change(first["_id"], JobStatus.TERMINATED), NOW)
+    store.insert_jobs([second])
+    # Reopening the first retry while the second is live is refused; the others apply.
+    results = store.transition_many([change(plain["_id"], Q), reopen(first["_id"])], NOW + 1)
+    assert [(r.ok, r.current, r.live_retry) for r in results] == [
+        (True, None, None), (False, JobStatus.TERMINATED, second["_id"])]
+    assert store.get_jobs([plain["_id"]])[plain["_id"]]["status"] == "queued"
+    # Reopening before ending the live one is refused; ending it first lets the reopen in.
+    results = store.transition_many([reopen(first["_id"]), change(second["_id"], JobStatus.TERMINATED)],
+                                    NOW + 2)
+    assert [(r.ok, r.live_retry) for r in results] == [(False, second["_id"]), (True, None)]
+    store.transition(reopen(second["_id"]), NOW + 3)
+    results = store.transition_many([change(second["_id"], JobStatus.TERMINATED), reopen(first["_id"])],
+                                    NOW + 4)
+    assert [r.ok for r in results] == [True, True]
+    assert claimed(store.find_jobs(JobQuery(retry_active=True))) == [first["_id"]]
+
+
 # --- concurrency ---------------------------------------------------------------------
 
 def test_concurrent_log_appends_number_every_line_once(store: JobStore) -> None:

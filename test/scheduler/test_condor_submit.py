@@ -218,3 +218,18 @@ def test_no_repr_or_str_carries_a_token(config, tmp_path):
     assert job.job_id in repr(job)
     assert "<hidden>" in repr(secret_config)
     service_client.close()
+
+
+def test_each_job_of_a_set_keeps_its_own_values(scheduler, schedd):
+    """Jobs of one app and user share most item values (built once per set): the ids,
+    tokens and requirements that differ still reach each job, as written."""
+    flagged = [Requirements(client_group="njs", request_cpus=1, request_memory=100, request_disk=1,
+                            scheduler_requirements={"Flag": flag}) for flag in (True, 1, "1.0")]
+    jobs = [make_job(token="tok-a"), make_job(token="tok-b"), *(make_job(requirements=r) for r in flagged)]
+
+    described = [schedd.job_description(o.scheduler_id) for o in scheduler.submit(jobs)]
+
+    assert [d["JobBatchName"] for d in described] == [job.job_id for job in jobs]
+    assert [env_of(d)["KB_AUTH_TOKEN"] for d in described[:2]] == ["tok-a", "tok-b"]
+    assert [d["requirements"] for d in described[2:]] == [
+        f'regexp("njs",CLIENTGROUP) && (Flag == "{text}")' for text in ("True", "1", "1.0")]

@@ -122,6 +122,10 @@ def test_a_batch_names_the_child_with_the_unstorable_value(any_store):
     children = [run_params(params=[1]), run_params(params=[{"n": 10**19}])]
     with pytest.raises(InvalidParams, match=r"^Job #2: params\[0\]\.n is an integer beyond 64 bits"):
         run.run_job_batch(any_store, alice(any_store), children, {})
+    # Children are checked in order: the first one's unstorable value before the second's method.
+    children = [run_params(params=[{"n": float("inf")}]), {"method": "Demo"}]
+    with pytest.raises(InvalidParams, match=r"^Job #1: params\[0\]\.n is not a finite number"):
+        run.run_job_batch(any_store, alice(any_store), children, {})
     with pytest.raises(InvalidParams, match=r"^batch_params\.meta\.cell_id is not a finite number"):
         run.run_job_batch(any_store, alice(any_store), [run_params()], {"meta": {"cell_id": float("nan")}})
     assert any_store.store.find_jobs(JobQuery()) == []
