@@ -7,12 +7,14 @@
   with its background threads, for benchmarks that include the HTTP round trip.
 * ``seed_errored_jobs``: errored jobs written through the store API, to retry.
 * ``Profiled``: a WSGI wrapper that cProfiles each request in its handler thread.
-* ``percentile``, ``parse_sizes``, ``latency_from_env``: small utilities.
+* ``percentile``, ``sizes_parser``, ``latency_from_env``: small utilities.
 
 Benchmarks print figures; they assert nothing. Run them with the project's venv,
 e.g. ``.venv/bin/python bench/submit.py``.
 """
 from __future__ import annotations
+
+import argparse
 
 import contextlib
 import cProfile
@@ -57,9 +59,12 @@ def latency_from_env() -> float:
     return float(os.environ.get("EE2_BENCH_LATENCY", DEFAULT_LATENCY))
 
 
-def parse_sizes(argv: Sequence[str], default: tuple[int, ...] = (10, 100, 1000)) -> tuple[int, ...]:
-    """Sizes from the command line (``bench/x.py 10 100``), else the default."""
-    return tuple(int(arg) for arg in argv) or default
+def sizes_parser(prog: str, description: str, what: str) -> argparse.ArgumentParser:
+    """A command line of sizes (``bench/x.py 10 100``, default 10 100 1000) with ``--help``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("sizes", nargs="*", type=int, default=[10, 100, 1000], metavar="N",
+                        help=f"{what} (default: 10 100 1000)")
+    return parser
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

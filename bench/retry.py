@@ -28,7 +28,9 @@ import sys
 import time
 from typing import Any, Callable
 
-from _stack import ECHO_JOB, Profiled, bench_stack, latency_from_env, seed_errored_jobs, served
+from _stack import (
+    ECHO_JOB, Profiled, bench_stack, latency_from_env, seed_errored_jobs, served, sizes_parser,
+)
 
 from execution_engine2.auth.base import AdminRole
 from execution_engine2.db.store import JobQuery
@@ -187,12 +189,10 @@ def profile_bulk(n: int, latency: float) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="bench/retry.py", description="Retry cost over HTTP: retry_jobs of N ids vs N retry_job "
+    parser = sizes_parser(
+        "bench/retry.py", "Retry cost over HTTP: retry_jobs of N ids vs N retry_job "
         "calls, then retry_batch and an admin's retry by query of N failed jobs. EE2_BENCH_LATENCY "
-        "sets the fake schedd's seconds per call (default 0.05).")
-    parser.add_argument("sizes", nargs="*", type=int, default=[10, 100, 1000], metavar="N",
-                        help="numbers of failed jobs to retry (default: 10 100 1000)")
+        "sets the fake schedd's seconds per call (default 0.05).", "numbers of failed jobs to retry")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile one more retry_jobs call of the largest N")
     return parser.parse_args(argv)

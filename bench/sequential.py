@@ -21,6 +21,7 @@ schedd transactions and submitter groups, and each against the issue's targets
 """
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import sys
 import time
@@ -84,7 +85,9 @@ def measure(server: BenchServer, n: int, scenario: Callable[[BenchServer, int], 
 
 
 def main(argv: list[str]) -> None:
-    n = int(argv[0]) if argv else 1000
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", nargs="?", type=int, default=1000, help="calls per scenario (default 1000)")
+    n = parser.parse_args(argv).n
     latency = latency_from_env()
     print(f"{n} calls over HTTP, client in another process, fake schedd {latency * 1000:.0f} ms per call")
     header = (f"{'calls':<28} {'answered s':>10} {'queued s':>9} {'ratio':>6} {'ms/call':>8} "

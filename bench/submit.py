@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from _stack import ECHO_JOB, bench_stack, latency_from_env, parse_sizes
+from _stack import ECHO_JOB, bench_stack, latency_from_env, sizes_parser
 
 from execution_engine2.db.store import JobQuery
 from execution_engine2.job import JobStatus
@@ -49,13 +49,15 @@ def measure_singles(n: int, latency: float) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> None:
+    sizes = sizes_parser("bench/submit.py", __doc__.split("\n\n")[0],
+                         "numbers of jobs per batch and of single calls").parse_args(argv).sizes
     latency = latency_from_env()
     print(f"submission in-process, fake schedd latency: {latency * 1000:.0f} ms per call")
     header = (f"{'N':>6} | {'batch answer s':>14} {'batch queued s':>14} {'RT':>5} {'txn':>4} | "
               f"{'singles s':>10} {'RT':>6} {'txn':>5} | {'time ratio':>10} {'RT ratio':>8} {'txn ratio':>9}")
     print(header)
     print("-" * len(header))
-    for n in parse_sizes(argv):
+    for n in sizes:
         batch, singles = measure_batch(n, latency), measure_singles(n, latency)
         print(f"{n:>6} | {batch['answer_s']:>14.3f} {batch['queued_s']:>14.3f} "
               f"{batch['round_trips']:>5} {batch['transactions']:>4} | "

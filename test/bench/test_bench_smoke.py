@@ -89,9 +89,12 @@ def test_memory_benchmark_reports_every_scenario(monkeypatch: pytest.MonkeyPatch
     assert "peak RSS of the server worker over all scenarios" in out
 
 
-def test_retry_benchmark_help_prints_usage(monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("name", ["retry", "submit", "sequential", "memory", "soak", "serving"])
+def test_every_benchmark_answers_help_without_running(name: str, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    main = _load(name, monkeypatch).main
+    monkeypatch.setattr(sys, "argv", [f"bench/{name}.py", "--help"])
     with pytest.raises(SystemExit) as done:
-        _load("retry", monkeypatch).main(["--help"])
+        main(["--help"]) if name != "serving" else main()
     assert done.value.code == 0
-    assert "usage: bench/retry.py" in capsys.readouterr().out
+    assert "usage:" in capsys.readouterr().out
