@@ -7,7 +7,7 @@ changed since the read refuses that change); one ``find`` reading the jobs back.
 The legacy document model has no field in which to mark which write changed a job,
 and a bulk result gives counts, not per-write outcomes: when every write matched,
 every one was made; otherwise (a race) a job counts as changed when it reads back
-with the status and ``updated`` time this run wrote. Then one write each, when
+with everything this run wrote to it (status, ``updated`` time, fields). Then one write each, when
 needed, for the extra parts and for the live-retry guards of retries that ended.
 
 A change reopening a retry (setting ``retry_active``) takes the guard of its root
@@ -70,10 +70,24 @@ def runs(changes: Sequence[Transition], now: float
     return cut
 
 
+_MISSING = object()
+
+
+def _at(doc: Mapping[str, Any], path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
 def _written(doc: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
-    """Whether ``doc`` holds the status and ``updated`` time ``update`` sets."""
-    sets = update.get("$set", {})
-    return doc.get("status") == sets.get("status") and doc.get("updated") == sets.get("updated")
+    """Whether ``doc`` holds everything ``update`` writes (its status, its ``updated``
+    time, each field set, none of those removed): only a write of exactly the same
+    values by another client at the same instant reads back the same."""
+    return (all(_at(doc, path) == value for path, value in update.get("$set", {}).items())
+            and all(_at(doc, path) is _MISSING for path in update.get("$unset", {})))
 
 
 def apply_run(jobs: Any, own: OwnCollections, run: Sequence[tuple[Transition, ChangeUpdate]]

@@ -4,14 +4,16 @@ whatever the number of jobs (counted on the database object ``MongoJobStore`` is
 changes between its read and its write."""
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import pytest
 
 from execution_engine2.db.mongo import MongoJobStore
 from execution_engine2.db.mongomock_database import open_database
-from execution_engine2.db.store import JobQuery, Transition
+from execution_engine2.db.store import JobQuery, JobStore, Transition
 from execution_engine2.job import JobStatus, allowed_from, new_job_id, new_job_record
 from support.legacy_model import job_problems
 from support.mongo_round_trips import Hook, RoundTripDatabase
@@ -134,3 +136,28 @@ def test_a_status_changed_between_the_read_and_the_write_refuses_that_change_onl
     found = store.get_jobs(ids)
     assert [found[i]["status"] for i in ids] == ["queued", "terminated", "queued", "queued"]
     assert results[0].record == found[ids[0]]
+
+
+def test_racing_transition_manys_change_each_job_once(store: JobStore) -> None:
+    """Every store: threads moving the same jobs at the same instant, each with its own
+    scheduler id; each job is reported changed to exactly one of them, the one whose
+    scheduler id it holds."""
+    records = [job() for _ in range(100)]
+    ids = [r["_id"] for r in records]
+    store.insert_jobs(records)
+    together = threading.Barrier(4)
+
+    def queue_all(thread: int) -> list[str]:
+        together.wait(timeout=10)
+        results = store.transition_many([Transition(i, JobStatus.QUEUED, frozenset({JobStatus.CREATED}),
+                                                    fields={"scheduler_id": f"{thread}.0"}) for i in ids], NOW + 1)
+        assert all(r.current is JobStatus.QUEUED for r in results if not r.ok)
+        won = [r for r in results if r.ok]
+        assert all(r.record and r.record["scheduler_id"] == f"{thread}.0" for r in won)
+        return [r.job_id for r in won]
+
+    with ThreadPoolExecutor(4) as pool:
+        won = list(pool.map(queue_all, range(4)))
+    assert sorted(i for ids_won in won for i in ids_won) == sorted(ids)
+    found = store.get_jobs(ids)
+    assert all(found[i]["scheduler_id"] == f"{thread}.0" for thread, ids_won in enumerate(won) for i in ids_won)
