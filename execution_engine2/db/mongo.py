@@ -37,9 +37,10 @@ from execution_engine2.db.mongo_own import OwnCollections, ended
 from execution_engine2.db.mongo_requests import RequestCollection
 from execution_engine2.db.mongo_retries import MongoRetries
 from execution_engine2.db.mongo_tables import MongoSideTables, store_errors
+from execution_engine2.db.mongo_transitions import ChangeUpdate, apply_run, change_update, runs, status_filter
 from execution_engine2.db.query import (
     check_distinct, check_kind, check_records, field_updates, group_additions, project,
-    split_live_retries, status_values, transition_update,
+    split_live_retries,
 )
 from execution_engine2.db.store import JobQuery, Record, Transition, TransitionResult
 from execution_engine2.job import INTERNAL_FIELDS, JobStatus
@@ -66,10 +67,6 @@ logger = logging.getLogger(__name__)
 
 def _order(query: JobQuery) -> list[tuple[str, int]]:
     return [("_id", ASCENDING if query.ascending else DESCENDING)]
-
-
-def _status_filter(oid: ObjectId, change: Transition) -> dict[str, Any]:
-    return {"_id": oid, "status": {"$in": status_values(change.allowed_from)}}
 
 
 def _current(doc: Mapping[str, Any] | None) -> JobStatus | None:
@@ -225,38 +222,43 @@ class MongoJobStore(MongoLogs, MongoSideTables, MongoRetries):
     @store_errors
     def transition(self, change: Transition, now: float) -> TransitionResult:
         """See ``JobStore.transition``; a conflict costs a second read for the status."""
-        return self._conclude([change], [self._apply(change, now)])[0]
+        return self._conclude([change], [self._apply(change, change_update(change, now), now)])[0]
 
     @store_errors
     def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
-        """See ``JobStore.transition_many``: one conditional update per job (the
-        legacy model has no field to mark which bulk write changed a job), then one
-        read of our own collections for all of them."""
+        """See ``JobStore.transition_many``: the changes in order, each run of them
+        between two reopenings of a retry in a fixed number of round trips
+        (``mongo_transitions``), a reopening on its own (it takes its root's guard
+        first, after the changes before it); then one read of the statuses of the
+        changes refused and one of our own collections for the jobs changed."""
         check_distinct(changes)
-        return self._conclude(changes, [self._apply(change, now) for change in changes])
+        applied: list[tuple[Mapping[str, Any] | None, str | None]] = []
+        for run, reopening in runs(changes, now):
+            applied += apply_run(self._jobs, self._own, run) if run else []
+            if reopening is not None:
+                applied.append(self._apply(*reopening, now))
+        return self._conclude(changes, applied)
 
-    def _apply(self, change: Transition, now: float) -> tuple[Mapping[str, Any] | None, str | None]:
-        """Apply one change: ``(job document after, None)``, or ``(None, live retry
-        id)`` when reopening a retry whose root has another live retry, or
-        ``(None, None)`` on a status conflict."""
+    def _apply(self, change: Transition, built: ChangeUpdate, now: float
+               ) -> tuple[Mapping[str, Any] | None, str | None]:
+        """Apply one change (``built`` its writes): ``(job document after, None)``, or
+        ``(None, live retry id)`` when reopening a retry whose root has another live
+        retry, or ``(None, None)`` on a status conflict."""
         oid = job_oid(change.job_id)
         if oid is None:
             return None, None
-        sets, unsets = transition_update(change, now)
-        reopen = bool(sets.pop("retry_active", False))
-        update, extra_sets, extra_unsets = route_changes(sets, [u for u in unsets if u != "retry_active"])
         taken = None
-        if reopen:
+        if built.reopen:
             taken, blocker = self._guard_for_reopen(oid, change, now)
             if blocker is not None:
                 return None, blocker
-        doc = self._jobs.find_one_and_update(_status_filter(oid, change), update,
+        doc = self._jobs.find_one_and_update(status_filter(oid, change), built.update,
                                              return_document=ReturnDocument.AFTER)
         if doc is None:
             self._own.release_guards([taken] if taken else [])
             return None, None
-        if extra_sets or extra_unsets:
-            self._own.update_extras({oid: (extra_sets, extra_unsets)})
+        if built.extra_sets or built.extra_unsets:
+            self._own.update_extras({oid: (built.extra_sets, built.extra_unsets)})
         if ended(doc.get("status")) and doc.get("retry_parent"):
             self._own.release_guards([(doc["retry_parent"], change.job_id)])
         return doc, None
@@ -265,7 +267,7 @@ class MongoJobStore(MongoLogs, MongoSideTables, MongoRetries):
                           ) -> tuple[tuple[str, str] | None, str | None]:
         """Take the guard of the root of a retry being reopened: ``(guard taken,
         None)``, or ``(None, live retry)`` when another retry of the root is live."""
-        found = self._jobs.find_one(_status_filter(oid, change), {"retry_parent": 1})
+        found = self._jobs.find_one(status_filter(oid, change), {"retry_parent": 1})
         root = None if found is None else found.get("retry_parent")
         if not root:
             return None, None

@@ -161,10 +161,10 @@ class JobStore(Protocol):
         """
 
     def transition_many(self, changes: Sequence[Transition], now: float) -> list[TransitionResult]:
-        """``transition`` for many jobs, results in the order given. SQLite: one
-        transaction; MongoDB: one conditional update per job (the existing
-        service's document model has no field in which to mark which bulk write
-        changed a job), then one read-back for all."""
+        """``transition`` for many jobs, applied in the order given, results in that
+        order. SQLite: one transaction; MongoDB: a read of the statuses, one bulk
+        write of conditional updates and one read-back for all (a reopening of a
+        retry on its own in between, ``db.mongo_transitions``)."""
 
     def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
         """Unconditionally set fields on jobs: ``{job_id: {field: value}}``; dotted

@@ -10,10 +10,8 @@ round trip in ``renew_claims``, ``append_logs`` (more when appends race), ``get_
 ``transition``, an ``insert_jobs`` that refuses live retries and a ``claim_request``
 that finds a live claim, and a few more
 reading its own collections beside ``ee2_jobs``. What matters to its users is
-that no method's cost depends on how many jobs it is given, with one exception:
-``MongoJobStore.transition_many`` makes one conditional update per job, because
-the existing service's document model leaves no field in which to mark which
-bulk write changed a job (see ``db.mongo``).
+that no method's cost depends on how many jobs it is given (MongoDB's own round
+trips are counted in ``test/db/test_mongo_round_trips.py``).
 """
 from __future__ import annotations
 
