@@ -35,13 +35,9 @@ FORBIDDEN = {
     "runner": {"sdk", "server", "wiring", "db", "scheduler", "auth", "catalog", *PROGRAMS},
 }
 
-# server/ reaches the parts below sdk/ only here.
+# server/ reaches past sdk/ only here (the auth types it needs, Caller and
+# Authenticator, are part of the sdk's interface: sdk/services.py).
 SERVER_EXCEPTIONS = {
-    # The HTTP layer turns the Authorization header into a caller before any sdk
-    # function runs; it knows the auth interface (auth/base.py), never an implementation.
-    ("server/jsonrpc.py", "auth"): "authenticates the header through auth.base.Authenticator, "
-                                   "and hands sdk functions the auth.base.Caller",
-    ("server/methods.py", "auth"): "builds the dispatcher with an auth.base.Authenticator",
     # Entry points: a process starts here (gunicorn imports them by name), so they call
     # the composition root, which builds what the server serves.
     ("server/wsgi.py", "wiring"): "the WSGI entry builds the services",

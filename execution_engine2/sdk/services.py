@@ -9,11 +9,15 @@ import dataclasses
 import time
 from typing import Callable, Protocol, Sequence
 
-from execution_engine2.auth.base import Authenticator, Workspaces
+from execution_engine2.auth.base import Authenticator, Caller, Workspaces
 from execution_engine2.catalog.base import Catalog
 from execution_engine2.config import Config
 from execution_engine2.db.store import JobStore
 from execution_engine2.scheduler.base import Scheduler
+
+# The sdk's callers (the HTTP layer) see who is calling through these two types only:
+# every sdk function takes a Caller, and Services.auth turns a token into one.
+__all__ = ["Authenticator", "Caller", "Services", "Submitter"]
 
 
 class Submitter(Protocol):

@@ -50,7 +50,7 @@ from typing import Any, Callable, Sequence
 import jsonrpcbase
 
 from execution_engine2 import metrics
-from execution_engine2.auth.base import Authenticator, Caller
+from execution_engine2.sdk.services import Authenticator, Caller
 from execution_engine2.errors import (
     AuthenticationError, EE2Error, InvalidParams, NotFound, PermissionDenied, ServiceUnavailable,
     ValidationError, describe,

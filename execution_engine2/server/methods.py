@@ -10,7 +10,7 @@ import dataclasses
 import importlib
 from typing import Any, Callable
 
-from execution_engine2.auth.base import Authenticator
+from execution_engine2.sdk.services import Authenticator
 from execution_engine2.errors import InvalidParams
 from execution_engine2.sdk.services import Services
 from execution_engine2.server.jsonrpc import AuthLevel, Dispatcher, RequestContext, type_name
