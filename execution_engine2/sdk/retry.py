@@ -222,15 +222,15 @@ def _write(services: Services, caller: Caller, options: RetryOptions, planned: S
     this call): ``{refused new id: the live retry's id}``."""
     if not planned:
         return {}
-    refused = services.store.insert_retries([o.record for o in planned],
-                                            [_attempt(o, caller, options) for o in planned], now)
-    made = [o for o in planned if o.record["_id"] not in refused]
-    if made:
-        new_ids = [o.record["_id"] for o in made]
+    records = [o.record for o in planned]
+    attempts = [_attempt(o, caller, options) for o in planned]
+    refused = services.submitter.submit_inserted(
+        records, caller.token, lambda claim: services.store.insert_retries(records, attempts, now, claim=claim))
+    new_ids = [record["_id"] for record in records if record["_id"] not in refused]
+    if new_ids:
         logger.info("retries %s created by %s", new_ids, caller.user)
         kind = "manual" if options.requested_by == "user" else options.requested_by
         metrics.retries_created(kind, len(new_ids))
-        services.submitter.submit_later(new_ids, caller.token)
     return refused
 
 
