@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Mapping
+import itertools
+import os
+import random
+import re
+import time
+from typing import Any, Iterator, Mapping
 
 from bson import ObjectId
 
@@ -105,13 +110,37 @@ def over_memory_message(limit_mb: int, peak_mb: int) -> str:
 INTERNAL_FIELDS: frozenset[str] = frozenset({"retry_active", "claims"})
 
 
+class _JobIds:
+    """Job ids laid out as MongoDB ObjectIds (4 bytes of epoch seconds, 5 random bytes
+    per process, a 3-byte counter starting at random), written as 24 hex digits. Made
+    here rather than through ``bson.ObjectId``: a 10,000-job call makes 10,000 of them,
+    and the object and its lock cost several times the string."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._process = ""
+        self._counter: Iterator[int] = iter(())
+
+    def new(self) -> str:
+        if self._pid != os.getpid():  # a new process (or a fork) draws its own part
+            self._pid, self._process = os.getpid(), os.urandom(5).hex()
+            self._counter = itertools.count(random.SystemRandom().randrange(0x1000000))
+        # next() on itertools.count is atomic under the GIL: no two threads share a value.
+        return f"{int(time.time()) & 0xFFFFFFFF:08x}{self._process}{next(self._counter) & 0xFFFFFF:06x}"
+
+
+_JOB_IDS = _JobIds()
+_JOB_ID = re.compile(r"[0-9a-fA-F]{24}")
+
+
 def new_job_id() -> str:
     """A fresh 24-hex job id whose first 4 bytes are the creation time."""
-    return str(ObjectId())
+    return _JOB_IDS.new()
 
 
 def is_job_id(value: Any) -> bool:
-    return isinstance(value, str) and ObjectId.is_valid(value) and len(value) == 24
+    """24 hex digits (what ``bson.ObjectId`` accepts as a string)."""
+    return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
 
 
 def created_time(job_id: str) -> float:

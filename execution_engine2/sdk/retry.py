@@ -50,6 +50,7 @@ from execution_engine2.sdk.prepare import (
 from execution_engine2.sdk.retry_resources import ATTEMPT_FIELDS, admin_requirements, merged, multiplied_memory
 from execution_engine2.sdk.services import Services
 
+_RETRYABLE_VALUES = frozenset(status.value for status in RETRYABLE)
 logger = logging.getLogger(__name__)
 
 # The messages callers see; kept stable (clients match on them).
@@ -285,7 +286,7 @@ def _retryable(context: _Context, job_id: str) -> Record:
         _require_write(context, batch_id, container)
     if is_batch_container(record):
         raise RetryRefused(CONTAINER)
-    if record.get("status") not in {status.value for status in RETRYABLE}:
+    if record.get("status") not in _RETRYABLE_VALUES:
         raise RetryRefused(STATUS.format(job_id=job_id, status=record.get("status")))
     return record
 
