@@ -32,7 +32,7 @@ from execution_engine2.db.sqlite_claims import SqliteClaims
 from execution_engine2.db.store import InsertClaim, JobQuery, Record, Transition, TransitionResult
 from execution_engine2.job import JobStatus
 
-_INSERT_JOB = "INSERT INTO jobs (id, doc) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_INSERT_JOB = f"{sql.INSERT_JOB} ON CONFLICT DO NOTHING"
 
 
 def _appended(wanted: Mapping[str, Sequence[Any]], stored: Mapping[str, str | None]
@@ -64,7 +64,7 @@ class SqliteJobStore(SqliteClaims):
         undone and each record inserted on its own, to say which and why. The
         ``claim`` is written in the same transaction."""
         check_records(records)
-        rows = [(record["_id"], sql.dumps(record)) for record in records]
+        rows = [sql.job_row(record) for record in records]
         with self._write() as conn:
             conn.execute("SAVEPOINT insert_jobs")
             if conn.executemany(_INSERT_JOB, rows).rowcount == len(rows):
@@ -78,7 +78,7 @@ class SqliteJobStore(SqliteClaims):
 
     @staticmethod
     def _insert_one_by_one(conn: sqlite3.Connection, records: Sequence[Record],
-                           rows: Sequence[tuple[str, str]]) -> dict[str, str]:
+                           rows: Sequence[tuple[Any, ...]]) -> dict[str, str]:
         refused: dict[str, str] = {}
         for record, row in zip(records, rows):
             if conn.execute(_INSERT_JOB, row).rowcount:
@@ -118,12 +118,12 @@ class SqliteJobStore(SqliteClaims):
         """Apply one change: None when it was made (``_transitions`` reads the changed
         records back, all at once), else the refused change's result."""
         sets, unsets = transition_update(change, now)
-        expr, params = sql.doc_update(sets, unsets)
+        expr, params = sql.job_update(sets, unsets)
         allowed = status_values(change.allowed_from)
         live_retry = None
         try:
             changed = conn.execute(
-                f"UPDATE jobs SET doc = {expr} WHERE id = ? AND status IN ({sql.marks(allowed)})",
+                f"UPDATE jobs SET {expr} WHERE id = ? AND status IN ({sql.marks(allowed)})",
                 [*params, change.job_id, *allowed]).rowcount
         except sqlite3.IntegrityError:
             # Reopening a retry (retry_active) whose root has another live retry: the
@@ -175,12 +175,12 @@ class SqliteJobStore(SqliteClaims):
         allowed: dict[frozenset[Any], set[str]] = {}
         writes: dict[str, list[list[Any]]] = {}  # one executemany per statement
         for change in changes:
-            expr, params = sql.doc_update(*transition_update(change, now))  # checks the fields
+            expr, params = sql.job_update(*transition_update(change, now))  # checks the fields
             if change.allowed_from not in allowed:
                 allowed[change.allowed_from] = set(status_values(change.allowed_from))
             if current.get(change.job_id) not in allowed[change.allowed_from]:
                 continue
-            writes.setdefault(f"UPDATE jobs SET doc = {expr} WHERE id = ?", []).append([*params, change.job_id])
+            writes.setdefault(f"UPDATE jobs SET {expr} WHERE id = ?", []).append([*params, change.job_id])
         for statement, rows in writes.items():
             conn.executemany(statement, rows)
         changed_ids = [row[-1] for rows in writes.values() for row in rows]  # each row ends with its id
@@ -193,8 +193,8 @@ class SqliteJobStore(SqliteClaims):
     def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
         with self._write() as conn:
             for job_id, fields in updates.items():
-                expr, params = sql.doc_update(field_updates(fields, now))
-                conn.execute(f"UPDATE jobs SET doc = {expr} WHERE id = ?", [*params, job_id])
+                expr, params = sql.job_update(field_updates(fields, now))
+                conn.execute(f"UPDATE jobs SET {expr} WHERE id = ?", [*params, job_id])
 
     @sql.store_errors
     def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
@@ -222,8 +222,8 @@ class SqliteJobStore(SqliteClaims):
         for job_id, *stored in rows:
             sets = _appended(wanted[job_id], dict(zip(fields, stored)))
             if sets:
-                expr, params = sql.doc_update({**sets, "updated": now})
-                writes.setdefault(f"UPDATE jobs SET doc = {expr} WHERE id = ?", []).append(
+                expr, params = sql.job_update({**sets, "updated": now})
+                writes.setdefault(f"UPDATE jobs SET {expr} WHERE id = ?", []).append(
                     [*params, job_id])
         for statement, rows_params in writes.items():
             conn.executemany(statement, rows_params)
@@ -258,8 +258,7 @@ class SqliteJobStore(SqliteClaims):
                                   [sql.dumps([r["_id"] for r in made])]).fetchone()
             if stored is not None:
                 raise errors.ValidationError(f"Job {stored[0]} already exists")
-            conn.executemany("INSERT INTO jobs (id, doc) VALUES (?, ?)",
-                             [(r["_id"], sql.dumps({**r, "retry_saved_toggle": True})) for r in made])
+            conn.executemany(sql.INSERT_JOB, [sql.job_row({**r, "retry_saved_toggle": True}) for r in made])
             self._write_attempts(conn, [row for row in attempt_rows if row[0] not in refused])
             self._add_to_set(conn, lifecycle_additions(made), now)
             self._claim_inserted(conn, claim, refused)
@@ -283,10 +282,10 @@ class SqliteJobStore(SqliteClaims):
     def complete_retries(self, records: Sequence[Record], now: float) -> None:
         if not records:
             return
-        toggle, params = sql.doc_update({"retry_saved_toggle": True, "updated": now})
+        toggle, params = sql.job_update({"retry_saved_toggle": True, "updated": now})
         with self._write() as conn:
             self._add_to_set(conn, lifecycle_additions(records), now)
-            conn.executemany(f"UPDATE jobs SET doc = {toggle} WHERE id = ?", [[*params, r["_id"]] for r in records])
+            conn.executemany(f"UPDATE jobs SET {toggle} WHERE id = ?", [[*params, r["_id"]] for r in records])
 
     def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
         """Nothing to repair: the live-retry guard is the retry's own row."""
@@ -304,7 +303,7 @@ class SqliteJobStore(SqliteClaims):
                 return None
             if not removing:
                 return found[0]
-            expr, params = sql.doc_update({"child_jobs": [c for c in children if c not in removing],
+            expr, params = sql.job_update({"child_jobs": [c for c in children if c not in removing],
                                         "updated": now})
-            conn.execute(f"UPDATE jobs SET doc = {expr} WHERE id = ?", [*params, batch_id])
+            conn.execute(f"UPDATE jobs SET {expr} WHERE id = ?", [*params, batch_id])
             return self._by_ids(conn, [batch_id])[0]

@@ -9,23 +9,13 @@ import threading
 from typing import Iterator
 
 from execution_engine2.datadir import private_file, tighten
-from execution_engine2.db.sqlite_sql import store_errors
-
-# (column, type): each is json_extract(doc, '$.<column>').
-_COLUMNS = (
-    ("status", "TEXT"), ("user", "TEXT"), ("wsid", "INTEGER"), ("batch_id", "TEXT"),
-    ("batch_job", "INTEGER"), ("retry_parent", "TEXT"), ("retry_active", "INTEGER"),
-    ("retry_saved_toggle", "INTEGER"), ("scheduler_id", "TEXT"), ("scheduler_type", "TEXT"),
-    ("updated", "REAL"), ("queued", "REAL"), ("estimating", "REAL"), ("running", "REAL"),
-    ("finished", "REAL"),
-)
+from execution_engine2.db.sqlite_sql import COLUMNS, store_errors
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     doc TEXT NOT NULL,
-    {", ".join(f"{name} {kind} GENERATED ALWAYS AS (json_extract(doc, '$.{name}')) VIRTUAL"
-               for name, kind in _COLUMNS)}
+    {", ".join(f"{name} {kind}" for name, kind in COLUMNS)}
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user, id);
@@ -71,6 +61,23 @@ CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+def _plain_job_columns(conn: sqlite3.Connection) -> None:
+    """Files written before the job columns were plain (generated from ``doc``, see
+    ``sqlite_sql.COLUMNS``) get the ``jobs`` table rebuilt with the same rows and the
+    column values the old definition computed; the schema statements then recreate
+    its indexes. In the opening write transaction: all or nothing."""
+    # table_xinfo's "hidden": 2 for a virtual generated column, 3 for a stored one.
+    generated = [row for row in conn.execute("PRAGMA table_xinfo(jobs)") if row[6] in (2, 3)]
+    if not generated:
+        return
+    names = ", ".join(name for name, _ in COLUMNS)
+    conn.execute("CREATE TABLE jobs_plain (id TEXT PRIMARY KEY, doc TEXT NOT NULL, "
+                 f"{', '.join(f'{name} {kind}' for name, kind in COLUMNS)}) WITHOUT ROWID")
+    conn.execute(f"INSERT INTO jobs_plain (id, doc, {names}) SELECT id, doc, {names} FROM jobs")
+    conn.execute("DROP TABLE jobs")
+    conn.execute("ALTER TABLE jobs_plain RENAME TO jobs")
 
 
 def _add_log_original_column(conn: sqlite3.Connection) -> None:
@@ -120,6 +127,7 @@ class SqliteConnections:
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         with self._write() as conn:
+            _plain_job_columns(conn)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
