@@ -110,8 +110,15 @@ def column_value(value: Any) -> Any:
 
 
 def job_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
-    """``INSERT_JOB``'s parameters for a record: id, document, columns."""
-    return (record["_id"], dumps(record), *[column_value(record.get(name)) for name in _COLUMN_NAMES])
+    """``INSERT_JOB``'s parameters for a record: id, document, columns. (Most column
+    values are absent, text or floats, bound as they are without a call: 10,000
+    records make 150,000 values.)"""
+    values = [record.get(name) for name in _COLUMN_NAMES]
+    return (record["_id"], dumps(record),
+            *[value if value is None or type(value) in _AS_THEY_ARE else column_value(value) for value in values])
+
+
+_AS_THEY_ARE = frozenset({str, float})
 
 
 def job_update(sets: Mapping[str, Any], unsets: Sequence[str] = ()) -> tuple[str, list[Any]]:
