@@ -210,7 +210,7 @@ def jobs_table(query: JobQuery) -> str:
     if query.lifecycle_complete is False or (query.has_retry_parent and query.retry_saved_toggle is False):
         return "jobs j INDEXED BY jobs_unsaved_retry"
     if query.finished_since is not None and query.job_ids is None:
-        return "jobs j INDEXED BY jobs_finished"
+        return "jobs j INDEXED BY jobs_finished_set"
     return "jobs j"
 
 

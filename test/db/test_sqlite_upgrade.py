@@ -44,6 +44,7 @@ def old_file(tmp_path: Path):
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(_OLD_JOBS)
     conn.execute("CREATE INDEX jobs_status ON jobs (status, id)")
+    conn.execute("CREATE INDEX jobs_scheduler_id ON jobs (scheduler_id)")
     conn.execute("CREATE UNIQUE INDEX jobs_live_retry ON jobs (retry_parent) WHERE retry_active = 1")
     conn.executemany("INSERT INTO jobs (id, doc) VALUES (?, ?)",
                      [(r["_id"], json.dumps(r)) for r in (root, retry, queued)])
@@ -60,7 +61,8 @@ def test_an_old_file_opens_with_its_jobs_and_indexes(old_file) -> None:
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'jobs'"
                                                   " AND type = 'index'")}
         conn.close()
-        assert {"jobs_status", "jobs_live_retry", "jobs_scheduler_id", "jobs_wsid"} <= indexes
+        assert {"jobs_status", "jobs_live_retry", "jobs_scheduler_id_set", "jobs_wsid_set"} <= indexes
+        assert "jobs_scheduler_id" not in indexes  # the full index, replaced by a partial one
         assert store.get_jobs([root["_id"], retry["_id"], queued["_id"]]).keys() == {
             root["_id"], retry["_id"], queued["_id"]}
         assert [r["_id"] for r in store.find_jobs(JobQuery(wsid=7, statuses=[JobStatus.QUEUED]))] == [queued["_id"]]
