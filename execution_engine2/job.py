@@ -117,16 +117,18 @@ class _JobIds:
     and the object and its lock cost several times the string."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._process = ""
-        self._counter: Iterator[int] = iter(())
+        # (pid, process part, counter), replaced whole: a thread never sees half of it.
+        self._state: tuple[int, str, Iterator[int]] = (-1, "", iter(()))
 
     def new(self) -> str:
-        if self._pid != os.getpid():  # a new process (or a fork) draws its own part
-            self._pid, self._process = os.getpid(), os.urandom(5).hex()
-            self._counter = itertools.count(random.SystemRandom().randrange(0x1000000))
+        pid, process, counter = self._state
+        if pid != os.getpid():  # a new process (or a fork) draws its own part
+            # Threads racing here each draw their own part: their ids still differ.
+            pid, process = os.getpid(), os.urandom(5).hex()
+            counter = itertools.count(random.SystemRandom().randrange(0x1000000))
+            self._state = (pid, process, counter)
         # next() on itertools.count is atomic under the GIL: no two threads share a value.
-        return f"{int(time.time()) & 0xFFFFFFFF:08x}{self._process}{next(self._counter) & 0xFFFFFF:06x}"
+        return f"{int(time.time()) & 0xFFFFFFFF:08x}{process}{next(counter) & 0xFFFFFF:06x}"
 
 
 _JOB_IDS = _JobIds()

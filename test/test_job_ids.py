@@ -6,15 +6,20 @@ import time
 
 from bson import ObjectId
 
-from execution_engine2.job import created_time, is_job_id, new_job_id
+from execution_engine2.job import _JobIds, created_time, is_job_id
 
 
 def test_new_job_ids_are_unique_object_ids_stamped_with_now() -> None:
+    """Threads making ids at once in a fresh process (a new ``_JobIds``), as a
+    server's request threads do right after start."""
     before = int(time.time())
     made: list[str] = []
+    ids = _JobIds()
+    barrier = threading.Barrier(4)
 
     def make() -> None:
-        made.extend(new_job_id() for _ in range(5000))
+        barrier.wait(10)
+        made.extend(ids.new() for _ in range(5000))
 
     threads = [threading.Thread(target=make) for _ in range(4)]
     for thread in threads:
