@@ -42,7 +42,7 @@ from execution_engine2.db.query import (
     check_distinct, check_kind, check_records, field_updates, group_additions, project,
     split_live_retries,
 )
-from execution_engine2.db.store import JobQuery, Record, Transition, TransitionResult
+from execution_engine2.db.store import InsertClaim, JobQuery, Record, Transition, TransitionResult
 from execution_engine2.job import INTERNAL_FIELDS, JobStatus
 
 _DUPLICATE_KEY = 11000
@@ -147,8 +147,14 @@ class MongoJobStore(MongoLogs, MongoSideTables, MongoRetries):
         return self._records([doc])[0]
 
     # --- jobs -----------------------------------------------------------------
+    def insert_jobs(self, records: Sequence[Record], claim: InsertClaim | None = None) -> dict[str, str]:
+        """See ``JobStore.insert_jobs``: ``_insert_jobs``, then the ``claim``."""
+        refused = self._insert_jobs(records)
+        self._claim_inserted(claim, refused)
+        return refused
+
     @store_errors
-    def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
+    def _insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
         """See ``JobStore.insert_jobs``: take the live-retry guards of the retries,
         insert the extra parts, then the job documents (one bulk write each); a
         refused retry costs a read of the guards (and of their jobs). Raises

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from execution_engine2.db.query import lifecycle_additions, read_lineages
-from execution_engine2.db.store import JobQuery, Record
+from execution_engine2.db.query import lifecycle_additions, read_lineages, submittable
+from execution_engine2.db.store import InsertClaim, JobQuery, Record
 
 
 class MongoRetries:
@@ -27,6 +27,10 @@ class MongoRetries:
     def record_attempts(self, attempts: Sequence[Record]) -> None:
         raise NotImplementedError
 
+    def claim_jobs(self, kind: str, owner: str, query: JobQuery, lease_seconds: float,
+                   now: float) -> list[Record]:
+        raise NotImplementedError
+
     def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
         raise NotImplementedError
 
@@ -41,14 +45,23 @@ class MongoRetries:
                              job_ids)
 
     def insert_retries(self, records: Sequence[Record], attempts: Sequence[Record],
-                       now: float) -> dict[str, str]:
+                       now: float, claim: InsertClaim | None = None) -> dict[str, str]:
         """See ``JobStore.insert_retries``: ``insert_jobs``, ``record_attempts``,
-        ``complete_retries``, in that order."""
+        ``complete_retries``, the ``claim``, in that order."""
         refused = self.insert_jobs(records)
         made = [r for r in records if r["_id"] not in refused]
         self.record_attempts([a for a in attempts if a["job_id"] not in refused])
         self.complete_retries(made, now)
+        self._claim_inserted(claim, refused)
         return refused
+
+    def _claim_inserted(self, claim: InsertClaim | None, refused: Mapping[str, str]) -> None:
+        """The ``claim`` of an insert, as the next step: ``claim_jobs`` of its jobs the
+        insert took (none of them can have another live claim yet)."""
+        ids = [] if claim is None else [job_id for job_id in claim.job_ids if job_id not in refused]
+        if claim is not None and ids:
+            self.claim_jobs(claim.kind, claim.owner, submittable(claim.kind, claim.now, job_ids=ids, limit=len(ids)),
+                            claim.lease_seconds, claim.now)
 
     def complete_retries(self, records: Sequence[Record], now: float) -> None:
         """See ``JobStore.complete_retries``: one bulk write for the containers' and

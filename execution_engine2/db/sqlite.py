@@ -24,28 +24,15 @@ from typing import Any, Mapping, Sequence
 
 from execution_engine2 import errors
 from execution_engine2.db import sqlite_sql as sql
-from execution_engine2.db.fair import Share, fair_picks
 from execution_engine2.db.query import (
-    check_distinct, check_kind, check_records, field_updates, group_additions, lifecycle_additions,
+    check_distinct, check_records, field_updates, group_additions, lifecycle_additions,
     project, read_lineages, split_live_retries, status_values, transition_update,
 )
-from execution_engine2.db.sqlite_tables import SqliteSideTables
-from execution_engine2.db.store import JobQuery, Record, Transition, TransitionResult
+from execution_engine2.db.sqlite_claims import SqliteClaims
+from execution_engine2.db.store import InsertClaim, JobQuery, Record, Transition, TransitionResult
 from execution_engine2.job import JobStatus
 
-_USERS_WITH_STATUS = """WITH RECURSIVE u(user) AS (
-    SELECT min(user) FROM jobs INDEXED BY jobs_status_user WHERE status = ?
-    UNION ALL
-    SELECT (SELECT min(user) FROM jobs INDEXED BY jobs_status_user WHERE status = ? AND user > u.user)
-    FROM u WHERE u.user IS NOT NULL
-) SELECT user FROM u WHERE user IS NOT NULL"""
-
-_ALL = 2 ** 62  # "no limit" where SQL wants a number
-
-_INSERT_JOB = "INSERT INTO jobs (id, doc) VALUES (?, ?) ON CONFLICT DO NOTHING"
-
-_CLAIM = ("INSERT INTO claims (job_id, kind, owner, expires) VALUES (?, ?, ?, ?)"
-          " ON CONFLICT (job_id, kind) DO UPDATE SET owner = excluded.owner, expires = excluded.expires")
+_INSERT_JOB = f"{sql.INSERT_JOB} ON CONFLICT DO NOTHING"
 
 
 def _appended(wanted: Mapping[str, Sequence[Any]], stored: Mapping[str, str | None]
@@ -63,52 +50,35 @@ def _appended(wanted: Mapping[str, Sequence[Any]], stored: Mapping[str, str | No
     return sets
 
 
-class SqliteJobStore(SqliteSideTables):
+class SqliteJobStore(SqliteClaims):
     """``JobStore`` on the SQLite file at ``path`` (created with its schema if new)."""
-
-
-    @staticmethod
-    def _select(conn: sqlite3.Connection, where: str, params: Sequence[Any],
-                tail: str = "", tail_params: Sequence[Any] = (), jobs: str = "jobs j") -> list[Record]:
-        rows = conn.execute(f"{sql.SELECT.format(jobs=jobs)} WHERE {where}{tail}",
-                            [*params, *tail_params]).fetchall()
-        return SqliteJobStore._records(conn, rows)
-
-    @staticmethod
-    def _records(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> list[Record]:
-        """Records from ``(id, doc)`` rows, with their claims (one more query)."""
-        if not rows:
-            return []
-        return sql.to_records(rows, conn.execute(sql.CLAIMS_OF, [sql.dumps([row[0] for row in rows])]))
-
-    def _by_ids(self, conn: sqlite3.Connection, job_ids: Sequence[str],
-                ascending: bool = True) -> list[Record]:
-        order = "ASC" if ascending else "DESC"
-        return self._select(conn, f"j.id IN {sql.IDS}", [sql.dumps(list(job_ids))], f" ORDER BY j.id {order}")
 
     # --- jobs -----------------------------------------------------------------
     @sql.store_errors
-    def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
+    def insert_jobs(self, records: Sequence[Record], claim: InsertClaim | None = None) -> dict[str, str]:
         """See ``JobStore.insert_jobs``. Raises ValidationError for a malformed,
         repeated or already stored id (nothing is inserted then).
 
         One ``executemany`` for all records; only when some row was not inserted
         (an id already stored, a live retry refused by the unique index) is that
-        undone and each record inserted on its own, to say which and why."""
+        undone and each record inserted on its own, to say which and why. The
+        ``claim`` is written in the same transaction."""
         check_records(records)
-        rows = [(record["_id"], sql.dumps(record)) for record in records]
+        rows = [sql.job_row(record) for record in records]
         with self._write() as conn:
             conn.execute("SAVEPOINT insert_jobs")
             if conn.executemany(_INSERT_JOB, rows).rowcount == len(rows):
-                conn.execute("RELEASE insert_jobs")
-                return {}
-            conn.execute("ROLLBACK TO insert_jobs")
+                refused: dict[str, str] = {}
+            else:
+                conn.execute("ROLLBACK TO insert_jobs")
+                refused = self._insert_one_by_one(conn, records, rows)
             conn.execute("RELEASE insert_jobs")
-            return self._insert_one_by_one(conn, records, rows)
+            self._claim_inserted(conn, claim, refused)
+            return refused
 
     @staticmethod
     def _insert_one_by_one(conn: sqlite3.Connection, records: Sequence[Record],
-                           rows: Sequence[tuple[str, str]]) -> dict[str, str]:
+                           rows: Sequence[tuple[Any, ...]]) -> dict[str, str]:
         refused: dict[str, str] = {}
         for record, row in zip(records, rows):
             if conn.execute(_INSERT_JOB, row).rowcount:
@@ -148,12 +118,12 @@ class SqliteJobStore(SqliteSideTables):
         """Apply one change: None when it was made (``_transitions`` reads the changed
         records back, all at once), else the refused change's result."""
         sets, unsets = transition_update(change, now)
-        expr, params = sql.doc_update(sets, unsets)
+        expr, params = sql.job_update(sets, unsets)
         allowed = status_values(change.allowed_from)
         live_retry = None
         try:
             changed = conn.execute(
-                f"UPDATE jobs SET doc = {expr} WHERE id = ? AND status IN ({sql.marks(allowed)})",
+                f"UPDATE jobs SET {expr} WHERE id = ? AND status IN ({sql.marks(allowed)})",
                 [*params, change.job_id, *allowed]).rowcount
         except sqlite3.IntegrityError:
             # Reopening a retry (retry_active) whose root has another live retry: the
@@ -205,12 +175,12 @@ class SqliteJobStore(SqliteSideTables):
         allowed: dict[frozenset[Any], set[str]] = {}
         writes: dict[str, list[list[Any]]] = {}  # one executemany per statement
         for change in changes:
-            expr, params = sql.doc_update(*transition_update(change, now))  # checks the fields
+            expr, params = sql.job_update(*transition_update(change, now))  # checks the fields
             if change.allowed_from not in allowed:
                 allowed[change.allowed_from] = set(status_values(change.allowed_from))
             if current.get(change.job_id) not in allowed[change.allowed_from]:
                 continue
-            writes.setdefault(f"UPDATE jobs SET doc = {expr} WHERE id = ?", []).append([*params, change.job_id])
+            writes.setdefault(f"UPDATE jobs SET {expr} WHERE id = ?", []).append([*params, change.job_id])
         for statement, rows in writes.items():
             conn.executemany(statement, rows)
         changed_ids = [row[-1] for rows in writes.values() for row in rows]  # each row ends with its id
@@ -223,8 +193,8 @@ class SqliteJobStore(SqliteSideTables):
     def set_fields(self, updates: Mapping[str, Mapping[str, Any]], now: float) -> None:
         with self._write() as conn:
             for job_id, fields in updates.items():
-                expr, params = sql.doc_update(field_updates(fields, now))
-                conn.execute(f"UPDATE jobs SET doc = {expr} WHERE id = ?", [*params, job_id])
+                expr, params = sql.job_update(field_updates(fields, now))
+                conn.execute(f"UPDATE jobs SET {expr} WHERE id = ?", [*params, job_id])
 
     @sql.store_errors
     def add_to_set(self, additions: Sequence[tuple[str, str, str]], now: float) -> None:
@@ -252,8 +222,8 @@ class SqliteJobStore(SqliteSideTables):
         for job_id, *stored in rows:
             sets = _appended(wanted[job_id], dict(zip(fields, stored)))
             if sets:
-                expr, params = sql.doc_update({**sets, "updated": now})
-                writes.setdefault(f"UPDATE jobs SET doc = {expr} WHERE id = ?", []).append(
+                expr, params = sql.job_update({**sets, "updated": now})
+                writes.setdefault(f"UPDATE jobs SET {expr} WHERE id = ?", []).append(
                     [*params, job_id])
         for statement, rows_params in writes.items():
             conn.executemany(statement, rows_params)
@@ -274,10 +244,11 @@ class SqliteJobStore(SqliteSideTables):
 
     @sql.store_errors
     def insert_retries(self, records: Sequence[Record], attempts: Sequence[Record],
-                       now: float) -> dict[str, str]:
-        """See ``JobStore.insert_retries``: one transaction. The live retries of the
-        roots are read inside it (the partial unique index answers), so the rows
-        inserted after cannot collide; the records go in with their toggle set."""
+                       now: float, claim: InsertClaim | None = None) -> dict[str, str]:
+        """See ``JobStore.insert_retries``: one transaction, the ``claim`` included. The
+        live retries of the roots are read inside it (the partial unique index
+        answers), so the rows inserted after cannot collide; the records go in with
+        their toggle set."""
         check_records(records)
         attempt_rows = self._attempt_rows(attempts)
         with self._write() as conn:
@@ -287,10 +258,10 @@ class SqliteJobStore(SqliteSideTables):
                                   [sql.dumps([r["_id"] for r in made])]).fetchone()
             if stored is not None:
                 raise errors.ValidationError(f"Job {stored[0]} already exists")
-            conn.executemany("INSERT INTO jobs (id, doc) VALUES (?, ?)",
-                             [(r["_id"], sql.dumps({**r, "retry_saved_toggle": True})) for r in made])
+            conn.executemany(sql.INSERT_JOB, [sql.job_row({**r, "retry_saved_toggle": True}) for r in made])
             self._write_attempts(conn, [row for row in attempt_rows if row[0] not in refused])
             self._add_to_set(conn, lifecycle_additions(made), now)
+            self._claim_inserted(conn, claim, refused)
         return refused
 
     @staticmethod
@@ -311,10 +282,10 @@ class SqliteJobStore(SqliteSideTables):
     def complete_retries(self, records: Sequence[Record], now: float) -> None:
         if not records:
             return
-        toggle, params = sql.doc_update({"retry_saved_toggle": True, "updated": now})
+        toggle, params = sql.job_update({"retry_saved_toggle": True, "updated": now})
         with self._write() as conn:
             self._add_to_set(conn, lifecycle_additions(records), now)
-            conn.executemany(f"UPDATE jobs SET doc = {toggle} WHERE id = ?", [[*params, r["_id"]] for r in records])
+            conn.executemany(f"UPDATE jobs SET {toggle} WHERE id = ?", [[*params, r["_id"]] for r in records])
 
     def repair_retry_guards(self, created_before: float, limit: int) -> list[str]:
         """Nothing to repair: the live-retry guard is the retry's own row."""
@@ -332,74 +303,7 @@ class SqliteJobStore(SqliteSideTables):
                 return None
             if not removing:
                 return found[0]
-            expr, params = sql.doc_update({"child_jobs": [c for c in children if c not in removing],
+            expr, params = sql.job_update({"child_jobs": [c for c in children if c not in removing],
                                         "updated": now})
-            conn.execute(f"UPDATE jobs SET doc = {expr} WHERE id = ?", [*params, batch_id])
+            conn.execute(f"UPDATE jobs SET {expr} WHERE id = ?", [*params, batch_id])
             return self._by_ids(conn, [batch_id])[0]
-
-    # --- claims -----------------------------------------------------------------
-    @sql.store_errors
-    def claim_jobs(self, kind: str, owner: str, query: JobQuery, lease_seconds: float,
-                   now: float) -> list[Record]:
-        where, params = sql.where(query)
-        unclaimed, *unclaimed_params = sql.unclaimed(kind, now)
-        tail, tail_params = sql.page(query)
-        with self._write() as conn:
-            # The documents are read with the ids: claiming does not change them.
-            rows = conn.execute(
-                f"{sql.SELECT.format(jobs=sql.jobs_table(query))} WHERE {where} AND {unclaimed}{tail}",
-                [*params, *unclaimed_params, *tail_params]).fetchall()
-            conn.executemany(_CLAIM, [(job_id, kind, owner, now + lease_seconds) for job_id, _ in rows])
-            return self._records(conn, rows)
-
-    @sql.store_errors
-    def claim_jobs_fairly(self, kind: str, owner: str, query: JobQuery, share: Share,
-                          lease_seconds: float, now: float) -> list[Record]:
-        """See ``JobStore.claim_jobs_fairly``: one write transaction, so the running
-        counts the choice rests on cannot change before the claims are written."""
-        slots = query.limit
-        if slots is not None and slots <= 0:
-            return []
-        where, params = sql.where(query)
-        unclaimed, *unclaimed_params = sql.unclaimed(kind, now)
-        with self._write() as conn:
-            running = dict(conn.execute(
-                "SELECT j.user, count(*) FROM claims c JOIN jobs j ON j.id = c.job_id"
-                " WHERE c.kind = ? AND c.expires > ? GROUP BY j.user", (check_kind(kind), now)))
-            # Each user's oldest waiting jobs (no user can be given more than all the
-            # slots), read from jobs_status_user: a deep queue costs a short index scan.
-            waiting = [(job_id, user) for user in self._users(conn, query) for (job_id,) in conn.execute(
-                f"SELECT j.id FROM {sql.jobs_table(query)} WHERE {where} AND j.user = ? AND {unclaimed}"
-                " ORDER BY j.id LIMIT ?",
-                [*params, user, *unclaimed_params, _ALL if slots is None else slots])]
-            ids = fair_picks(running, waiting, len(waiting) if slots is None else slots, share)
-            conn.executemany(_CLAIM, [(job_id, kind, owner, now + lease_seconds) for job_id in ids])
-            return self._by_ids(conn, ids)
-
-    @staticmethod
-    def _users(conn: sqlite3.Connection, query: JobQuery) -> list[str]:
-        """The users owning jobs in ``query``'s statuses (all users without statuses).
-        One index seek per user and status (a skip scan), however deep the queue."""
-        if query.statuses is None:
-            return [row[0] for row in conn.execute("SELECT DISTINCT user FROM jobs")]
-        users: set[str] = set()
-        for status in status_values(query.statuses):
-            users.update(row[0] for row in conn.execute(_USERS_WITH_STATUS, (status, status)))
-        return sorted(users)
-
-    @sql.store_errors
-    def renew_claims(self, kind: str, owner: str, job_ids: Sequence[str], lease_seconds: float,
-                     now: float) -> list[str]:
-        condition = f"kind = ? AND owner = ? AND job_id IN {sql.IDS}"
-        params = [check_kind(kind), owner, sql.dumps(list(job_ids))]
-        with self._write() as conn:
-            held = [row[0] for row in conn.execute(
-                f"SELECT job_id FROM claims WHERE {condition} ORDER BY job_id", params)]
-            conn.execute(f"UPDATE claims SET expires = ? WHERE {condition}", [now + lease_seconds, *params])
-        return held
-
-    @sql.store_errors
-    def release_claims(self, kind: str, owner: str, job_ids: Sequence[str]) -> None:
-        with self._write() as conn:
-            conn.execute(f"DELETE FROM claims WHERE kind = ? AND owner = ? AND job_id IN {sql.IDS}",
-                         (check_kind(kind), owner, sql.dumps(list(job_ids))))

@@ -9,37 +9,37 @@ import threading
 from typing import Iterator
 
 from execution_engine2.datadir import private_file, tighten
-from execution_engine2.db.sqlite_sql import store_errors
+from execution_engine2.db.sqlite_sql import COLUMNS, store_errors
 
-# (column, type): each is json_extract(doc, '$.<column>').
-_COLUMNS = (
-    ("status", "TEXT"), ("user", "TEXT"), ("wsid", "INTEGER"), ("batch_id", "TEXT"),
-    ("batch_job", "INTEGER"), ("retry_parent", "TEXT"), ("retry_active", "INTEGER"),
-    ("retry_saved_toggle", "INTEGER"), ("scheduler_id", "TEXT"), ("scheduler_type", "TEXT"),
-    ("updated", "REAL"), ("queued", "REAL"), ("estimating", "REAL"), ("running", "REAL"),
-    ("finished", "REAL"),
-)
-
+# Indexes of fields most jobs lack (wsid, retry_parent, scheduler_id, the status times)
+# hold only the jobs that have them, so a new job's insert writes fewer entries. Every
+# query on those fields compares them, which implies the index's condition. Earlier
+# files had full indexes under the names dropped first.
 _SCHEMA = f"""
+DROP INDEX IF EXISTS jobs_wsid;
+DROP INDEX IF EXISTS jobs_retry_parent;
+DROP INDEX IF EXISTS jobs_scheduler_id;
+DROP INDEX IF EXISTS jobs_queued;
+DROP INDEX IF EXISTS jobs_running;
+DROP INDEX IF EXISTS jobs_finished;
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     doc TEXT NOT NULL,
-    {", ".join(f"{name} {kind} GENERATED ALWAYS AS (json_extract(doc, '$.{name}')) VIRTUAL"
-               for name, kind in _COLUMNS)}
+    {", ".join(f"{name} {kind}" for name, kind in COLUMNS)}
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user, id);
 CREATE INDEX IF NOT EXISTS jobs_status_user ON jobs (status, user, id);
-CREATE INDEX IF NOT EXISTS jobs_wsid ON jobs (wsid, id);
+CREATE INDEX IF NOT EXISTS jobs_wsid_set ON jobs (wsid, id) WHERE wsid IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_batch_id ON jobs (batch_id, id);
-CREATE INDEX IF NOT EXISTS jobs_retry_parent ON jobs (retry_parent, id);
+CREATE INDEX IF NOT EXISTS jobs_retry_parent_set ON jobs (retry_parent, id) WHERE retry_parent IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_retry ON jobs (retry_parent) WHERE retry_active = 1;
-CREATE INDEX IF NOT EXISTS jobs_scheduler_id ON jobs (scheduler_id);
+CREATE INDEX IF NOT EXISTS jobs_scheduler_id_set ON jobs (scheduler_id) WHERE scheduler_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_unsaved_retry ON jobs (id)
     WHERE retry_parent IS NOT NULL AND retry_saved_toggle IS NOT 1;
-CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (queued);
-CREATE INDEX IF NOT EXISTS jobs_running ON jobs (running);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished);
+CREATE INDEX IF NOT EXISTS jobs_queued_set ON jobs (queued) WHERE queued IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_running_set ON jobs (running) WHERE running IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_finished_set ON jobs (finished) WHERE finished IS NOT NULL;
 CREATE TABLE IF NOT EXISTS claims (
     job_id TEXT NOT NULL, kind TEXT NOT NULL, owner TEXT NOT NULL, expires REAL NOT NULL,
     PRIMARY KEY (job_id, kind)
@@ -71,6 +71,23 @@ CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+def _plain_job_columns(conn: sqlite3.Connection) -> None:
+    """Files written before the job columns were plain (generated from ``doc``, see
+    ``sqlite_sql.COLUMNS``) get the ``jobs`` table rebuilt with the same rows and the
+    column values the old definition computed; the schema statements then recreate
+    its indexes. In the opening write transaction: all or nothing."""
+    # table_xinfo's "hidden": 2 for a virtual generated column, 3 for a stored one.
+    generated = [row for row in conn.execute("PRAGMA table_xinfo(jobs)") if row[6] in (2, 3)]
+    if not generated:
+        return
+    names = ", ".join(name for name, _ in COLUMNS)
+    conn.execute("CREATE TABLE jobs_plain (id TEXT PRIMARY KEY, doc TEXT NOT NULL, "
+                 f"{', '.join(f'{name} {kind}' for name, kind in COLUMNS)}) WITHOUT ROWID")
+    conn.execute(f"INSERT INTO jobs_plain (id, doc, {names}) SELECT id, doc, {names} FROM jobs")
+    conn.execute("DROP TABLE jobs")
+    conn.execute("ALTER TABLE jobs_plain RENAME TO jobs")
 
 
 def _add_log_original_column(conn: sqlite3.Connection) -> None:
@@ -120,6 +137,7 @@ class SqliteConnections:
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         with self._write() as conn:
+            _plain_job_columns(conn)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)

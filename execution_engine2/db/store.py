@@ -101,6 +101,20 @@ class TransitionResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class InsertClaim:
+    """A claim an insert takes on the jobs it writes (``insert_jobs``, ``insert_retries``),
+    so a submitter holds them from the moment they exist, without a claiming round
+    trip of its own: ``job_ids`` (the ones to submit among the records) claimed with
+    ``kind`` by ``owner`` from ``now`` for ``lease_seconds``."""
+
+    kind: str
+    owner: str
+    lease_seconds: float
+    now: float
+    job_ids: Sequence[str]
+
+
+@dataclasses.dataclass(frozen=True)
 class LogLine:
     line: str
     is_error: bool
@@ -130,13 +144,17 @@ class RequestClaim:
 
 class JobStore(Protocol):
     # --- jobs -----------------------------------------------------------------
-    def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
+    def insert_jobs(self, records: Sequence[Record], claim: InsertClaim | None = None) -> dict[str, str]:
         """Insert new records (each with its ``_id``) in one bulk write.
 
         A record with ``retry_active`` whose ``retry_parent`` already has a live
         retry (stored, or earlier in the same call) is not inserted: it comes back
         in the returned ``{job_id: id of the live retry}``. All other records are
         inserted. Returns ``{}`` when every record was inserted.
+
+        With ``claim``, its ``job_ids`` that were inserted are claimed too (SQLite:
+        in the insert's transaction; MongoDB: ``claim_jobs`` right after, which
+        cannot miss a job just inserted: nobody else claims a job that young).
         """
 
     def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Record]:
@@ -183,15 +201,15 @@ class JobStore(Protocol):
         to ``retry_fields``, in id order. (SQLite: one read transaction.)"""
 
     def insert_retries(self, records: Sequence[Record], attempts: Sequence[Record],
-                       now: float) -> dict[str, str]:
+                       now: float, claim: InsertClaim | None = None) -> dict[str, str]:
         """Write new retries whole: insert them as ``insert_jobs`` does (a record whose
         root has a live retry, stored or earlier in the call, is refused and comes
         back in ``{job_id: id of the live retry}``), store the ``attempts`` (as
         ``record_attempts``) of those inserted, and complete their lifecycle
         (``complete_retries``). SQLite: one transaction, all or nothing. MongoDB: those
         steps in that order, ``retry_saved_toggle`` last, so a crash between them
-        leaves a retry the repair pass finishes. Raises ValidationError as
-        ``insert_jobs``."""
+        leaves a retry the repair pass finishes, and the ``claim`` (as ``insert_jobs``)
+        comes last. Raises ValidationError as ``insert_jobs``."""
 
     def complete_retries(self, records: Sequence[Record], now: float) -> None:
         """The retry lifecycle's bookkeeping for stored retries (each with ``_id``,

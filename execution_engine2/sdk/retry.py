@@ -50,6 +50,7 @@ from execution_engine2.sdk.prepare import (
 from execution_engine2.sdk.retry_resources import ATTEMPT_FIELDS, admin_requirements, merged, multiplied_memory
 from execution_engine2.sdk.services import Services
 
+_RETRYABLE_VALUES = frozenset(status.value for status in RETRYABLE)
 logger = logging.getLogger(__name__)
 
 # The messages callers see; kept stable (clients match on them).
@@ -222,15 +223,15 @@ def _write(services: Services, caller: Caller, options: RetryOptions, planned: S
     this call): ``{refused new id: the live retry's id}``."""
     if not planned:
         return {}
-    refused = services.store.insert_retries([o.record for o in planned],
-                                            [_attempt(o, caller, options) for o in planned], now)
-    made = [o for o in planned if o.record["_id"] not in refused]
-    if made:
-        new_ids = [o.record["_id"] for o in made]
+    records = [o.record for o in planned]
+    attempts = [_attempt(o, caller, options) for o in planned]
+    refused = services.submitter.submit_inserted(
+        records, caller.token, lambda claim: services.store.insert_retries(records, attempts, now, claim=claim))
+    new_ids = [record["_id"] for record in records if record["_id"] not in refused]
+    if new_ids:
         logger.info("retries %s created by %s", new_ids, caller.user)
         kind = "manual" if options.requested_by == "user" else options.requested_by
         metrics.retries_created(kind, len(new_ids))
-        services.submitter.submit_later(new_ids, caller.token)
     return refused
 
 
@@ -285,7 +286,7 @@ def _retryable(context: _Context, job_id: str) -> Record:
         _require_write(context, batch_id, container)
     if is_batch_container(record):
         raise RetryRefused(CONTAINER)
-    if record.get("status") not in {status.value for status in RETRYABLE}:
+    if record.get("status") not in _RETRYABLE_VALUES:
         raise RetryRefused(STATUS.format(job_id=job_id, status=record.get("status")))
     return record
 

@@ -125,11 +125,10 @@ def run_job_batch(services: Services, caller: Caller, params_list: Any, batch_pa
     container = container_record(job_id=batch_id, user=caller.user, wsid=wsid, meta=meta,
                                  child_ids=child_ids, now=now)
     p.fits_in_document(container, "The batch container", {"child_job_ids": child_ids})
-    children.insert(0, container)
-    services.store.insert_jobs(children)
-    del children, container
+    records = [container, *children]
+    services.submitter.submit_inserted(children, caller.token,
+                                       lambda claim: services.store.insert_jobs(records, claim=claim))
     logger.info("batch %s created with %d children by %s", batch_id, len(child_ids), caller.user)
-    services.submitter.submit_later(child_ids, caller.token)
     return {"batch_id": batch_id, "child_job_ids": child_ids}
 
 
@@ -171,12 +170,11 @@ def _run_single(services: Services, caller: Caller, spec: JobSpec,
                 requirements: Requirements | None = None) -> str:
     record = _prepare(services, caller, [spec], [job_requirements], services.clock(),
                       resolved=None if requirements is None else [requirements])[0]
-    services.store.insert_jobs([record])
+    # Without waiting, the answer does not wait for the schedd: sequential calls share transactions.
+    services.submitter.submit_inserted([record], caller.token,
+                                       lambda claim: services.store.insert_jobs([record], claim=claim),
+                                       wait=services.config.run_job_waits_for_submission)
     logger.info("job %s created by %s (%s)", record["_id"], caller.user, spec.method)
-    if services.config.run_job_waits_for_submission:
-        services.submitter.submit_now([record["_id"]], caller.token)
-    else:  # the answer does not wait for the schedd: sequential calls share transactions
-        services.submitter.submit_later([record["_id"]], caller.token)
     return record["_id"]
 
 

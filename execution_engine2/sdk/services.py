@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from execution_engine2.auth.base import Authenticator, Caller, Workspaces
 from execution_engine2.catalog.base import Catalog
 from execution_engine2.config import Config
-from execution_engine2.db.store import JobStore
+from execution_engine2.db.store import InsertClaim, JobStore, Record
 from execution_engine2.scheduler.base import Scheduler
 
 # The sdk's callers (the HTTP layer) see who is calling through these two types only:
@@ -29,6 +29,13 @@ class Submitter(Protocol):
 
     def submit_later(self, job_ids: Sequence[str], token: str | None) -> None:
         """Submit these jobs in the background; returns at once."""
+
+    def submit_inserted(self, records: Sequence[Record], token: str | None,
+                        insert: Callable[[InsertClaim], Mapping[str, str]], *, wait: bool = False
+                        ) -> dict[str, str]:
+        """Call ``insert`` (a store insert taking the submitter's claim on ``records``,
+        the jobs to submit among those it writes), then submit the records it did not
+        refuse as ``submit_now`` (``wait``) or ``submit_later`` would; its answer."""
 
     def start(self) -> None:
         """Start the background work (the serving process calls this once)."""

@@ -28,7 +28,7 @@ import time
 from typing import Callable, Mapping, Sequence
 
 from execution_engine2.config import Config
-from execution_engine2.db.store import JobStore, Record
+from execution_engine2.db.store import InsertClaim, JobStore, Record
 from execution_engine2.errors import SubmissionFailed
 from execution_engine2.scheduler.base import Scheduler
 from execution_engine2.sdk.grouping import Request, take_group
@@ -92,8 +92,32 @@ class StoreSubmitter:
         that cannot be submitted end in ``error``; raises SubmissionFailed naming the
         reason when any of these did."""
         request = self._enqueue(job_ids, token, waited=True)
-        if request is None:
-            return
+        if request is not None:
+            self._settle(request)
+
+    def submit_inserted(self, records: Sequence[Record], token: str | None,
+                        insert: Callable[[InsertClaim], Mapping[str, str]], *, wait: bool = False
+                        ) -> dict[str, str]:
+        """Insert jobs and submit ``records`` (those to submit among them), without a
+        claiming round trip: ``insert`` writes the jobs with this submitter's claim on
+        ``records`` (the store's ``insert_jobs``/``insert_retries`` ``claim``), so they
+        are this process's work from the moment they exist, and the records go to the
+        queue as they are. Then as ``submit_now`` (``wait``) or ``submit_later``.
+        Returns what ``insert`` returned: the ids refused (not inserted, not submitted)."""
+        now = self.clock()
+        refused = dict(insert(InsertClaim(CLAIM_KIND, self.owner, self.lease_seconds, now,
+                                          [record["_id"] for record in records])))
+        taken = [record for record in records if record["_id"] not in refused] if refused else list(records)
+        if taken:
+            ids = [record["_id"] for record in taken]
+            self.heartbeat.hold(ids)
+            request = self._queue_request(ids, token, wait, taken, claimed_at=now)
+            if wait:
+                self._settle(request)
+        return refused
+
+    def _settle(self, request: Request) -> None:
+        """Wait for (or lead) ``request``'s group; raise what its jobs met."""
         self._lead_until(lambda: request.done)
         if request.error is not None:
             raise request.error
@@ -166,8 +190,9 @@ class StoreSubmitter:
         return self._queue_request([r["_id"] for r in claimed], token, waited, claimed)
 
     def _queue_request(self, claimed: list[str], token: str | None, waited: bool,
-                       records: list[Record] | None = None) -> Request:
-        request = Request(claimed, token, records=records, claimed_at=self.clock())
+                       records: list[Record] | None = None, claimed_at: float | None = None) -> Request:
+        request = Request(claimed, token, records=records,
+                          claimed_at=self.clock() if claimed_at is None else claimed_at)
         with self._lock:
             self._pending += 1
             self._queue.append(request)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from execution_engine2.db.query import retry_candidates
-from execution_engine2.db.store import JobQuery, Transition
+from execution_engine2.db.store import InsertClaim, JobQuery, Transition
 from execution_engine2.errors import ValidationError
 from execution_engine2.job import JobStatus, new_job_id, new_job_record
 
@@ -153,3 +153,33 @@ def test_get_lineages_reads_jobs_roots_containers_and_the_roots_retries(store):
     assert records[root["_id"]]["retry_ids"] == [first["_id"]]
     assert retries == [{"_id": first["_id"], "retry_parent": root["_id"], "status": "error"}]
     assert store.get_lineages([unknown], ["status"]) == ({}, [])
+
+
+# --- an insert taking the submission claim (JobStore.insert_jobs / insert_retries ``claim``)
+
+def claim_on(*records: dict[str, Any]) -> InsertClaim:
+    return InsertClaim("submit", "w1", 30, NOW, [r["_id"] for r in records])
+
+
+def test_insert_jobs_claims_the_jobs_named_in_its_claim(store):
+    container, child, other = record(new_job_id(), batch_job=True), record(new_job_id()), record(new_job_id())
+
+    assert store.insert_jobs([container, child, other], claim=claim_on(child, other)) == {}
+
+    assert sorted(r["_id"] for r in store.find_jobs(JobQuery(claimed_by=("submit", "w1")))) == sorted(
+        [child["_id"], other["_id"]])
+    assert store.get_jobs([child["_id"]])[child["_id"]]["claims"]["submit"]["expires"] == NOW + 30
+    everything = JobQuery(job_ids=[container["_id"], child["_id"], other["_id"]])
+    assert [r["_id"] for r in store.claim_jobs("submit", "w2", everything, 30, NOW + 1)] == [container["_id"]]
+
+
+def test_insert_retries_claims_the_retries_it_took_not_the_refused(store):
+    root = record(new_job_id(), status="error")
+    store.insert_jobs([root])
+    first, second = retry_of(root), retry_of(root)
+
+    refused = store.insert_retries([first, second], [], NOW, claim=claim_on(first, second))
+
+    assert refused == {second["_id"]: first["_id"]}
+    assert [r["_id"] for r in store.find_jobs(JobQuery(claimed_by=("submit", "w1")))] == [first["_id"]]
+    assert store.claim_jobs("submit", "w2", JobQuery(job_ids=[first["_id"]]), 30, NOW + 1) == []

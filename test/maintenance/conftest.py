@@ -39,6 +39,9 @@ class QuietSubmitter:
     def submit_later(self, job_ids: Any, token: str | None) -> None:
         raise AssertionError("housekeeping never submits through submit_later")
 
+    def submit_inserted(self, records: Any, token: str | None, insert: Any, *, wait: bool = False) -> Any:
+        raise AssertionError("housekeeping never submits through submit_inserted")
+
     def start(self) -> None:
         pass
 

@@ -11,7 +11,7 @@ import pytest
 
 from execution_engine2.db.mongo import MongoJobStore
 from execution_engine2.db.mongo_own import OwnCollections
-from execution_engine2.db.store import JobQuery, Transition
+from execution_engine2.db.store import InsertClaim, JobQuery, Transition
 from execution_engine2.errors import RetryRefused
 from execution_engine2.job import ACTIVE, ErrorCode, JobStatus, new_job_id
 from execution_engine2.maintenance import passes
@@ -168,9 +168,16 @@ def test_a_retry_interrupted_before_submission_is_recovered(services, scheduler,
                                                             monkeypatch):
     scheduler.scheduler_type = "local"
     [root] = failed_batch(services, alice, 1)["child_job_ids"]
-    monkeypatch.setattr(services.submitter, "submit_later", lambda job_ids, token: None)  # process died
+    lease = services.config.submit_claim_seconds
+
+    def died_after_insert(records: Any, token: Any, insert: Any, *, wait: bool = False) -> dict[str, str]:
+        # The insert took its submission claim; the process died before submitting.
+        return dict(insert(InsertClaim("submit", "dead-submitter", lease, clock(), [r["_id"] for r in records])))
+
+    monkeypatch.setattr(services.submitter, "submit_inserted", died_after_insert)
     new_id = retry.retry_job(services, alice, {"job_id": root})["retry_id"]
-    clock.advance(GRACE + 1)
+    assert services.submitter.recover_once()["submitted"] == []  # its claim is still live
+    clock.advance(max(GRACE, lease) + 1)
 
     assert repair_retries(services)["repaired"] == []  # its bookkeeping was complete
     assert services.submitter.recover_once()["submitted"] == [new_id]

@@ -243,7 +243,7 @@ def test_a_store_failure_at_any_call_is_a_clean_error_and_repair_leaves_consiste
         faulty_stack, wire, method, fault, after):
     stack = faulty_stack
     total = count_calls(stack, method)
-    assert total >= 2, (method, total)
+    assert total >= 1, (method, total)  # run_job_batch: one insert that also claims
     for n in range(1, total + 1):
         params = SCENARIOS[method](stack)
         stack.store.arm(n, fault, after)

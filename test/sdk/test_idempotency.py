@@ -202,8 +202,8 @@ class LostAcknowledgement:
         self.inner = inner
         self.failed = False
 
-    def insert_jobs(self, records: Any) -> Any:
-        answer = self.inner.insert_jobs(records)
+    def insert_jobs(self, records: Any, claim: Any = None) -> Any:
+        answer = self.inner.insert_jobs(records, claim)
         if not self.failed:
             self.failed = True
             raise ServiceUnavailable("MongoDB failed: connection reset")

@@ -436,10 +436,11 @@ def test_bulk_retry_round_trips_do_not_grow_and_make_one_submission(tmp_path, st
     assert retry_many(5) == retry_many(50)
 
 
-def test_one_retry_reads_once_writes_once_and_claims_once(tmp_path, store_kind):
+def test_one_retry_reads_once_and_writes_and_claims_in_one_call(tmp_path, store_kind):
     """The store calls of one retry_job in the caller's thread: what a retry costs
     before the scheduler (bench/serving.py prints the same figure over HTTP). The
-    scheduler is slow, so the background submission makes no store call meanwhile."""
+    insert takes the submission claim itself. The scheduler is slow, so the
+    background submission makes no store call meanwhile."""
     services, counting = _counted(tmp_path, "one", RecordingScheduler(latency=0.5), store_kind)
     try:
         alice = services.auth.authenticate(services.auth.create_token("alice"))
@@ -450,8 +451,8 @@ def test_one_retry_reads_once_writes_once_and_claims_once(tmp_path, store_kind):
 
         new_id = retry.retry_job(services, alice, {"job_id": roots[1]})["retry_id"]
 
-        assert dict(counting.calls) == {"get_lineages": 1, "insert_retries": 1, "claim_jobs": 1}
-        assert counting.round_trips == 5
+        assert dict(counting.calls) == {"get_lineages": 1, "insert_retries": 1}
+        assert counting.round_trips == 2
         assert services.submitter.flush(5)
         assert stored(services, new_id)["status"] == "queued"
     finally:

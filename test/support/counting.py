@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from execution_engine2.db.fair import Share
 from execution_engine2.db.store import (
-    JobQuery, JobStore, LogAppend, LogLine, Record, RequestClaim, Transition, TransitionResult,
+    InsertClaim, JobQuery, JobStore, LogAppend, LogLine, Record, RequestClaim, Transition, TransitionResult,
 )
 
 COSTS: Mapping[str, int] = {"transition_many": 2, "claim_jobs": 3, "close": 0}
@@ -48,9 +48,9 @@ class CountingStore:
             self.calls[method] += 1
             self.round_trips += COSTS.get(method, 1)
 
-    def insert_jobs(self, records: Sequence[Record]) -> dict[str, str]:
+    def insert_jobs(self, records: Sequence[Record], claim: InsertClaim | None = None) -> dict[str, str]:
         self._count("insert_jobs")
-        return self.inner.insert_jobs(records)
+        return self.inner.insert_jobs(records, claim)
 
     def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Record]:
         self._count("get_jobs")
@@ -86,9 +86,9 @@ class CountingStore:
         return self.inner.get_lineages(job_ids, retry_fields)
 
     def insert_retries(self, records: Sequence[Record], attempts: Sequence[Record],
-                       now: float) -> dict[str, str]:
+                       now: float, claim: InsertClaim | None = None) -> dict[str, str]:
         self._count("insert_retries")
-        return self.inner.insert_retries(records, attempts, now)
+        return self.inner.insert_retries(records, attempts, now, claim)
 
     def complete_retries(self, records: Sequence[Record], now: float) -> None:
         self._count("complete_retries")

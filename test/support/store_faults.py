@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 from execution_engine2.db.query import lifecycle_additions
-from execution_engine2.db.store import JobStore, Record
+from execution_engine2.db.store import InsertClaim, JobStore, Record
 
 # Every JobStore method that changes stored state.
 WRITE_METHODS = frozenset({
@@ -148,7 +148,7 @@ class InterruptedRetries(_Forwarding):
         pass
 
     def insert_retries(self, records: Sequence[Record], attempts: Sequence[Record],
-                       now: float) -> dict[str, str]:
+                       now: float, claim: InsertClaim | None = None) -> dict[str, str]:
         refused = self.inner.insert_jobs(records)
         made = [r for r in records if r["_id"] not in refused]
         self.inner.record_attempts([a for a in attempts if a["job_id"] not in refused])
