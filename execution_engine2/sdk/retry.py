@@ -19,8 +19,9 @@ answer for that id is shaped from the refusal (``_answer``).
 choose their ids and then take this same path (``retry_entries``). ``dry_run``
 runs the preflight only and writes nothing.
 
-Only then are the new jobs handed to ``submitter.submit_later`` (both for retry_job
-and retry_jobs: the caller never waits for the scheduler; a scheduler failure ends
+Only then are the new jobs written, claimed for submission by that same write, and
+handed to ``submitter.submit_inserted`` (both for retry_job and retry_jobs: the caller
+never waits for the scheduler; a scheduler failure ends
 the new job in ``error`` with the submission code, and it can be retried again).
 The number of store round trips is the same for one id or a thousand.
 """

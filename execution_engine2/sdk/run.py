@@ -41,14 +41,15 @@ def run_job(services: Services, caller: Caller, params: Any) -> str:
     Order of checks: ``as_admin`` needs a full admin, otherwise write access to
     ``wsid``; non-standard ``job_requirements`` need a full admin; argument syntax;
     readable source objects; the catalog resolves ``service_ver`` to a commit. Only then
-    is the ``created`` record inserted and handed to ``submitter.submit_now``.
+    is the ``created`` record inserted (claimed for submission by the insert) and
+    handed to ``submitter.submit_inserted``, which waits for the scheduler.
 
     A scheduler failure ends the job in ``error`` with ``ErrorCode.SUBMISSION_FAILED``
     (6, documented upstream as "condor submit issue"; upstream wrote 1, we use the code
     that says what happened) and ``errormsg``
     ``Cannot submit to <scheduler>: <scheduler's message>``; the call then fails.
     With ``run-job-waits-for-submission`` false the call answers once the job is
-    stored and claimed (``submitter.submit_later``); a refused submission then only
+    stored and claimed (``submit_inserted`` without waiting); a refused submission then only
     ends the job in ``error``.
 
     Raises InvalidParams, ValidationError, PermissionDenied, ServiceUnavailable,
@@ -94,8 +95,8 @@ def run_job_batch(services: Services, caller: Caller, params_list: Any, batch_pa
 
     Every child is validated before anything is written (messages prefixed ``Job #N: ``
     when there is more than one child). The container, with its ``child_jobs``, and all
-    children are written by one insert; the children then go to
-    ``submitter.submit_later`` as one submission. Returns ``{batch_id, child_job_ids}``.
+    children are written by one insert, which claims the children for this process's
+    submitter; they then go to ``submitter.submit_inserted`` as one submission. Returns ``{batch_id, child_job_ids}``.
     At most ``max-batch-size`` children: a larger batch is refused before anything
     else is checked, so a request's memory stays bounded by that limit.
     Raises as run_job (SubmissionFailed excepted: submission happens after the answer,
