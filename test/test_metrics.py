@@ -14,7 +14,7 @@ from execution_engine2.sdk.health import JobCounts
 from execution_engine2.sdk.services import Services
 from execution_engine2.sdk.submission import StoreSubmitter
 from support.recording_scheduler import RecordingScheduler
-from support.sdk_services import close_services, make_job, make_services
+from support.sdk_services import close_services, make_job, make_services, new_created_job, submit_new_jobs
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -44,9 +44,9 @@ def services(tmp_path, scheduler) -> Iterator[Services]:
 
 
 def test_one_transaction_and_every_job_counted_per_submission(services, scheduler):
-    jobs = [make_job(services, "alice", JobStatus.CREATED)["_id"] for _ in range(3)]
+    jobs = [new_created_job(services) for _ in range(3)]
     before = scrape()
-    services.submitter.submit_now(jobs, None)
+    submit_new_jobs(services, jobs, None, wait=True)
     after = scrape()
     assert value(after, "ee2_scheduler_submit_transactions_total", scheduler="recording", outcome="ok") - value(
         before, "ee2_scheduler_submit_transactions_total", scheduler="recording", outcome="ok") == 1
@@ -60,12 +60,12 @@ def test_a_refused_submission_counts_failed_jobs_and_a_scheduler_error(tmp_path)
     scheduler = RecordingScheduler(fail_submit="schedd is down")
     services = make_services(tmp_path, scheduler=scheduler)
     try:
-        jobs = [make_job(services, "alice", JobStatus.CREATED)["_id"] for _ in range(2)]
+        jobs = [new_created_job(services) for _ in range(2)]
         before = scrape()
         submitter = services.submitter
         assert isinstance(submitter, StoreSubmitter)
         with pytest.raises(Exception, match="schedd is down"):
-            submitter.submit_now(jobs, None)
+            submit_new_jobs(services, jobs, None, wait=True, submitter=submitter)
         after = scrape()
     finally:
         close_services(services)

@@ -23,19 +23,14 @@ __all__ = ["Authenticator", "Caller", "Services", "Submitter"]
 class Submitter(Protocol):
     """Hands created jobs to the scheduler (``sdk.submission``)."""
 
-    def submit_now(self, job_ids: Sequence[str], token: str | None) -> None:
-        """Submit these jobs before returning. When the scheduler refuses them they
-        end in ``error`` first, then ``SubmissionFailed`` is raised."""
-
-    def submit_later(self, job_ids: Sequence[str], token: str | None) -> None:
-        """Submit these jobs in the background; returns at once."""
-
     def submit_inserted(self, records: Sequence[Record], token: str | None,
                         insert: Callable[[InsertClaim], Mapping[str, str]], *, wait: bool = False
                         ) -> dict[str, str]:
         """Call ``insert`` (a store insert taking the submitter's claim on ``records``,
         the jobs to submit among those it writes), then submit the records it did not
-        refuse as ``submit_now`` (``wait``) or ``submit_later`` would; its answer."""
+        refuse: with ``wait``, before returning (a job the scheduler refuses ends in
+        ``error`` first, then ``SubmissionFailed`` is raised); without, in the background,
+        returning at once. Returns ``insert``'s answer (the ids it refused)."""
 
     def start(self) -> None:
         """Start the background work (the serving process calls this once)."""

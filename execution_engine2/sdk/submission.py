@@ -44,15 +44,15 @@ logger = logging.getLogger(__name__)
 class StoreSubmitter:
     """The ``Submitter``: one per process; every submission path goes through it.
 
-    ``submit_now`` (``run_job``) and ``submit_later`` (batches, retries) both claim the
-    jobs in the store in the caller's thread (a few round trips, never one per job), so
-    they are this process's work at once, and queue them. One group is in the scheduler
-    at a time; when it is done, the next leader (a waiting ``submit_now`` caller, else
+    ``submit_inserted`` (``run_job``, batches, retries) has the store write that creates
+    the jobs claim them for this submitter, so they are this process's work from the
+    moment they exist, and queues the records as written. One group is in the scheduler
+    at a time; when it is done, the next leader (a caller waiting for its jobs, else
     the background thread) takes whatever is queued into one scheduler transaction
     (group commit, at most ``submit-group-max-jobs`` jobs; each job keeps its own
     caller's token), bisecting a transaction the scheduler refuses whole
     (``grouping.submit_splitting``). Concurrent callers thus share schedd round trips
-    instead of paying one each; ``submit_now`` returns when its own jobs are settled.
+    instead of paying one each; a waiting caller returns when its own jobs are settled.
     Recovered jobs (``recover_once``, the repair pass) join the same queue.
 
     ``heartbeat`` renews the claims every ``renew_interval`` (default
@@ -87,14 +87,6 @@ class StoreSubmitter:
         self.groups = 0  # groups handed to the scheduler (before any split)
 
     # --- Submitter ----------------------------------------------------------------------
-    def submit_now(self, job_ids: Sequence[str], token: str | None) -> None:
-        """Submit before returning (in the next group, which this thread may lead). Jobs
-        that cannot be submitted end in ``error``; raises SubmissionFailed naming the
-        reason when any of these did."""
-        request = self._enqueue(job_ids, token, waited=True)
-        if request is not None:
-            self._settle(request)
-
     def submit_inserted(self, records: Sequence[Record], token: str | None,
                         insert: Callable[[InsertClaim], Mapping[str, str]], *, wait: bool = False
                         ) -> dict[str, str]:
@@ -102,7 +94,10 @@ class StoreSubmitter:
         claiming round trip: ``insert`` writes the jobs with this submitter's claim on
         ``records`` (the store's ``insert_jobs``/``insert_retries`` ``claim``), so they
         are this process's work from the moment they exist, and the records go to the
-        queue as they are. Then as ``submit_now`` (``wait``) or ``submit_later``.
+        queue as they are. With ``wait`` the call returns once they are settled (in the
+        next group, which this thread may lead): jobs that could not be submitted end in
+        ``error`` and SubmissionFailed names the reason. Without, it returns at once and
+        a failure only ends the jobs in ``error`` (nobody is waiting to hear).
         Returns what ``insert`` returned: the ids refused (not inserted, not submitted)."""
         now = self.clock()
         refused = dict(insert(InsertClaim(CLAIM_KIND, self.owner, self.lease_seconds, now,
@@ -123,11 +118,6 @@ class StoreSubmitter:
             raise request.error
         if request.failures:
             raise SubmissionFailed(_failure_message(self.scheduler.scheduler_type, request.failures))
-
-    def submit_later(self, job_ids: Sequence[str], token: str | None) -> None:
-        """Claim the jobs now and submit them from the background thread; returns at once
-        after the claim. Failures end the jobs in ``error`` (nobody is waiting to hear)."""
-        self._enqueue(job_ids, token, waited=False)
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -170,9 +160,9 @@ class StoreSubmitter:
 
     # --- queue, group leader and background thread ---------------------------------------
     # One group is in the scheduler at a time per process (``_busy``); whatever arrives
-    # meanwhile waits and goes in the next group. A waiting ``submit_now`` caller leads
+    # meanwhile waits and goes in the next group. A caller waiting for its jobs leads
     # the next group itself (no hand-off to another thread on the hot path); the
-    # background thread leads when only ``submit_later`` work is pending.
+    # background thread leads when only work nobody waits for is pending.
     def _submit_claimed(self, job_ids: list[str]) -> dict[str, str]:
         """Jobs this submitter claimed already (recovery), without a token: in the next
         group, waited for. ``{job_id: error}``."""
@@ -182,12 +172,6 @@ class StoreSubmitter:
         if request.error is not None:
             raise request.error
         return request.failures
-
-    def _enqueue(self, job_ids: Sequence[str], token: str | None, waited: bool) -> Request | None:
-        claimed = self._work.claim(job_ids)
-        if not claimed:
-            return None
-        return self._queue_request([r["_id"] for r in claimed], token, waited, claimed)
 
     def _queue_request(self, claimed: list[str], token: str | None, waited: bool,
                        records: list[Record] | None = None, claimed_at: float | None = None) -> Request:

@@ -45,17 +45,6 @@ class SubmissionWork:
         self.store, self.scheduler, self.clock = store, scheduler, clock
         self.owner, self.lease_seconds, self.keeper = owner, lease_seconds, keeper
 
-    def claim(self, job_ids: Sequence[str]) -> list[Record]:
-        """Claim the submittable jobs among ``job_ids`` (``db.query.submittable``: a
-        retry whose bookkeeping is unfinished waits for the repair pass), in the
-        order given."""
-        if not job_ids:
-            return []
-        claimed = self.claim_matching(submittable(CLAIM_KIND, self.clock(), job_ids=list(job_ids),
-                                                  limit=len(job_ids)))
-        by_id = {r["_id"]: r for r in claimed}
-        return [by_id[job_id] for job_id in dict.fromkeys(job_ids) if job_id in by_id]
-
     def claim_matching(self, query: JobQuery) -> list[Record]:
         """Claim the jobs ``query`` selects (one ``claim_jobs``); the heartbeat keeps them."""
         claimed = self.store.claim_jobs(CLAIM_KIND, self.owner, query, self.lease_seconds, self.clock())

@@ -33,12 +33,6 @@ class QuietSubmitter:
     def __init__(self) -> None:
         self.recoveries = 0
 
-    def submit_now(self, job_ids: Any, token: str | None) -> None:
-        raise AssertionError("housekeeping never submits through submit_now")
-
-    def submit_later(self, job_ids: Any, token: str | None) -> None:
-        raise AssertionError("housekeeping never submits through submit_later")
-
     def submit_inserted(self, records: Any, token: str | None, insert: Any, *, wait: bool = False) -> Any:
         raise AssertionError("housekeeping never submits through submit_inserted")
 

@@ -7,12 +7,12 @@ import htcondor2
 import pytest
 
 from execution_engine2.errors import SubmissionFailed
-from execution_engine2.job import ErrorCode, JobStatus
+from execution_engine2.job import ErrorCode
 from execution_engine2.scheduler.condor import CondorScheduler
 from support.condor_jobs import make_job, wait_for_condor_threads
 from support.fake_schedd import FakeSchedd
 from support.sdk_services import close_services, make_services
-from support.sdk_services import make_job as make_record
+from support.sdk_services import new_created_job, submit_new_jobs
 
 REMOVED = "Submission failed; removed by execution_engine2"
 
@@ -80,10 +80,10 @@ def test_the_record_and_the_pool_agree_after_a_late_answer(config, tmp_path):
                                 schedd_factory=lambda: schedd)
     services = make_services(tmp_path / "svc", scheduler=scheduler)
     try:
-        record = make_record(services, "alice", JobStatus.CREATED)
+        record = new_created_job(services)
 
         with pytest.raises(SubmissionFailed, match="Cannot submit to condor"):
-            services.submitter.submit_now([record["_id"]], "alice-token")
+            submit_new_jobs(services, [record], "alice-token", wait=True)
         wait_for_condor_threads()
 
         stored = services.store.get_jobs([record["_id"]])[record["_id"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import pytest
 
@@ -16,7 +16,7 @@ from execution_engine2.scheduler.base import PreparedJob, SubmitOutcome
 from execution_engine2.sdk import retry, run
 from execution_engine2.sdk.submission import StoreSubmitter
 from support.recording_scheduler import RecordingScheduler
-from support.sdk_services import job_input, make_services, stored
+from support.sdk_services import job_input, make_services, stored, submit_new_jobs
 
 ECHO = {"method": "Demo.echo", "params": [{"message": "hi"}], "app_id": "Demo/echo"}
 
@@ -27,11 +27,14 @@ def _stop_submitter(services):
     assert services.submitter.stop()
 
 
-def _created(services, count: int) -> list[str]:
-    records = [new_job_record(job_id=new_job_id(), user="alice", job_input=job_input(method="Demo.echo"),
-                              now=services.clock()) for _ in range(count)]
-    services.store.insert_jobs(records)
-    return [r["_id"] for r in records]
+def _new(services, count: int) -> list[dict[str, Any]]:
+    """``count`` jobs in ``created`` as the run path builds them, not stored yet."""
+    return [new_job_record(job_id=new_job_id(), user="alice", job_input=job_input(method="Demo.echo"),
+                           now=services.clock()) for _ in range(count)]
+
+
+def _ids(records: list[dict[str, Any]]) -> list[str]:
+    return [record["_id"] for record in records]
 
 
 class _PoisonScheduler(RecordingScheduler):
@@ -106,11 +109,12 @@ def test_each_job_keeps_its_own_callers_token_in_a_shared_transaction(tmp_path):
     scheduler = RecordingScheduler(latency=0.2)
     services = make_services(tmp_path / "stack", scheduler=scheduler)
     try:
-        first, second, third = _created(services, 3)
-        services.submitter.submit_later([first], "tok-1")  # in flight while the others queue
+        records = _new(services, 3)
+        first, second, third = _ids(records)
+        submit_new_jobs(services, records[:1], "tok-1", wait=False)  # in flight while the others queue
         time.sleep(0.05)
-        services.submitter.submit_later([second], "tok-2")
-        services.submitter.submit_later([third], None)
+        submit_new_jobs(services, records[1:2], "tok-2", wait=False)
+        submit_new_jobs(services, records[2:], None, wait=False)
         assert services.submitter.flush(5)
 
         assert [[job.job_id for job in s] for s in scheduler.submissions] == [[first], [second, third]]
@@ -125,11 +129,12 @@ def test_one_bad_job_fails_alone_and_its_neighbours_are_queued(tmp_path):
     scheduler = _PoisonScheduler()
     services = make_services(tmp_path / "stack", scheduler=scheduler)
     try:
-        job_ids = _created(services, 16)
+        records = _new(services, 16)
+        job_ids = _ids(records)
         bad = job_ids[11]
         scheduler.poisoned.add(bad)
 
-        services.submitter.submit_later(job_ids, "tok")
+        submit_new_jobs(services, records, "tok", wait=False)
         assert services.submitter.flush(5)
 
         assert [stored(services, j)["status"] for j in job_ids] == \
@@ -147,21 +152,23 @@ def test_a_waiting_caller_is_not_failed_by_a_bad_job_of_another_caller(tmp_path)
     scheduler = _PoisonScheduler(latency=0.2)
     services = make_services(tmp_path / "stack", scheduler=scheduler)
     try:
-        blocker, bad, good = _created(services, 3)
+        records = _new(services, 3)
+        blocker, bad, good = _ids(records)
         scheduler.poisoned.add(bad)
-        services.submitter.submit_later([blocker], "tok")  # keeps the scheduler busy
+        submit_new_jobs(services, records[:1], "tok", wait=False)  # keeps the scheduler busy
         time.sleep(0.05)
-        services.submitter.submit_later([bad], "tok-bad")  # both wait for the next group
-        services.submitter.submit_now([good], "tok-good")
+        submit_new_jobs(services, records[1:2], "tok-bad", wait=False)  # both wait for the next group
+        submit_new_jobs(services, records[2:], "tok-good", wait=True)
 
         assert stored(services, good)["status"] == "queued"
         assert services.submitter.flush(5)
         assert stored(services, bad)["status"] == "error"
         assert bad in stored(services, bad)["errormsg"]
-        [again] = _created(services, 1)
+        more = _new(services, 1)
+        [again] = _ids(more)
         scheduler.poisoned.add(again)
         with pytest.raises(SubmissionFailed, match=f"item for job {again} is malformed"):
-            services.submitter.submit_now([again], "tok")
+            submit_new_jobs(services, more, "tok", wait=True)
     finally:
         assert services.submitter.stop()
         services.store.close()
@@ -169,10 +176,11 @@ def test_a_waiting_caller_is_not_failed_by_a_bad_job_of_another_caller(tmp_path)
 
 def test_a_scheduler_refusing_everything_is_not_asked_once_per_job(services, scheduler):
     scheduler.fail_submit = "schedd unreachable"
-    job_ids = _created(services, 64)
+    records = _new(services, 64)
+    job_ids = _ids(records)
 
     with pytest.raises(SubmissionFailed, match="64 jobs could not be submitted"):
-        services.submitter.submit_now(job_ids, "tok")
+        submit_new_jobs(services, records, "tok", wait=True)
 
     assert len(scheduler.submissions) == 3  # the whole group, then both halves alike: stop
     assert {stored(services, j)["errormsg"] for j in job_ids} == \
@@ -185,9 +193,10 @@ def test_a_timed_out_submission_is_not_split(tmp_path):
     scheduler = _TimingOutScheduler()
     services = make_services(tmp_path / "stack", scheduler=scheduler)
     try:
-        job_ids = _created(services, 8)
+        records = _new(services, 8)
+        job_ids = _ids(records)
         with pytest.raises(SubmissionFailed, match="did not answer"):
-            services.submitter.submit_now(job_ids, "tok")
+            submit_new_jobs(services, records, "tok", wait=True)
         assert len(scheduler.submissions) == 1
         assert {stored(services, j)["status"] for j in job_ids} == {"error"}
     finally:
@@ -202,12 +211,12 @@ def test_groups_are_bounded_by_submit_group_max_jobs(tmp_path):
     submitter = services.submitter
     assert isinstance(submitter, StoreSubmitter) and submitter.group_max_jobs == 3
     try:
-        job_ids = _created(services, 9)
-        submitter.submit_later(job_ids[:1], "tok")  # in flight while the rest queue
+        records = _new(services, 9)
+        submit_new_jobs(services, records[:1], "tok", wait=False)  # in flight while the rest queue
         time.sleep(0.05)
-        for job_id in job_ids[1:5]:
-            submitter.submit_later([job_id], "tok")
-        submitter.submit_later(job_ids[5:], "tok")  # four jobs: larger than a group, goes alone
+        for record in records[1:5]:
+            submit_new_jobs(services, [record], "tok", wait=False)
+        submit_new_jobs(services, records[5:], "tok", wait=False)  # four jobs: larger than a group, goes alone
         assert submitter.flush(5)
 
         assert [len(s) for s in scheduler.submissions] == [1, 3, 1, 4]

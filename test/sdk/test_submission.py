@@ -16,7 +16,7 @@ from execution_engine2.scheduler.base import PreparedJob, SubmitOutcome
 from execution_engine2.sdk.prepare import prepared_job
 from execution_engine2.sdk.submission import INTERRUPTED, StoreSubmitter, recover_orphans
 from support.recording_scheduler import RecordingScheduler
-from support.sdk_services import job_id_at, job_input, make_services, stored
+from support.sdk_services import job_id_at, job_input, make_services, stored, submit_new_jobs
 
 DEMO_COMMIT = "5e0f3a1c2b4d6e8f0a1b2c3d4e5f60718293a4b5"
 
@@ -27,8 +27,8 @@ def _stop_submitter(services):
     assert services.submitter.stop()
 
 
-def _created(services, count: int = 1, *, created: float | None = None, **fields: Any) -> list[str]:
-    """``count`` jobs in ``created``, as the run path leaves them before submission."""
+def _new(services, count: int = 1, *, created: float | None = None, **fields: Any) -> list[dict[str, Any]]:
+    """``count`` jobs in ``created`` as the run path builds them, not stored yet."""
     records = []
     for _ in range(count):
         job_id = job_id_at(created) if created is not None else new_job_id()
@@ -38,14 +38,26 @@ def _created(services, count: int = 1, *, created: float | None = None, **fields
                                 retry_parent=fields.get("retry_parent"))
         record.update({k: v for k, v in fields.items() if k not in ("batch_id", "batch_job", "retry_parent")})
         records.append(record)
+    return records
+
+
+def _ids(records: Sequence[dict[str, Any]]) -> list[str]:
+    return [record["_id"] for record in records]
+
+
+def _created(services, count: int = 1, *, created: float | None = None, **fields: Any) -> list[str]:
+    """``count`` jobs stored in ``created``, as a process that died before submitting
+    them leaves them (unclaimed once its claim lapsed)."""
+    records = _new(services, count, created=created, **fields)
     services.store.insert_jobs(records)
-    return [r["_id"] for r in records]
+    return _ids(records)
 
 
-def test_submit_now_queues_every_job_in_one_scheduler_call(services, scheduler):
-    job_ids = _created(services, 5)
+def test_a_waited_submission_queues_every_job_in_one_scheduler_call(services, scheduler):
+    records = _new(services, 5)
+    job_ids = _ids(records)
 
-    services.submitter.submit_now(job_ids, "tok-alice")
+    submit_new_jobs(services, records, "tok-alice", wait=True)
 
     assert len(scheduler.submissions) == 1
     assert [job.job_id for job in scheduler.submissions[0]] == job_ids
@@ -58,12 +70,13 @@ def test_submit_now_queues_every_job_in_one_scheduler_call(services, scheduler):
         assert "claims" not in record
 
 
-def test_submit_now_of_a_failing_scheduler_ends_jobs_in_error(services, scheduler):
+def test_a_waited_submission_to_a_failing_scheduler_ends_jobs_in_error(services, scheduler):
     scheduler.fail_submit = "schedd unreachable"
-    job_ids = _created(services, 3)
+    records = _new(services, 3)
+    job_ids = _ids(records)
 
     with pytest.raises(SubmissionFailed, match="schedd unreachable"):
-        services.submitter.submit_now(job_ids, "tok")
+        submit_new_jobs(services, records, "tok", wait=True)
 
     for job_id in job_ids:
         record = stored(services, job_id)
@@ -73,11 +86,12 @@ def test_submit_now_of_a_failing_scheduler_ends_jobs_in_error(services, schedule
 
 
 def test_a_rejected_job_ends_in_error_and_the_others_are_queued(services, scheduler):
-    job_ids = _created(services, 3)
+    records = _new(services, 3)
+    job_ids = _ids(records)
     scheduler.reject[job_ids[1]] = "requirements cannot be met"
 
     with pytest.raises(SubmissionFailed, match="requirements cannot be met"):
-        services.submitter.submit_now(job_ids, "tok")
+        submit_new_jobs(services, records, "tok", wait=True)
 
     assert [stored(services, j)["status"] for j in job_ids] == ["queued", "error", "queued"]
     assert stored(services, job_ids[1])["errormsg"] == \
@@ -92,9 +106,10 @@ class _BrokenScheduler(RecordingScheduler):
 def test_any_scheduler_exception_ends_jobs_in_error(tmp_path, store_kind):
     services = make_services(tmp_path, scheduler=_BrokenScheduler(), store_kind=store_kind)
     try:
-        job_ids = _created(services, 2)
+        records = _new(services, 2)
+        job_ids = _ids(records)
         with pytest.raises(SubmissionFailed, match="RuntimeError: bindings crashed"):
-            services.submitter.submit_now(job_ids, "tok")
+            submit_new_jobs(services, records, "tok", wait=True)
         assert {stored(services, j)["status"] for j in job_ids} == {"error"}
     finally:
         services.store.close()
@@ -120,8 +135,9 @@ def test_a_job_cancelled_during_submission_is_removed_from_the_scheduler(tmp_pat
     services = make_services(tmp_path, scheduler=scheduler, store_kind=store_kind)
     scheduler.store = services.store
     try:
-        job_ids = _created(services, 2)
-        services.submitter.submit_now(job_ids, "tok")
+        records = _new(services, 2)
+        job_ids = _ids(records)
+        submit_new_jobs(services, records, "tok", wait=True)
 
         cancelled, queued = stored(services, job_ids[0]), stored(services, job_ids[1])
         assert cancelled["status"] == "terminated"
@@ -131,13 +147,14 @@ def test_a_job_cancelled_during_submission_is_removed_from_the_scheduler(tmp_pat
         services.store.close()
 
 
-def test_submit_later_returns_before_the_scheduler_answers(tmp_path, store_kind):
+def test_a_background_submission_returns_before_the_scheduler_answers(tmp_path, store_kind):
     scheduler = RecordingScheduler(latency=0.5)
     services = make_services(tmp_path, scheduler=scheduler, store_kind=store_kind)
     try:
-        job_ids = _created(services, 4)
+        records = _new(services, 4)
+        job_ids = _ids(records)
         started = time.monotonic()
-        services.submitter.submit_later(job_ids, "tok")
+        submit_new_jobs(services, records, "tok", wait=False)
         assert time.monotonic() - started < 0.4
         assert {stored(services, j)["status"] for j in job_ids} == {"created"}
 
@@ -150,8 +167,9 @@ def test_submit_later_returns_before_the_scheduler_answers(tmp_path, store_kind)
 
 
 def test_stop_finishes_queued_work_and_leaves_no_thread(services, scheduler):
-    job_ids = _created(services, 3)
-    services.submitter.submit_later(job_ids, "tok")
+    records = _new(services, 3)
+    job_ids = _ids(records)
+    submit_new_jobs(services, records, "tok", wait=False)
 
     assert services.submitter.stop()
 
@@ -160,11 +178,12 @@ def test_stop_finishes_queued_work_and_leaves_no_thread(services, scheduler):
 
 
 def test_jobs_claimed_by_another_submitter_are_not_submitted_twice(services, scheduler):
-    job_ids = _created(services, 2)
+    records = _new(services, 2)
+    job_ids = _ids(records)
     other = StoreSubmitter(services.store, scheduler, services.config, services.clock)
-    other.submit_later(job_ids, "tok")  # claims them, then submits in its thread
+    submit_new_jobs(services, records, "tok", wait=False, submitter=other)  # its insert claims them
     try:
-        services.submitter.submit_now(job_ids, "tok")
+        services.submitter.recover_once(grace_seconds=0)  # finds them claimed: not its work
         assert other.flush(5)
     finally:
         assert other.stop()
@@ -179,9 +198,9 @@ def test_round_trips_of_a_submission_do_not_grow_with_the_number_of_jobs(tmp_pat
         counting = CountingStore(services.store)
         submitter = StoreSubmitter(counting, services.scheduler, services.config)
         try:
-            job_ids = _created(services, count)
+            records = _new(services, count)
             counting.reset()
-            submitter.submit_now(job_ids, "tok")
+            submit_new_jobs(services, records, "tok", wait=True, submitter=submitter, store=counting)
             return counting.round_trips
         finally:
             services.store.close()
@@ -190,17 +209,18 @@ def test_round_trips_of_a_submission_do_not_grow_with_the_number_of_jobs(tmp_pat
 
 
 def test_batch_containers_and_unfinished_retries_are_never_submitted(services, scheduler):
+    scheduler.scheduler_type = "local"  # recovery submits without the caller's token
     container = _created(services, 1, batch_job=True)
     roots = _created(services, 2, status="error")
     unfinished = _created(services, 1, retry_parent=roots[0])
     finished = _created(services, 1, retry_parent=roots[1], retry_saved_toggle=True)
 
-    services.submitter.submit_now(container + unfinished, "tok")
+    services.submitter.recover_once(grace_seconds=0, job_ids=container + unfinished)
     assert scheduler.submissions == []
     assert stored(services, unfinished[0])["status"] == "created"
     assert "claims" not in stored(services, unfinished[0])
 
-    services.submitter.submit_now(finished, "tok")
+    services.submitter.recover_once(grace_seconds=0, job_ids=finished)
     assert [job.job_id for job in scheduler.submitted] == finished
 
 
@@ -274,9 +294,10 @@ def test_a_slow_submission_keeps_its_claims_alive_past_the_lease(services):
     slow.scheduler_type = "local"
     submitter = StoreSubmitter(services.store, slow, services.config, lease_seconds=0.5,
                                renew_interval=0.1)
-    job_ids = _created(services, 3, created=time.time() - 3600)
+    records = _new(services, 3, created=time.time() - 3600)
+    job_ids = _ids(records)
     try:
-        submitter.submit_later(job_ids, "tok")
+        submit_new_jobs(services, records, "tok", wait=False, submitter=submitter)
         time.sleep(1.2)
         assert _claim_holders(services, job_ids) == {submitter.owner}
         assert recover_orphans(services.store, slow, services.config, grace_seconds=0) == {

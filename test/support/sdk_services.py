@@ -16,7 +16,7 @@ import shutil
 import struct
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from bson import ObjectId
 
@@ -27,7 +27,7 @@ from execution_engine2.auth.local import LocalAuth
 from execution_engine2.catalog.local import LocalCatalog, default_catalog_path
 from execution_engine2.config import Config
 from execution_engine2.db.factory import open_store
-from execution_engine2.db.store import JobQuery, Record
+from execution_engine2.db.store import JobQuery, JobStore, Record
 from execution_engine2.job import ErrorCode, JobStatus, TerminatedCode
 from execution_engine2.job import Requirements
 from execution_engine2.scheduler.base import Scheduler
@@ -184,3 +184,20 @@ def stored(services: Services, job_id: str) -> Record:
 
 def all_jobs(services: Services) -> list[Record]:
     return services.store.find_jobs(JobQuery())
+
+
+def new_created_job(services: Services, user: str = "alice") -> Record:
+    """A ``created`` job as run_job builds it, not stored yet (``submit_new_jobs`` stores it)."""
+    return jobmod.new_job_record(job_id=jobmod.new_job_id(), user=user, job_input=job_input(),
+                                 now=services.clock())
+
+
+def submit_new_jobs(services: Services, records: Sequence[Record], token: str | None, *, wait: bool,
+                    submitter: Any = None, store: JobStore | None = None) -> dict[str, str]:
+    """Store ``records`` (``created`` jobs) and submit them as run_job and retry do: the
+    insert claims them for ``submitter`` (default the services'), which then submits them,
+    before returning if ``wait``. Returns the insert's refusals."""
+    submitter = submitter or services.submitter
+    into = store or services.store
+    return submitter.submit_inserted(records, token, lambda claim: into.insert_jobs(records, claim=claim),
+                                     wait=wait)
