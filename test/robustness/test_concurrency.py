@@ -225,12 +225,8 @@ def _answers_ver(url: str) -> bool:
 
 @pytest.fixture
 def gunicorn(tmp_path) -> Iterator[Gunicorn]:
-    server = Gunicorn(tmp_path)
-    try:
-        server.start()
+    with Gunicorn(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def connected_sessions(server: Gunicorn, count: int, attempts: int = 5) -> list[requests.Session]:

@@ -22,12 +22,8 @@ ECHO = {"method": "Demo.echo", "app_id": "Demo/echo", "params": [{"n": 1}]}
 
 @pytest.fixture
 def server(tmp_path) -> Iterator[Gunicorn]:
-    gunicorn = Gunicorn(tmp_path)
-    try:
-        gunicorn.start()
+    with Gunicorn(tmp_path) as gunicorn:
         yield gunicorn
-    finally:
-        gunicorn.stop()
 
 
 def race(server: Gunicorn, sessions: list[requests.Session], token: str, method: str,

@@ -37,12 +37,8 @@ class Gunicorn(GunicornService):
 
 @pytest.fixture
 def gunicorn(tmp_path: Path) -> Iterator[Gunicorn]:
-    server = Gunicorn(tmp_path)
-    try:
-        server.start()
+    with Gunicorn(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def rpc(url: str, method: str, params: list[Any], token: str | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Self
 
 import requests
 
@@ -63,6 +63,18 @@ class GunicornService:
             return self._ready(url)
         except (requests.ConnectionError, requests.Timeout):
             return False  # still booting (a loaded machine may take longer than one read timeout)
+
+    def __enter__(self) -> Self:
+        """Started; stopped when the ``with`` block ends, however it ends."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
