@@ -14,7 +14,7 @@ from execution_engine2.sdk.health import JobCounts
 from execution_engine2.sdk.services import Services
 from execution_engine2.sdk.submission import StoreSubmitter
 from support.recording_scheduler import RecordingScheduler
-from support.sdk_services import close_services, make_job, make_services, new_created_job, submit_new_jobs
+from support.sdk_services import close_services, make_job, make_services, new_created_jobs, submit_new_jobs
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -44,7 +44,7 @@ def services(tmp_path, scheduler) -> Iterator[Services]:
 
 
 def test_one_transaction_and_every_job_counted_per_submission(services, scheduler):
-    jobs = [new_created_job(services) for _ in range(3)]
+    jobs = new_created_jobs(services, 3)
     before = scrape()
     submit_new_jobs(services, jobs, None, wait=True)
     after = scrape()
@@ -60,7 +60,7 @@ def test_a_refused_submission_counts_failed_jobs_and_a_scheduler_error(tmp_path)
     scheduler = RecordingScheduler(fail_submit="schedd is down")
     services = make_services(tmp_path, scheduler=scheduler)
     try:
-        jobs = [new_created_job(services) for _ in range(2)]
+        jobs = new_created_jobs(services, 2)
         before = scrape()
         submitter = services.submitter
         assert isinstance(submitter, StoreSubmitter)

@@ -12,7 +12,7 @@ from execution_engine2.scheduler.condor import CondorScheduler
 from support.condor_jobs import make_job, wait_for_condor_threads
 from support.fake_schedd import FakeSchedd
 from support.sdk_services import close_services, make_services
-from support.sdk_services import new_created_job, submit_new_jobs
+from support.sdk_services import new_created_jobs, submit_new_jobs
 
 REMOVED = "Submission failed; removed by execution_engine2"
 
@@ -80,7 +80,7 @@ def test_the_record_and_the_pool_agree_after_a_late_answer(config, tmp_path):
                                 schedd_factory=lambda: schedd)
     services = make_services(tmp_path / "svc", scheduler=scheduler)
     try:
-        record = new_created_job(services)
+        [record] = new_created_jobs(services)
 
         with pytest.raises(SubmissionFailed, match="Cannot submit to condor"):
             submit_new_jobs(services, [record], "alice-token", wait=True)

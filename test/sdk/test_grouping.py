@@ -5,18 +5,18 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import pytest
 
 from execution_engine2.db.store import Transition
 from execution_engine2.errors import SubmissionFailed
-from execution_engine2.job import ErrorCode, JobStatus, new_job_id, new_job_record
+from execution_engine2.job import ErrorCode, JobStatus
 from execution_engine2.scheduler.base import PreparedJob, SubmitOutcome
 from execution_engine2.sdk import retry, run
 from execution_engine2.sdk.submission import StoreSubmitter
 from support.recording_scheduler import RecordingScheduler
-from support.sdk_services import job_input, make_services, stored, submit_new_jobs
+from support.sdk_services import ids_of, make_services, new_created_jobs, stored, submit_new_jobs
 
 ECHO = {"method": "Demo.echo", "params": [{"message": "hi"}], "app_id": "Demo/echo"}
 
@@ -25,16 +25,6 @@ ECHO = {"method": "Demo.echo", "params": [{"message": "hi"}], "app_id": "Demo/ec
 def _stop_submitter(services):
     yield
     assert services.submitter.stop()
-
-
-def _new(services, count: int) -> list[dict[str, Any]]:
-    """``count`` jobs in ``created`` as the run path builds them, not stored yet."""
-    return [new_job_record(job_id=new_job_id(), user="alice", job_input=job_input(method="Demo.echo"),
-                           now=services.clock()) for _ in range(count)]
-
-
-def _ids(records: list[dict[str, Any]]) -> list[str]:
-    return [record["_id"] for record in records]
 
 
 class _PoisonScheduler(RecordingScheduler):
@@ -109,8 +99,8 @@ def test_each_job_keeps_its_own_callers_token_in_a_shared_transaction(tmp_path):
     scheduler = RecordingScheduler(latency=0.2)
     services = make_services(tmp_path / "stack", scheduler=scheduler)
     try:
-        records = _new(services, 3)
-        first, second, third = _ids(records)
+        records = new_created_jobs(services, 3)
+        first, second, third = ids_of(records)
         submit_new_jobs(services, records[:1], "tok-1", wait=False)  # in flight while the others queue
         time.sleep(0.05)
         submit_new_jobs(services, records[1:2], "tok-2", wait=False)
@@ -129,8 +119,8 @@ def test_one_bad_job_fails_alone_and_its_neighbours_are_queued(tmp_path):
     scheduler = _PoisonScheduler()
     services = make_services(tmp_path / "stack", scheduler=scheduler)
     try:
-        records = _new(services, 16)
-        job_ids = _ids(records)
+        records = new_created_jobs(services, 16)
+        job_ids = ids_of(records)
         bad = job_ids[11]
         scheduler.poisoned.add(bad)
 
@@ -152,8 +142,8 @@ def test_a_waiting_caller_is_not_failed_by_a_bad_job_of_another_caller(tmp_path)
     scheduler = _PoisonScheduler(latency=0.2)
     services = make_services(tmp_path / "stack", scheduler=scheduler)
     try:
-        records = _new(services, 3)
-        blocker, bad, good = _ids(records)
+        records = new_created_jobs(services, 3)
+        blocker, bad, good = ids_of(records)
         scheduler.poisoned.add(bad)
         submit_new_jobs(services, records[:1], "tok", wait=False)  # keeps the scheduler busy
         time.sleep(0.05)
@@ -164,8 +154,8 @@ def test_a_waiting_caller_is_not_failed_by_a_bad_job_of_another_caller(tmp_path)
         assert services.submitter.flush(5)
         assert stored(services, bad)["status"] == "error"
         assert bad in stored(services, bad)["errormsg"]
-        more = _new(services, 1)
-        [again] = _ids(more)
+        more = new_created_jobs(services, 1)
+        [again] = ids_of(more)
         scheduler.poisoned.add(again)
         with pytest.raises(SubmissionFailed, match=f"item for job {again} is malformed"):
             submit_new_jobs(services, more, "tok", wait=True)
@@ -176,8 +166,8 @@ def test_a_waiting_caller_is_not_failed_by_a_bad_job_of_another_caller(tmp_path)
 
 def test_a_scheduler_refusing_everything_is_not_asked_once_per_job(services, scheduler):
     scheduler.fail_submit = "schedd unreachable"
-    records = _new(services, 64)
-    job_ids = _ids(records)
+    records = new_created_jobs(services, 64)
+    job_ids = ids_of(records)
 
     with pytest.raises(SubmissionFailed, match="64 jobs could not be submitted"):
         submit_new_jobs(services, records, "tok", wait=True)
@@ -193,8 +183,8 @@ def test_a_timed_out_submission_is_not_split(tmp_path):
     scheduler = _TimingOutScheduler()
     services = make_services(tmp_path / "stack", scheduler=scheduler)
     try:
-        records = _new(services, 8)
-        job_ids = _ids(records)
+        records = new_created_jobs(services, 8)
+        job_ids = ids_of(records)
         with pytest.raises(SubmissionFailed, match="did not answer"):
             submit_new_jobs(services, records, "tok", wait=True)
         assert len(scheduler.submissions) == 1
@@ -211,7 +201,7 @@ def test_groups_are_bounded_by_submit_group_max_jobs(tmp_path):
     submitter = services.submitter
     assert isinstance(submitter, StoreSubmitter) and submitter.group_max_jobs == 3
     try:
-        records = _new(services, 9)
+        records = new_created_jobs(services, 9)
         submit_new_jobs(services, records[:1], "tok", wait=False)  # in flight while the rest queue
         time.sleep(0.05)
         for record in records[1:5]:

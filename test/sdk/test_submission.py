@@ -11,12 +11,12 @@ import pytest
 from support.counting import CountingStore
 from execution_engine2.db.store import JobQuery, Transition
 from execution_engine2.errors import SubmissionFailed
-from execution_engine2.job import ErrorCode, JobStatus, new_job_id, new_job_record
+from execution_engine2.job import ErrorCode, JobStatus
 from execution_engine2.scheduler.base import PreparedJob, SubmitOutcome
 from execution_engine2.sdk.prepare import prepared_job
 from execution_engine2.sdk.submission import INTERRUPTED, StoreSubmitter, recover_orphans
 from support.recording_scheduler import RecordingScheduler
-from support.sdk_services import job_id_at, job_input, make_services, stored, submit_new_jobs
+from support.sdk_services import ids_of, make_services, new_created_jobs, stored, submit_new_jobs
 
 DEMO_COMMIT = "5e0f3a1c2b4d6e8f0a1b2c3d4e5f60718293a4b5"
 
@@ -27,35 +27,17 @@ def _stop_submitter(services):
     assert services.submitter.stop()
 
 
-def _new(services, count: int = 1, *, created: float | None = None, **fields: Any) -> list[dict[str, Any]]:
-    """``count`` jobs in ``created`` as the run path builds them, not stored yet."""
-    records = []
-    for _ in range(count):
-        job_id = job_id_at(created) if created is not None else new_job_id()
-        record = new_job_record(job_id=job_id, user="alice", job_input=job_input(method="Demo.echo"),
-                                now=services.clock(), batch_id=fields.get("batch_id"),
-                                batch_job=fields.get("batch_job", False),
-                                retry_parent=fields.get("retry_parent"))
-        record.update({k: v for k, v in fields.items() if k not in ("batch_id", "batch_job", "retry_parent")})
-        records.append(record)
-    return records
-
-
-def _ids(records: Sequence[dict[str, Any]]) -> list[str]:
-    return [record["_id"] for record in records]
-
-
 def _created(services, count: int = 1, *, created: float | None = None, **fields: Any) -> list[str]:
     """``count`` jobs stored in ``created``, as a process that died before submitting
     them leaves them (unclaimed once its claim lapsed)."""
-    records = _new(services, count, created=created, **fields)
+    records = new_created_jobs(services, count, created=created, **fields)
     services.store.insert_jobs(records)
-    return _ids(records)
+    return ids_of(records)
 
 
 def test_a_waited_submission_queues_every_job_in_one_scheduler_call(services, scheduler):
-    records = _new(services, 5)
-    job_ids = _ids(records)
+    records = new_created_jobs(services, 5)
+    job_ids = ids_of(records)
 
     submit_new_jobs(services, records, "tok-alice", wait=True)
 
@@ -72,8 +54,8 @@ def test_a_waited_submission_queues_every_job_in_one_scheduler_call(services, sc
 
 def test_a_waited_submission_to_a_failing_scheduler_ends_jobs_in_error(services, scheduler):
     scheduler.fail_submit = "schedd unreachable"
-    records = _new(services, 3)
-    job_ids = _ids(records)
+    records = new_created_jobs(services, 3)
+    job_ids = ids_of(records)
 
     with pytest.raises(SubmissionFailed, match="schedd unreachable"):
         submit_new_jobs(services, records, "tok", wait=True)
@@ -86,8 +68,8 @@ def test_a_waited_submission_to_a_failing_scheduler_ends_jobs_in_error(services,
 
 
 def test_a_rejected_job_ends_in_error_and_the_others_are_queued(services, scheduler):
-    records = _new(services, 3)
-    job_ids = _ids(records)
+    records = new_created_jobs(services, 3)
+    job_ids = ids_of(records)
     scheduler.reject[job_ids[1]] = "requirements cannot be met"
 
     with pytest.raises(SubmissionFailed, match="requirements cannot be met"):
@@ -106,8 +88,8 @@ class _BrokenScheduler(RecordingScheduler):
 def test_any_scheduler_exception_ends_jobs_in_error(tmp_path, store_kind):
     services = make_services(tmp_path, scheduler=_BrokenScheduler(), store_kind=store_kind)
     try:
-        records = _new(services, 2)
-        job_ids = _ids(records)
+        records = new_created_jobs(services, 2)
+        job_ids = ids_of(records)
         with pytest.raises(SubmissionFailed, match="RuntimeError: bindings crashed"):
             submit_new_jobs(services, records, "tok", wait=True)
         assert {stored(services, j)["status"] for j in job_ids} == {"error"}
@@ -135,8 +117,8 @@ def test_a_job_cancelled_during_submission_is_removed_from_the_scheduler(tmp_pat
     services = make_services(tmp_path, scheduler=scheduler, store_kind=store_kind)
     scheduler.store = services.store
     try:
-        records = _new(services, 2)
-        job_ids = _ids(records)
+        records = new_created_jobs(services, 2)
+        job_ids = ids_of(records)
         submit_new_jobs(services, records, "tok", wait=True)
 
         cancelled, queued = stored(services, job_ids[0]), stored(services, job_ids[1])
@@ -151,8 +133,8 @@ def test_a_background_submission_returns_before_the_scheduler_answers(tmp_path, 
     scheduler = RecordingScheduler(latency=0.5)
     services = make_services(tmp_path, scheduler=scheduler, store_kind=store_kind)
     try:
-        records = _new(services, 4)
-        job_ids = _ids(records)
+        records = new_created_jobs(services, 4)
+        job_ids = ids_of(records)
         started = time.monotonic()
         submit_new_jobs(services, records, "tok", wait=False)
         assert time.monotonic() - started < 0.4
@@ -167,8 +149,8 @@ def test_a_background_submission_returns_before_the_scheduler_answers(tmp_path, 
 
 
 def test_stop_finishes_queued_work_and_leaves_no_thread(services, scheduler):
-    records = _new(services, 3)
-    job_ids = _ids(records)
+    records = new_created_jobs(services, 3)
+    job_ids = ids_of(records)
     submit_new_jobs(services, records, "tok", wait=False)
 
     assert services.submitter.stop()
@@ -178,8 +160,8 @@ def test_stop_finishes_queued_work_and_leaves_no_thread(services, scheduler):
 
 
 def test_jobs_claimed_by_another_submitter_are_not_submitted_twice(services, scheduler):
-    records = _new(services, 2)
-    job_ids = _ids(records)
+    records = new_created_jobs(services, 2)
+    job_ids = ids_of(records)
     other = StoreSubmitter(services.store, scheduler, services.config, services.clock)
     submit_new_jobs(services, records, "tok", wait=False, submitter=other)  # its insert claims them
     try:
@@ -198,7 +180,7 @@ def test_round_trips_of_a_submission_do_not_grow_with_the_number_of_jobs(tmp_pat
         counting = CountingStore(services.store)
         submitter = StoreSubmitter(counting, services.scheduler, services.config)
         try:
-            records = _new(services, count)
+            records = new_created_jobs(services, count)
             counting.reset()
             submit_new_jobs(services, records, "tok", wait=True, submitter=submitter, store=counting)
             return counting.round_trips
@@ -294,8 +276,8 @@ def test_a_slow_submission_keeps_its_claims_alive_past_the_lease(services):
     slow.scheduler_type = "local"
     submitter = StoreSubmitter(services.store, slow, services.config, lease_seconds=0.5,
                                renew_interval=0.1)
-    records = _new(services, 3, created=time.time() - 3600)
-    job_ids = _ids(records)
+    records = new_created_jobs(services, 3, created=time.time() - 3600)
+    job_ids = ids_of(records)
     try:
         submit_new_jobs(services, records, "tok", wait=False, submitter=submitter)
         time.sleep(1.2)

@@ -186,10 +186,25 @@ def all_jobs(services: Services) -> list[Record]:
     return services.store.find_jobs(JobQuery())
 
 
-def new_created_job(services: Services, user: str = "alice") -> Record:
-    """A ``created`` job as run_job builds it, not stored yet (``submit_new_jobs`` stores it)."""
-    return jobmod.new_job_record(job_id=jobmod.new_job_id(), user=user, job_input=job_input(),
-                                 now=services.clock())
+def new_created_jobs(services: Services, count: int = 1, *, created: float | None = None,
+                     **fields: Any) -> list[Record]:
+    """``count`` jobs in ``created`` as the run path builds them, not stored yet
+    (``submit_new_jobs`` stores them): owned by alice, ``Demo.echo``; ``created`` sets the
+    creation time in the ids, ``fields`` set or override top-level fields."""
+    records = []
+    for _ in range(count):
+        record = jobmod.new_job_record(
+            job_id=job_id_at(created) if created is not None else jobmod.new_job_id(), user="alice",
+            job_input=job_input(method="Demo.echo"), now=services.clock(),
+            batch_id=fields.get("batch_id"), batch_job=fields.get("batch_job", False),
+            retry_parent=fields.get("retry_parent"))
+        record.update({k: v for k, v in fields.items() if k not in ("batch_id", "batch_job", "retry_parent")})
+        records.append(record)
+    return records
+
+
+def ids_of(records: Sequence[Record]) -> list[str]:
+    return [record["_id"] for record in records]
 
 
 def submit_new_jobs(services: Services, records: Sequence[Record], token: str | None, *, wait: bool,
