@@ -6,6 +6,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from typing import Iterator
 
 from execution_engine2.datadir import private_file, tighten
@@ -134,6 +135,19 @@ class SqliteConnections:
     @store_errors
     def _create_schema(self) -> None:
         _make_private(self._path)
+        # Processes opening a new file at once (gunicorn's workers, the local worker)
+        # race to switch it to WAL; SQLite answers the loser "database is locked" at
+        # once, without waiting its busy timeout. Each step is idempotent: try again.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return self._apply_schema()
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+
+    def _apply_schema(self) -> None:
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         with self._write() as conn:
